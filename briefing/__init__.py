@@ -1,0 +1,3 @@
+"""briefing stage (built in a later issue)."""
+
+__all__: list[str] = []

@@ -1,0 +1,30 @@
+"""Composition root: builds the pipeline parts from `Settings`; handlers and jobs never build clients."""
+
+from __future__ import annotations
+
+from indexing import Chunker, Indexer, QdrantIndex, SentenceTransformerEmbedder
+from server.settings import Settings
+
+
+def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(settings.embedding_model)
+
+
+def build_chunker(settings: Settings, embedder: SentenceTransformerEmbedder) -> Chunker:
+    return Chunker(
+        embedder.token_counter(),
+        chunk_tokens=min(settings.chunk_tokens, embedder.max_tokens - 16),
+        overlap_tokens=settings.chunk_overlap,
+    )
+
+
+def open_index(settings: Settings) -> QdrantIndex:
+    """The index as it is, whatever model built it (re-index reads it with a new model)."""
+    return QdrantIndex(settings.qdrant.connect(), settings.qdrant.prefix)
+
+
+def build_indexer(settings: Settings, embedder: SentenceTransformerEmbedder | None = None) -> Indexer:
+    embedder = embedder or build_embedder(settings)
+    index = open_index(settings)
+    index.ensure(embedder.dim)
+    return Indexer(index, embedder, build_chunker(settings, embedder), settings.stories)
