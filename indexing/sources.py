@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from xml.sax import SAXException
 
 from indexing.articles import Article, RecordError, validate_record
 
@@ -77,9 +78,11 @@ def read_feed(location: str, *, section: str = "news", timeout_s: float = 20.0) 
 
     content = _fetch(location, timeout_s) if _is_url(location) else Path(location).read_bytes()
     feed = feedparser.parse(content)
-    if feed.bozo and not feed.entries:
-        reason = getattr(feed, "bozo_exception", "not an RSS or Atom feed")
-        yield RecordError(location, 0, "<feed>", f"unreadable feed: {reason}")
+    # Broken XML rejects the whole feed: feedparser's loose fallback would guess at entries.
+    # Benign complaints (a wrong declared encoding, say) do not.
+    problem = feed.get("bozo_exception")
+    if isinstance(problem, SAXException) or not (feed.entries or feed.feed):
+        yield RecordError(location, 0, "<feed>", f"unreadable feed: {problem or 'no entries'}")
         return
     publication = feed.feed.get("title") or location
     language = (feed.feed.get("language") or "en").split("-")[0]
@@ -92,7 +95,7 @@ def _feed_entry(entry: Any, section: str, publication: str, language: str) -> di
     content = entry.get("content") or []
     body_html = content[0].get("value", "") if content else entry.get("summary", "")
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
-    updated = entry.get("updated_parsed")
+    updated = dict.get(entry, "updated_parsed")  # plain lookup: skips feedparser's deprecated alias
     tags = [t.get("term", "") for t in entry.get("tags", []) if t.get("term")]
     return {
         "id": "feed-" + hashlib.sha256(guid.encode()).hexdigest()[:20],

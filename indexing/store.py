@@ -187,11 +187,9 @@ class QdrantIndex:
         from qdrant_client.http import models as qm
 
         generation = self._latest_generation() + 1
+        self._drop_unserved_generations()
         staged = QdrantIndex(self.client, self.prefix, generation=generation)
         staged._lock = self._lock
-        for name in (staged.chunks, staged.articles):
-            if self.client.collection_exists(name):
-                self.client.delete_collection(name)
         distance = qm.Distance.COSINE
         self.client.create_collection(
             staged.chunks, vectors_config={DENSE: qm.VectorParams(size=dim, distance=distance)}
@@ -226,11 +224,19 @@ class QdrantIndex:
                 return str(item.collection_name)
         return None
 
-    def _latest_generation(self) -> int:
-        stem = f"{self.prefix}_chunks_g"
+    def _drop_unserved_generations(self) -> None:
+        served = {self._alias_target(self.chunks), self._alias_target(self.articles)}
+        for name in self._generation_names():
+            if name not in served:
+                self.client.delete_collection(name)
+
+    def _generation_names(self) -> list[str]:
+        stems = (f"{self.prefix}_chunks_g", f"{self.prefix}_articles_g")
         names = [c.name for c in self.client.get_collections().collections]
-        gens = [int(n[len(stem) :]) for n in names if n.startswith(stem) and n[len(stem) :].isdigit()]
-        return max(gens, default=0)
+        return [n for n in names if n.startswith(stems) and n.rsplit("_g", 1)[1].isdigit()]
+
+    def _latest_generation(self) -> int:
+        return max((int(n.rsplit("_g", 1)[1]) for n in self._generation_names()), default=0)
 
     def _index_payload(self) -> None:
         if self.is_local:  # local mode evaluates filters in Python and ignores indexes

@@ -2,9 +2,10 @@
 
 Incremental and online: each new article joins the story of its best match among the articles
 published within `window_hours` of it, if the match is close enough, or starts a story of its own.
-Closeness is the cosine of the article vectors plus a bonus for shared names in the headlines and
-leads (capitalized words and numbers), which separates two stories on one topic better than the
-embedding alone. Ids are stable: an article keeps its story when it is updated.
+Closeness is the cosine of the article vectors plus a bonus for shared names (capitalized words
+and numbers, Jaccard overlap). The names carry most of the weight: they separate two stories on
+one topic, and they work for Norwegian, where the English embedding model sees every article as
+alike (same-story and other-story pairs both score about 0.8 cosine in the demo corpus). Ids are stable: an article keeps its story when it is updated.
 
 `pairwise_scores` measures a clustering against documented threads (pairwise precision/recall).
 """
@@ -137,12 +138,14 @@ _WORD = re.compile(r"\b(?:[A-ZÆØÅ][\w'-]+|\d[\d.,]*\d|\d)\b")
 @dataclass(frozen=True)
 class StoryConfig:
     window_hours: float = 96.0
-    threshold: float = 0.62  # cosine + name bonus needed to join a story (tuned on data/demo)
-    name_weight: float = 0.35  # weight of the Jaccard overlap of names
+    # Tuned on data/demo's 18 threads (a plateau: 0.95-1.15 all give F1 >= 0.94).
+    threshold: float = 1.1  # cosine + name_weight * Jaccard needed to join a story
+    name_weight: float = 1.5
+    candidates: int = 50  # nearest articles by cosine whose names are compared
 
 
 def names(article: Article) -> frozenset[str]:
-    text = f"{article.title}. {article.lead}"
+    text = f"{article.title}. {article.lead}\n{article.body}"
     return frozenset(w.lower() for w in _WORD.findall(text) if w.lower() not in _NOT_NAMES)
 
 
@@ -182,8 +185,9 @@ class StoryClusterer:
         cfg = self.config
         near = np.abs(self._times[:n] - article.published_at.timestamp()) <= cfg.window_hours * 3600
         cosine = np.where(near, self._vectors[:n] @ vector, -1.0)
-        # Only articles whose cosine can still reach the threshold with a full name bonus.
-        candidates = np.flatnonzero(cosine >= cfg.threshold - cfg.name_weight)
+        # Names are compared with the nearest few only, which bounds the Python work per article.
+        nearest = np.argpartition(-cosine, min(cfg.candidates, n) - 1)[: cfg.candidates]
+        candidates = nearest[near[nearest]]
         if candidates.size == 0:
             return None
         own = names(article)

@@ -11,7 +11,7 @@
 | EMBEDDING_MODEL | packaged:all-MiniLM-L6-v2 | a local path or hub id for sentence-transformers |
 | LLM_MODEL | packaged:SmolLM2-135M-Instruct | GGUF path or hub id (from the generation issue on) |
 | CHUNK_TOKENS / CHUNK_OVERLAP | 200 / 20 | chunk size and overlap in embedding-model tokens |
-| STORY_WINDOW_HOURS / STORY_THRESHOLD | 96 / 0.62 | story clustering window and join threshold |
+| STORY_WINDOW_HOURS / STORY_THRESHOLD | 96 / 1.1 | story clustering window and join threshold |
 """
 
 from __future__ import annotations

@@ -1,0 +1,50 @@
+"""Shared fixtures. Models come from installed packages; nothing reaches a hub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from indexing import (  # noqa: E402
+    Article,
+    Chunker,
+    Indexer,
+    QdrantConfig,
+    QdrantIndex,
+    SentenceTransformerEmbedder,
+    open_source,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def chunker(embedder: SentenceTransformerEmbedder) -> Chunker:
+    return Chunker(embedder.token_counter(), chunk_tokens=200, overlap_tokens=20)
+
+
+@pytest.fixture(scope="session")
+def demo_articles() -> list[Article]:
+    records = list(open_source(str(DEMO / "articles")))
+    assert all(isinstance(r, Article) for r in records)
+    return [r for r in records if isinstance(r, Article)]
+
+
+@pytest.fixture
+def memory_indexer(embedder: SentenceTransformerEmbedder, chunker: Chunker) -> Iterator[Indexer]:
+    index = QdrantIndex.open(QdrantConfig(), embedder.dim)
+    yield Indexer(index, embedder, chunker)
+    index.close()
