@@ -5,7 +5,8 @@ published within `window_hours` of it, if the match is close enough, or starts a
 Closeness is the cosine of the article vectors plus a bonus for shared names (capitalized words
 and numbers, Jaccard overlap). The names carry most of the weight: they separate two stories on
 one topic, and they work for Norwegian, where the English embedding model sees every article as
-alike (same-story and other-story pairs both score about 0.8 cosine in the demo corpus). Ids are stable: an article keeps its story when it is updated.
+alike (same-story and other-story pairs both score about 0.8 cosine in the demo corpus).
+Ids are stable: an article keeps its story when it is updated.
 
 `pairwise_scores` measures a clustering against documented threads (pairwise precision/recall).
 """

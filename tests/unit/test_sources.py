@@ -14,7 +14,8 @@ RSS = """<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel><title>Havnby Test Feed</title><language>en-gb</language>
 <item><guid>urn:test:1</guid><title>Harbour &amp; bridge reopen</title>
 <link>https://feed.example/1</link><pubDate>Mon, 16 Nov 2026 08:00:00 +0100</pubDate>
-<description>&lt;p&gt;The bridge is open.&lt;/p&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;p&gt;Cars may cross.&lt;/p&gt;</description>
+<description>&lt;p&gt;The bridge is open.&lt;/p&gt;&lt;script&gt;alert(1)&lt;/script&gt;
+&lt;p&gt;Cars may cross.&lt;/p&gt;</description>
 </item>
 <item><guid>urn:test:2</guid><title>No link and no date</title><description>text</description></item>
 </channel></rss>"""

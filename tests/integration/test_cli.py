@@ -1,0 +1,65 @@
+"""The `briefing` CLI end to end on an embedded store in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from server.cli import PARTIAL, main
+from tests.factories import make_article
+
+COMMANDS = ["ingest", "search", "stories", "retract", "reindex", "demo"]
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.delenv("QDRANT_PATH", raising=False)
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_has_help(runner: CliRunner, command: str | None) -> None:
+    result = runner.invoke(main, [command, "--help"] if command else ["--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_ingest_search_stories_retract(runner: CliRunner, tmp_path: Path) -> None:
+    good = make_article("cli-1", title="Havnby opens a heated sea bath", section="local")
+    broken = {**make_article("cli-2").model_dump(mode="json"), "published_at": "yesterday"}
+    feed = tmp_path / "day.jsonl"
+    feed.write_text(good.model_dump_json() + "\n" + json.dumps(broken) + "\n")
+
+    result = runner.invoke(main, ["ingest", str(feed)])
+    assert result.exit_code == PARTIAL, result.output
+    assert f"rejected {feed}:2: published_at:" in result.stderr
+    assert "1 new, 0 updated, 0 unchanged, 1 rejected" in result.stdout
+
+    result = runner.invoke(main, ["search", "sea bath", "--section", "local", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[0])["article_id"] == "cli-1"
+    assert "no matches" in runner.invoke(main, ["search", "sea bath", "--section", "sport"]).stdout
+
+    assert "1 stories in all" in runner.invoke(main, ["stories"]).stdout
+    assert "retracted 1 of 1" in runner.invoke(main, ["retract", "cli-1"]).stdout
+    assert "no matches" in runner.invoke(main, ["search", "sea bath"]).stdout
+
+
+def test_missing_source_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["ingest", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 1 and "no such file or directory" in result.output
+
+
+def test_store_in_use_by_another_process_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient
+
+    holder = QdrantClient(path=str(tmp_path / "data" / "qdrant"))  # holds the folder's lock
+    try:
+        result = runner.invoke(main, ["search", "anything"])
+    finally:
+        holder.close()
+    assert result.exit_code == 1 and "in use by another process" in result.output
