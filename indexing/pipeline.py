@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from itertools import islice
 from typing import TypeVar
 
@@ -71,9 +72,15 @@ class Indexer:
         self.index = index
         self.embedder = embedder
         self.chunker = chunker
-        self.clusterer = StoryClusterer(embedder.dim, stories or StoryConfig())
-        for record in index.scroll():
-            self.clusterer.add(record.article, record.vector, record.story_id)
+        self.story_config = stories or StoryConfig()
+
+    @cached_property
+    def clusterer(self) -> StoryClusterer:
+        """The story window, loaded from the index on first ingest (search never needs it)."""
+        clusterer = StoryClusterer(self.embedder.dim, self.story_config)
+        for record in self.index.scroll():
+            clusterer.add(record.article, record.vector, record.story_id)
+        return clusterer
 
     def ingest(
         self, records: Iterable[Record], *, batch_size: int = 1024, progress: bool = False
