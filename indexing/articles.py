@@ -109,7 +109,12 @@ def validate_record(raw: Any, source: str, line: int) -> Article | list[RecordEr
     try:
         return Article.model_validate(raw)
     except ValidationError as exc:
-        return [RecordError(source, line, _field_name(err["loc"]), _reason(err)) for err in exc.errors()]
+        return record_errors(exc, source, line)
+
+
+def record_errors(exc: ValidationError, source: str, line: int) -> list[RecordError]:
+    """pydantic's errors as one `RecordError` per field, worded for people."""
+    return [RecordError(source, line, _field_name(err["loc"]), _reason(err)) for err in exc.errors()]
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:

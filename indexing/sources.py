@@ -117,17 +117,26 @@ def _from_struct(stamp: Any) -> str | None:
     return datetime.fromtimestamp(calendar.timegm(stamp), tz=UTC).isoformat() if stamp else None
 
 
+class SourceUnavailable(OSError):
+    """A feed could not be fetched: the message says which and why."""
+
+
 def _fetch(url: str, timeout_s: float) -> bytes:
     import httpx
 
-    with httpx.stream("GET", url, timeout=timeout_s, follow_redirects=True) as response:
-        response.raise_for_status()
-        data = bytearray()
-        for part in response.iter_bytes():
-            data.extend(part)
-            if len(data) > MAX_FEED_BYTES:
-                raise ValueError(f"{url}: feed larger than {MAX_FEED_BYTES} bytes")
-        return bytes(data)
+    data = bytearray()
+    try:
+        with httpx.stream("GET", url, timeout=timeout_s, follow_redirects=True) as response:
+            response.raise_for_status()
+            for part in response.iter_bytes():
+                data.extend(part)
+                if len(data) > MAX_FEED_BYTES:
+                    raise SourceUnavailable(f"{url}: feed larger than {MAX_FEED_BYTES} bytes")
+    except httpx.HTTPStatusError as exc:
+        raise SourceUnavailable(f"{url}: HTTP {exc.response.status_code}") from exc
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+    return bytes(data)
 
 
 def _validated(raw: Any, source: str, line: int) -> Iterator[Record]:

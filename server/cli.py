@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,24 @@ import click
 
 from indexing import Hit, Indexer, IndexUnavailable, SearchFilter, open_source, pairwise_scores
 from indexing import reindex as run_reindex
-from server.container import build_chunker, build_embedder, build_indexer, open_index
+from recsys import RANKERS, Item, load_readers
+from server.container import (
+    build_chunker,
+    build_embedder,
+    build_event_store,
+    build_indexer,
+    build_recommender,
+    open_index,
+)
 from server.settings import Settings
 
 PARTIAL = 3  # exit code of an ingest that rejected some records
+DEMO_NOW = datetime.fromisoformat("2026-11-19T23:00:00+01:00")
+DEMO_READERS = {
+    "r01": "reads sport and local news",
+    "r02": "read day 1 of the Nordkai ferry story",
+    "r03": "new reader",
+}
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 
 
@@ -149,11 +163,48 @@ def reindex() -> None:
     click.echo(f"re-indexed {done} articles with {embedder.name} ({embedder.dim} dimensions)")
 
 
+def _parse_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2026-11-19T23:00+01:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.command()
+@click.argument("reader")
+@click.option("-k", default=8, show_default=True, help="Stories to recommend.")
+@click.option("--ranker", type=click.Choice(list(RANKERS)), help="Ranker (default: RECSYS_RANKER).")
+@click.option("--explain", is_flag=True, help="Show why each story was picked.")
+@click.option("--now", callback=_parse_time, help="Recommend as of this ISO time (default: now).")
+def recommend(reader: str, k: int, ranker: str | None, explain: bool, now: datetime) -> None:
+    """Stories for READER since their last visit (the last 24 hours on a first visit), one per
+    story, diversified; stories they read come back only with something new."""
+    settings = Settings.from_env()
+    with _indexer() as indexer:
+        recommender = build_recommender(settings, indexer, build_event_store(settings), now)
+    _print_items(recommender.recommend(reader, now, k=k, ranker=ranker), explain)
+
+
+def _print_items(items: list[Item], explain: bool) -> None:
+    if not items:
+        click.echo("  nothing new since the last visit")
+    for n, item in enumerate(items, 1):
+        flag = "update" if item.update else "new"
+        click.echo(f"  {n:>2}. [{item.section}] {item.title}  ({item.article_id}, {flag})")
+        if explain:
+            click.echo(f"      {item.reason}; score {item.score:.3f}")
+
+
 @main.command()
 @click.option("--query", default="Nordvik Laks takeover price", show_default=True)
 def demo(query: str) -> None:
-    """Ingest the demo newsroom (data/demo) into the embedded store, then show a search and
-    the story threads with their score against the documented threads."""
+    """Ingest the demo newsroom (data/demo) into the embedded store, then show a search, the
+    story threads with their score against the documented threads, and what three demo readers
+    are recommended at the end of the demo's fourth day."""
+    settings = Settings.from_env()
     with _indexer() as indexer:
         report = indexer.ingest(open_source(str(DEMO_DIR / "articles")), progress=True)
         click.echo(f"demo newsroom: {report.summary()}")
@@ -163,6 +214,12 @@ def demo(query: str) -> None:
         for hit in _best_per_article(indexer.search(query, 15))[:5]:
             click.echo(_hit_line(hit))
         grouped = indexer.stories()
+        events = build_event_store(settings)
+        load_readers(DEMO_DIR / "readers.jsonl", events)
+        recommender = build_recommender(settings, indexer, events, DEMO_NOW)
+    for reader, who in DEMO_READERS.items():
+        click.echo(f"\nrecommended for {reader} ({who}) at {DEMO_NOW:%Y-%m-%d %H:%M}:")
+        _print_items(recommender.recommend(reader, DEMO_NOW, k=5), explain=True)
     click.echo("\nstory threads (2+ articles):")
     for story_id, articles in grouped.items():
         if len(articles) > 1:
@@ -200,6 +257,4 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
 
 
 def _aware(moment: datetime | None) -> datetime | None:
-    from datetime import UTC
-
     return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment

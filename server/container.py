@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from indexing import Chunker, Indexer, QdrantIndex, SentenceTransformerEmbedder
+from recsys import CandidateMatrix, EventRepository, JsonlEventStore, Recommender
 from server.settings import Settings
 
 
@@ -28,3 +31,18 @@ def build_indexer(settings: Settings, embedder: SentenceTransformerEmbedder | No
     index = open_index(settings)
     index.ensure(embedder.dim)
     return Indexer(index, embedder, build_chunker(settings, embedder), settings.stories)
+
+
+def build_event_store(settings: Settings) -> JsonlEventStore:
+    return JsonlEventStore(settings.data_dir / "events.jsonl")
+
+
+def build_recommender(
+    settings: Settings, indexer: Indexer, events: EventRepository, now: datetime
+) -> Recommender:
+    """A recommender over the articles modified in the recent window, popularity as of `now`."""
+    since = now - timedelta(days=settings.recsys_window_days)
+    matrix = CandidateMatrix.from_index(indexer.index, indexer.embedder.dim, since)
+    recommender = Recommender(matrix, events, settings.recsys)
+    recommender.refresh(matrix, now)
+    return recommender

@@ -12,6 +12,9 @@
 | LLM_MODEL | packaged:SmolLM2-135M-Instruct | GGUF path or hub id (from the generation issue on) |
 | CHUNK_TOKENS / CHUNK_OVERLAP | 200 / 20 | chunk size and overlap in embedding-model tokens |
 | STORY_WINDOW_HOURS / STORY_THRESHOLD | 96 / 1.1 | story clustering window and join threshold |
+| RECSYS_RANKER | learned | default ranker (popularity, recency, content, learned) |
+| RECSYS_DIVERSITY | 0.3 | MMR weight of novelty (0: the ranker's order) |
+| RECSYS_WINDOW_DAYS | 7 | articles published this recently are candidates |
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexing import PACKAGED_MINILM, QdrantConfig, StoryConfig
+from recsys import RecsysConfig
 
 _DEFAULT_LLM = "packaged:SmolLM2-135M-Instruct"
 
@@ -36,6 +40,8 @@ class Settings:
     chunk_tokens: int = 200
     chunk_overlap: int = 20
     stories: StoryConfig = field(default_factory=StoryConfig)
+    recsys: RecsysConfig = field(default_factory=RecsysConfig)
+    recsys_window_days: float = 7.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +60,11 @@ class Settings:
             llm_model=env.get("LLM_MODEL", _DEFAULT_LLM),
             chunk_tokens=_int(env, "CHUNK_TOKENS", 200),
             chunk_overlap=_int(env, "CHUNK_OVERLAP", 20),
+            recsys=RecsysConfig(
+                ranker=env.get("RECSYS_RANKER", RecsysConfig.ranker),
+                diversity=_float(env, "RECSYS_DIVERSITY", RecsysConfig.diversity),
+            ),
+            recsys_window_days=_float(env, "RECSYS_WINDOW_DAYS", 7.0),
             stories=StoryConfig(
                 window_hours=_float(env, "STORY_WINDOW_HOURS", StoryConfig.window_hours),
                 threshold=_float(env, "STORY_THRESHOLD", StoryConfig.threshold),

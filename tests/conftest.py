@@ -48,3 +48,16 @@ def memory_indexer(embedder: SentenceTransformerEmbedder, chunker: Chunker) -> I
     index = QdrantIndex.open(QdrantConfig(), embedder.dim)
     yield Indexer(index, embedder, chunker)
     index.close()
+
+
+@pytest.fixture(scope="session")
+def demo(
+    embedder: SentenceTransformerEmbedder, chunker: Chunker, demo_articles: list[Article]
+) -> Iterator[Indexer]:
+    """The demo newsroom in an in-memory index; tests must not change it."""
+    index = QdrantIndex.open(QdrantConfig(), embedder.dim)
+    indexer = Indexer(index, embedder, chunker)
+    report = indexer.ingest(demo_articles)
+    assert report.ok and report.new == len({a.id for a in demo_articles})
+    yield indexer
+    index.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,18 +23,6 @@ THREADS = {
     for path in sorted((DEMO / "threads").glob("*.jsonl"))
     for thread in map(json.loads, path.open())
 }
-
-
-@pytest.fixture(scope="module")
-def demo(
-    embedder: SentenceTransformerEmbedder, chunker: Chunker, demo_articles: list[Article]
-) -> Iterator[Indexer]:
-    index = QdrantIndex.open(QdrantConfig(), embedder.dim)
-    indexer = Indexer(index, embedder, chunker)
-    report = indexer.ingest(demo_articles)
-    assert report.ok and report.new == len({a.id for a in demo_articles})
-    yield indexer
-    index.close()
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from indexing import Article, RecordError, html_to_text, open_source, read_feed, read_jsonl, read_mind_news
+from indexing.sources import SourceUnavailable
 from tests.factories import make_article
 
 RSS = """<?xml version="1.0" encoding="utf-8"?>
@@ -47,6 +48,25 @@ def test_rss_feed_becomes_plain_text_articles(tmp_path: Path) -> None:
     errors = {r.field for r in records[1:] if isinstance(r, RecordError)}
     assert errors == {"url", "published_at"}
     assert all(isinstance(r, RecordError) and r.line == 2 for r in records[1:])
+
+
+def test_feed_from_a_url(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "feed.rss").write_text(RSS)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        records = list(open_source(f"{base}/feed.rss"))
+        assert isinstance(records[0], Article) and records[0].title == "Harbour & bridge reopen"
+        with pytest.raises(SourceUnavailable, match="HTTP 404"):
+            list(open_source(f"{base}/missing.rss"))
+    finally:
+        server.shutdown()
 
 
 def test_unreadable_feed_is_one_clear_error(tmp_path: Path) -> None:

@@ -1,0 +1,114 @@
+"""The in-memory candidate matrix: the recent window's article vectors and metadata.
+
+Scoring a reader against 10,000 fresh candidates is one matrix product over this matrix, not
+10,000 vector searches (Qdrant's embedded mode evaluates filters in Python). It is rebuilt from
+the index after ingest (`CandidateMatrix.from_index`) and is read-only afterwards, so readers of
+one matrix never see a half-refreshed state; the owner swaps in a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from indexing import Article, QdrantIndex, SearchFilter, Vectors
+from recsys.events import Event, EventType
+
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ArticleInfo:
+    """What the recommender needs of one article."""
+
+    article: Article
+    story_id: str
+    vector: Vectors
+
+
+class Codes:
+    """Strings to dense integer codes, so per-candidate lookups are array indexing."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self.names: list[str] = []
+        self.code: dict[str, int] = {}
+        for value in values:
+            self.add(value)
+
+    def add(self, value: str) -> int:
+        if value not in self.code:
+            self.code[value] = len(self.names)
+            self.names.append(value)
+        return self.code[value]
+
+    def array(self, values: Iterable[str]) -> Ints:
+        return np.fromiter((self.add(v) for v in values), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class CandidateMatrix:
+    """Row i is article `ids[i]`: its unit vector, story, section, first tag, language, times."""
+
+    def __init__(self, infos: Sequence[ArticleInfo], dim: int) -> None:
+        self.infos = list(infos)
+        self.ids = [i.article.id for i in self.infos]
+        self.row = {article_id: n for n, article_id in enumerate(self.ids)}
+        self.vectors = np.asarray([i.vector for i in self.infos], dtype=np.float32).reshape(-1, dim)
+        self.stories, self.sections, self.tags, self.languages = Codes(), Codes(), Codes(), Codes()
+        self.story = self.stories.array(i.story_id for i in self.infos)
+        self.section = self.sections.array(i.article.section for i in self.infos)
+        self.tag = self.tags.array((i.article.tags or [""])[0] for i in self.infos)
+        self.language = self.languages.array(i.article.language for i in self.infos)
+        self.published = np.array([i.article.published_at.timestamp() for i in self.infos], dtype=np.float64)
+        self.modified = np.array([i.article.last_modified.timestamp() for i in self.infos], dtype=np.float64)
+        self.popularity = np.zeros(len(self.infos), dtype=np.float64)
+
+    @classmethod
+    def from_index(cls, index: QdrantIndex, dim: int, since: datetime | None = None) -> CandidateMatrix:
+        """The articles published at or after `since` (all when None)."""
+        where = SearchFilter(since=since) if since else None
+        infos = [ArticleInfo(r.article, r.story_id, r.vector) for r in index.scroll(where)]
+        return cls(infos, dim)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def nbytes(self) -> int:
+        arrays = (self.vectors, self.story, self.section, self.tag, self.language)
+        return sum(a.nbytes for a in (*arrays, self.published, self.modified, self.popularity))
+
+    def set_popularity(self, events: Iterable[Event], now: datetime, half_life_hours: float = 24.0) -> None:
+        """Clicks per article, each halved in weight every `half_life_hours`."""
+        popularity = np.zeros(len(self.ids), dtype=np.float64)
+        now_ts = now.timestamp()
+        for event in events:
+            row = self.row.get(event.article_id)
+            if row is not None and event.type is EventType.CLICK and event.at.timestamp() <= now_ts:
+                popularity[row] += 0.5 ** ((now_ts - event.at.timestamp()) / 3600 / half_life_hours)
+        self.popularity = popularity
+
+    def candidates(
+        self, since: datetime, now: datetime, story_read_at: dict[str, float], languages: Sequence[str] = ()
+    ) -> Ints:
+        """Rows to consider: one per story updated in (since, now], its newest article that is
+        new to the reader; stories read with nothing new since are left out."""
+        fresh = (self.modified > since.timestamp()) & (self.published <= now.timestamp())
+        if languages:
+            codes = [self.languages.code[lang] for lang in languages if lang in self.languages.code]
+            fresh &= np.isin(self.language, codes)
+        read_at = np.zeros(len(self.stories), dtype=np.float64)
+        for story_id, at in story_read_at.items():
+            if story_id in self.stories.code:
+                read_at[self.stories.code[story_id]] = at
+        rows = np.flatnonzero(fresh & (self.modified > read_at[self.story]))
+        # Newest first within each story, then the first row of each story.
+        order = rows[np.lexsort((-self.modified[rows], self.story[rows]))]
+        _, first = np.unique(self.story[order], return_index=True)
+        return np.asarray(order[first], dtype=np.int64)
