@@ -68,7 +68,8 @@ class CandidateMatrix:
         self.language = self.languages.array(i.article.language for i in self.infos)
         self.published = np.array([i.article.published_at.timestamp() for i in self.infos], dtype=np.float64)
         self.modified = np.array([i.article.last_modified.timestamp() for i in self.infos], dtype=np.float64)
-        self.popularity = np.zeros(len(self.infos), dtype=np.float64)
+        self.popularity = np.zeros(len(self.infos), dtype=np.float64)  # decayed clicks
+        self.exposure = np.zeros(len(self.infos), dtype=np.float64)  # decayed impressions
 
     @classmethod
     def from_index(cls, index: QdrantIndex, dim: int, since: datetime | None = None) -> CandidateMatrix:
@@ -82,17 +83,12 @@ class CandidateMatrix:
 
     def nbytes(self) -> int:
         arrays = (self.vectors, self.story, self.section, self.tag, self.language)
-        return sum(a.nbytes for a in (*arrays, self.published, self.modified, self.popularity))
+        floats = (self.published, self.modified, self.popularity, self.exposure)
+        return sum(a.nbytes for a in (*arrays, *floats))
 
     def set_popularity(self, events: Iterable[Event], now: datetime, half_life_hours: float = 24.0) -> None:
-        """Clicks per article, each halved in weight every `half_life_hours`."""
-        popularity = np.zeros(len(self.ids), dtype=np.float64)
-        now_ts = now.timestamp()
-        for event in events:
-            row = self.row.get(event.article_id)
-            if row is not None and event.type is EventType.CLICK and event.at.timestamp() <= now_ts:
-                popularity[row] += 0.5 ** ((now_ts - event.at.timestamp()) / 3600 / half_life_hours)
-        self.popularity = popularity
+        """Clicks and impressions per article before `now`, halved in weight every half-life."""
+        self.popularity, self.exposure = popularity_at(self.row, events, now.timestamp(), half_life_hours)
 
     def candidates(
         self, since: datetime, now: datetime, story_read_at: dict[str, float], languages: Sequence[str] = ()
@@ -112,3 +108,22 @@ class CandidateMatrix:
         order = rows[np.lexsort((-self.modified[rows], self.story[rows]))]
         _, first = np.unique(self.story[order], return_index=True)
         return np.asarray(order[first], dtype=np.int64)
+
+
+def popularity_at(
+    rows: dict[str, int], events: Iterable[Event], now: float, half_life_hours: float
+) -> tuple[Floats, Floats]:
+    """(decayed clicks, decayed impressions) per row from the events before `now`."""
+    clicks = np.zeros(len(rows), dtype=np.float64)
+    shown = np.zeros(len(rows), dtype=np.float64)
+    for event in events:
+        row = rows.get(event.article_id)
+        at = event.at.timestamp()
+        if row is None or at >= now:
+            continue
+        weight = 0.5 ** ((now - at) / 3600 / half_life_hours)
+        if event.type is EventType.CLICK:
+            clicks[row] += weight
+        elif event.type is EventType.IMPRESSION:
+            shown[row] += weight
+    return clicks, shown

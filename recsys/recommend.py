@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from recsys.candidates import ArticleInfo, CandidateMatrix, Floats, Ints
+from recsys.candidates import ArticleInfo, CandidateMatrix, Floats, Ints, popularity_at
 from recsys.events import EventRepository, EventType
 from recsys.profiles import Profile, ProfileConfig, build_profile
 from recsys.rankers import Impression, Ranker, make_ranker
@@ -60,6 +60,13 @@ def mmr(relevance: Floats, vectors: np.ndarray, k: int, diversity: float) -> lis
     return chosen
 
 
+def top_diverse(scores: Floats, vectors: np.ndarray, k: int, pool: int, diversity: float) -> list[int]:
+    """Positions of the k items MMR picks from the `pool` best-scored ones."""
+    top = np.argpartition(-scores, pool - 1)[:pool] if len(scores) > pool else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [int(top[p]) for p in mmr(scores[top], vectors[top], k, diversity)]
+
+
 class Recommender:
     """Owns the candidate matrix (swap it with `refresh`) and the fitted rankers."""
 
@@ -101,7 +108,8 @@ class Recommender:
                 by_reader.setdefault(e.reader_id, []).append((e.at, e.article_id))
             elif e.type is EventType.CLICK:
                 clicked.add((e.reader_id, e.article_id))
-        clicks = self._click_times()
+        events = list(self.events.all_events())
+        half_life = self.config.popularity_half_life_hours
         out: list[Impression] = []
         for reader_id, shown in by_reader.items():
             history = self.events.for_reader(reader_id)
@@ -111,24 +119,9 @@ class Recommender:
                 profile = build_profile(reader_id, before, self.lookup, at, None, self.config.profile)
                 rows = np.array([self.matrix.row[a] for a in ids], dtype=np.int64)
                 labels = np.array([(reader_id, a) in clicked for a in ids], dtype=np.int64)
-                popularity = self._popularity_at(clicks, ids, at.timestamp())
-                out.append(Impression(profile, rows, labels, at.timestamp(), popularity))
-        return out
-
-    def _click_times(self) -> dict[str, np.ndarray]:
-        times: dict[str, list[float]] = {}
-        for e in self.events.all_events():
-            if e.type is EventType.CLICK:
-                times.setdefault(e.article_id, []).append(e.at.timestamp())
-        return {a: np.array(t) for a, t in times.items()}
-
-    def _popularity_at(self, clicks: dict[str, np.ndarray], ids: list[str], now: float) -> Floats:
-        """Decayed clicks before `now`, as `CandidateMatrix.set_popularity` counts them."""
-        half_life_s = self.config.popularity_half_life_hours * 3600
-        out = np.zeros(len(ids))
-        for n, article_id in enumerate(ids):
-            times = clicks.get(article_id, np.zeros(0))
-            out[n] = np.sum(0.5 ** ((now - times[times < now]) / half_life_s))
+                index = {a: n for n, a in enumerate(ids)}
+                clicks, exposure = popularity_at(index, events, at.timestamp(), half_life)
+                out.append(Impression(profile, rows, labels, at.timestamp(), clicks, exposure))
         return out
 
     def recommend(
@@ -141,9 +134,8 @@ class Recommender:
 
     def rank(self, profile: Profile, rows: Ints, now: datetime, *, k: int, ranker: str) -> list[Item]:
         scores = self.ranker(ranker).score(profile, self.matrix, rows, now.timestamp())
-        top = np.argsort(-scores, kind="stable")[: self.config.pool]
-        picked = mmr(scores[top], self.matrix.vectors[rows[top]], k, self.config.diversity)
-        return [self._item(profile, int(rows[top[p]]), float(scores[top[p]])) for p in picked]
+        picked = top_diverse(scores, self.matrix.vectors[rows], k, self.config.pool, self.config.diversity)
+        return [self._item(profile, int(rows[p]), float(scores[p])) for p in picked]
 
     def _item(self, profile: Profile, row: int, score: float) -> Item:
         info = self.matrix.infos[row]

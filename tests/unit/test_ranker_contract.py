@@ -34,7 +34,8 @@ def matrix() -> CandidateMatrix:
         for i in range(200)
     ]
     m = CandidateMatrix(infos, DIM)
-    m.popularity = rng.poisson(3, size=200).astype(np.float64)
+    m.exposure = rng.poisson(30, size=200).astype(np.float64)
+    m.popularity = rng.binomial(m.exposure.astype(np.int64), 0.1).astype(np.float64)
     return m
 
 
@@ -75,8 +76,8 @@ def test_learned_ranker_learns_a_planted_preference(matrix: CandidateMatrix) -> 
     for _ in range(60):
         rows = rng.choice(200, size=10, replace=False)
         labels = np.array([SECTIONS[r % 4] == "sport" for r in rows], dtype=np.int64)
-        popularity = matrix.popularity[rows]
-        impressions.append(Impression(profile_for(matrix, [0, 4]), rows, labels, NOW.timestamp(), popularity))
+        counts = matrix.popularity[rows], matrix.exposure[rows]
+        impressions.append(Impression(profile_for(matrix, [0, 4]), rows, labels, NOW.timestamp(), *counts))
     ranker = make_ranker("learned")
     ranker.fit(impressions, matrix)
     rows = np.arange(200)
