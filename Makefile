@@ -29,7 +29,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install the project with its models (idempotent)
 
-run: $(STAMP) ## ingest the demo newsroom into the embedded store, show a search and the story threads
+run: $(STAMP) ## ingest the demo newsroom, show a search, story threads and three readers' recommendations
 	DATA_DIR=$(DATA_DIR) $(BIN)/briefing demo
 
 test: $(STAMP) ## checks, then the whole test suite
@@ -47,6 +47,9 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 
 bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results/)
 	$(BIN)/python bench/ingest.py --data ../shared/datasets/mind_small --out bench/results/ingest.json
+	$(BIN)/python bench/recsys.py --data ../shared/datasets/mind_small --out bench/results/recsys_mind_small.json
+	$(BIN)/python bench/recsys.py --data ../shared/datasets/mind_small_raw_subset \
+		--out bench/results/recsys_mind_raw_subset.json
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)

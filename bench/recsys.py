@@ -70,10 +70,11 @@ def main() -> None:
     learned.fit([training_example(i, profiles, matrix) for i in train], matrix)
     rankers = scorers(matrix, learned)
     results: dict[str, Any] = {"data": str(args.data), "split": split_description(train, test)}
-    per_ranker = {name: evaluate(test, profiles, score) for name, score in rankers.items()}
-    for name, rows in per_ranker.items():
-        results[name] = summarize([r for _, r in rows]).as_dict()
-    results["by_reader_kind"] = by_kind(per_ranker["final"])
+    # An impression listed under several variants counts once overall, once per variant below.
+    unique = list({i["id"]: i for i in test}.values())
+    for name, score in rankers.items():
+        results[name] = summarize([r for _, r in evaluate(unique, profiles, score)]).as_dict()
+    results["by_reader_kind"] = by_kind(evaluate(test, profiles, rankers["final"]))
     results["latency_p99_ms"], results["latency_p50_ms"], results["memory_mb_per_100k"] = latency(learned)
     results["machine"] = {
         "platform": platform.platform(),
@@ -156,7 +157,8 @@ def split(impressions: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 def split_description(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> str:
     return (
         f"impression ids shuffled (seed 13) and halved: learned ranker fitted on {len(train)} impressions, "
-        f"all rankers scored on the other {len(test)}; popularity = clicks in the training half"
+        f"all rankers scored on the other {len({i['id'] for i in test})} (distinct ids); "
+        "popularity and exposure = clicks and impressions in the training half"
     )
 
 

@@ -41,7 +41,7 @@ def ndcg(labels: np.ndarray, scores: np.ndarray, k: int) -> float:
 
 def impression_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float] | None:
     """The four metrics of one impression, or None when it has no click or no non-click."""
-    if labels.min() == labels.max():
+    if len(labels) == 0 or labels.min() == labels.max():
         return None
     return {
         "auc": auc(labels, scores),
