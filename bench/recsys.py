@@ -1,13 +1,14 @@
 """Recommender evaluation on MIND click logs, and scoring latency.
 
-    python bench/recsys.py --data ../shared/datasets/mind_small --out bench/results/recsys.json
+    python bench/recsys.py --data ../shared/datasets/mind_small --out bench/results/recsys_mind_small.json
 
-DIR holds MIND `news.tsv` and `impressions.jsonl` (with a `variant` per impression) and/or
-`behaviors.tsv` (research-only data, read in place). Each impression is scored separately and
-AUC, MRR, nDCG@5 and nDCG@10 are averaged over impressions (the MIND protocol), with 95%
-bootstrap intervals. Impressions are split in two by a seeded shuffle of their ids: the learned
-ranker trains on the first half and every ranker is scored on the second; popularity counts come
-from the first half's clicks only. MIND-small has no publication times, so there is no recency row.
+DIR holds MIND `news.tsv` with `impressions.jsonl` (a `variant` per impression) or
+`behaviors.tsv`, or EB-NeRD's `articles.parquet`, `behaviors.parquet` and `history.parquet`
+anywhere below it (research-only data, read in place; see recsys/datasets.py). Each impression
+is scored separately and AUC, MRR, nDCG@5 and nDCG@10 are averaged over impressions (the MIND
+protocol), with 95% bootstrap intervals. Impressions are split in two by a seeded shuffle of
+their ids: the learned ranker trains on the first half and every ranker is scored on the second;
+popularity counts come from the first half only. MIND has no publication times: no recency row.
 
 Latency: one reader against 1k, 10k and 100k synthetic candidates (384-d), ranker + MMR.
 """
@@ -33,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexing import Article, SentenceTransformerEmbedder, read_mind_news
+from indexing import Article, SentenceTransformerEmbedder
 from recsys import (
     ArticleInfo,
     CandidateMatrix,
@@ -45,31 +46,37 @@ from recsys import (
     make_ranker,
     mmr,
 )
+from recsys.datasets import LoggedImpression, load_logs
 from recsys.evaluation import METRICS, impression_metrics, summarize
 from recsys.recommend import top_diverse
 
 T0 = datetime(2019, 11, 15, tzinfo=UTC)
 NOW = (T0 + timedelta(hours=1)).timestamp()
 DIVERSITY = 0.3
-Scorer = Callable[[Profile, np.ndarray, np.ndarray], np.ndarray]
+Scorer = Callable[[Profile, dict[str, Any]], np.ndarray]
 
 
 def main() -> None:
     args = parse_args()
-    articles = [r for r in read_mind_news(args.data / "news.tsv") if isinstance(r, Article)]
+    logs = load_logs(args.data)
+    articles = logs.articles
     vectors = embed(articles, args.cache)
     matrix = CandidateMatrix(
         [ArticleInfo(a, a.id, v) for a, v in zip(articles, vectors, strict=True)], vectors.shape[1]
     )
-    impressions = load_impressions(args.data, matrix)
+    impressions = prepare(logs.impressions, matrix)
     train, test = split(impressions)
     matrix.popularity, matrix.exposure = counts(train, matrix)
     profiles = {imp["key"]: profile(imp, matrix) for imp in impressions}
 
     learned = make_ranker("learned")
     learned.fit([training_example(i, profiles, matrix) for i in train], matrix)
-    rankers = scorers(matrix, learned)
-    results: dict[str, Any] = {"data": str(args.data), "split": split_description(train, test)}
+    rankers = scorers(matrix, learned, with_recency=logs.source == "ebnerd")
+    results: dict[str, Any] = {
+        "data": str(args.data),
+        "format": logs.source,
+        "split": split_description(train, test),
+    }
     # An impression listed under several variants counts once overall, once per variant below.
     unique = list({i["id"]: i for i in test}.values())
     for name, score in rankers.items():
@@ -109,36 +116,22 @@ def embed(articles: list[Article], cache: Path) -> np.ndarray:
     return vectors
 
 
-def load_impressions(data: Path, matrix: CandidateMatrix) -> list[dict[str, Any]]:
-    """impressions.jsonl when present (it has variants), else behaviors.tsv."""
-    rows: list[dict[str, Any]] = []
-    if (data / "impressions.jsonl").exists():
-        for line in (data / "impressions.jsonl").read_text().splitlines():
-            rows.append(json.loads(line))
-    else:
-        for line in (data / "behaviors.tsv").read_text().splitlines():
-            iid, _, _, history, shown = line.split("\t")
-            pairs = [s.rsplit("-", 1) for s in shown.split()]
-            rows.append(
-                {
-                    "impression_id": int(iid),
-                    "variant": "",
-                    "history": history.split(),
-                    "candidates": [p[0] for p in pairs],
-                    "labels": [int(p[1]) for p in pairs],
-                }
-            )
+def prepare(logged: list[LoggedImpression], matrix: CandidateMatrix) -> list[dict[str, Any]]:
+    """Impressions as matrix rows; candidates and history without metadata are left out."""
     out = []
-    for n, row in enumerate(rows):
-        known = [(c, y) for c, y in zip(row["candidates"], row["labels"], strict=True) if c in matrix.row]
+    for n, imp in enumerate(logged):
+        known = [(c, y) for c, y in zip(imp.candidates, imp.labels, strict=True) if c in matrix.row]
+        now = imp.at or datetime.fromtimestamp(NOW, UTC)
+        before = now - timedelta(hours=1)  # a history without times happened before the impression
         out.append(
             {
                 "key": n,
-                "id": row["impression_id"],
-                "variant": row.get("variant", ""),
-                "history": [h for h in row["history"] if h in matrix.row],
+                "id": imp.impression_id,
+                "variant": imp.variant,
+                "history": [(h, at or before) for h, at in imp.history if h in matrix.row],
                 "rows": np.array([matrix.row[c] for c, _ in known], dtype=np.int64),
                 "labels": np.array([y for _, y in known], dtype=np.int64),
+                "now": now,
             }
         )
     return out
@@ -174,11 +167,12 @@ def counts(impressions: list[dict[str, Any]], matrix: CandidateMatrix) -> tuple[
 
 def profile(imp: dict[str, Any], matrix: CandidateMatrix) -> Profile:
     events = [
-        Event(event_id=f"{imp['key']}-{n}", reader_id="r", type="click", article_id=a, at=T0)
-        for n, a in enumerate(imp["history"])
+        Event(event_id=f"{imp['key']}-{n}", reader_id="r", type="click", article_id=a, at=at)
+        for n, (a, at) in enumerate(imp["history"])
+        if at < imp["now"]
     ]
     lookup = lambda ids: {i: matrix.infos[matrix.row[i]] for i in ids}  # noqa: E731
-    return build_profile("r", events, lookup, T0 + timedelta(hours=1))
+    return build_profile("r", events, lookup, imp["now"])
 
 
 def training_example(
@@ -187,29 +181,28 @@ def training_example(
     # Leave this impression out of the counts it is trained with: they would leak its labels.
     rows, labels = imp["rows"], imp["labels"]
     clicked, shown = matrix.popularity[rows] - labels, matrix.exposure[rows] - 1
-    return Impression(profiles[imp["key"]], rows, labels, NOW, clicked, shown)
+    return Impression(profiles[imp["key"]], rows, labels, imp["now"].timestamp(), clicked, shown)
 
 
-def scorers(matrix: CandidateMatrix, learned: Any) -> dict[str, Scorer]:
-    now = (T0 + timedelta(hours=1)).timestamp()
+def scorers(matrix: CandidateMatrix, learned: Any, *, with_recency: bool) -> dict[str, Scorer]:
     rng = np.random.default_rng(0)
 
     def ranker(name: str) -> Scorer:
         r = learned if name == "learned" else make_ranker(name)
-        return lambda p, rows, labels: r.score(p, matrix, rows, now)
+        return lambda p, imp: r.score(p, matrix, imp["rows"], imp["now"].timestamp())
 
-    def final(p: Profile, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        scores = learned.score(p, matrix, rows, now)
+    def final(p: Profile, imp: dict[str, Any]) -> np.ndarray:
+        rows = imp["rows"]
+        scores = learned.score(p, matrix, rows, imp["now"].timestamp())
         order = mmr(scores, matrix.vectors[rows], len(rows), DIVERSITY)
         ranked = np.zeros(len(rows))
         ranked[order] = np.arange(len(rows), 0, -1)
         return ranked
 
+    names = ["popularity", *(["recency"] if with_recency else []), "content", "learned"]
     return {
-        "random": lambda p, rows, labels: rng.random(len(rows)),
-        "popularity": ranker("popularity"),
-        "content": ranker("content"),
-        "learned": ranker("learned"),
+        "random": lambda p, imp: rng.random(len(imp["rows"])),
+        **{name: ranker(name) for name in names},
         "final": final,
     }
 
@@ -219,7 +212,7 @@ def evaluate(
 ) -> list[tuple[dict[str, Any], dict[str, float]]]:
     out = []
     for imp in impressions:
-        metrics = impression_metrics(imp["labels"], score(profiles[imp["key"]], imp["rows"], imp["labels"]))
+        metrics = impression_metrics(imp["labels"], score(profiles[imp["key"]], imp))
         if metrics:
             out.append((imp, metrics))
     return out
@@ -287,7 +280,9 @@ def print_tables(r: dict[str, Any]) -> None:
     print(f"\n{r['split']}\n")
     head = f"{'ranker':<12}" + "".join(f"{m:>22}" for m in METRICS)
     print(head)
-    for name in ("random", "popularity", "content", "learned", "final"):
+    for name in ("random", "popularity", "recency", "content", "learned", "final"):
+        if name not in r:
+            continue
         row = r[name]
         cells = "".join(
             f"{row[m]:>9.4f} [{row[m + '_ci_low']:.3f},{row[m + '_ci_high']:.3f}]" for m in METRICS
