@@ -168,7 +168,8 @@ class _TextExtractor(HTMLParser):
             self.parts.append("\n\n")
 
     def handle_endtag(self, tag: str) -> None:
-        self._hidden -= tag in self._HIDDEN and self._hidden > 0
+        if tag in self._HIDDEN and self._hidden:
+            self._hidden -= 1
 
     def handle_data(self, data: str) -> None:
         if not self._hidden:

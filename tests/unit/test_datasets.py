@@ -1,4 +1,4 @@
-"""Click-log readers on tiny files written here (never ../shared)."""
+"""Click-log readers on tiny files written by the tests themselves."""
 
 from __future__ import annotations
 
