@@ -50,6 +50,7 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 	$(BIN)/python bench/recsys.py --data ../shared/datasets/mind_small --out bench/results/recsys_mind_small.json
 	$(BIN)/python bench/recsys.py --data ../shared/datasets/mind_small_raw_subset \
 		--out bench/results/recsys_mind_raw_subset.json
+	$(BIN)/python bench/grounding.py --data ../shared/datasets/frank --out bench/results/grounding.json
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)

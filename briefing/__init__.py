@@ -1,3 +1,20 @@
-"""briefing stage (built in a later issue)."""
+"""The generation stage (in progress): so far the grounding check that every generated
+sentence must pass before it reaches a reader."""
 
-__all__: list[str] = []
+from briefing.grounding import (
+    EmbeddingLexicalChecker,
+    Evidence,
+    GroundingChecker,
+    GroundingConfig,
+    Support,
+    split_sentences,
+)
+
+__all__ = [
+    "EmbeddingLexicalChecker",
+    "Evidence",
+    "GroundingChecker",
+    "GroundingConfig",
+    "Support",
+    "split_sentences",
+]

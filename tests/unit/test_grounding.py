@@ -1,0 +1,67 @@
+"""Known answers for the grounding check, with the packaged embedding model."""
+
+from __future__ import annotations
+
+import pytest
+
+from briefing.grounding import EmbeddingLexicalChecker, Evidence, split_sentences, stated_facts
+from indexing import SentenceTransformerEmbedder
+
+EVIDENCE = [
+    Evidence(
+        "bus-0011@abc#0",
+        "Fjordhav Seafood Group has agreed to buy Nordvik Laks for NOK 212 per share. "
+        'The board chair, Sigrid Holm, said the offer "reflects the value of the Lindesund plant". '
+        "The deal values the salmon farmer at NOK 4.1 billion.",
+    ),
+    Evidence("spo-0012@def#0", "Striker Ingrid Solvik needs knee surgery and will miss four months."),
+]
+
+
+@pytest.fixture(scope="module")
+def checker(embedder: SentenceTransformerEmbedder) -> EmbeddingLexicalChecker:
+    return EmbeddingLexicalChecker(embedder)
+
+
+def test_a_supported_sentence_passes_and_cites_its_chunk(checker: EmbeddingLexicalChecker) -> None:
+    [support] = checker.check(["Fjordhav agreed to pay NOK 212 per share for Nordvik Laks."], EVIDENCE)
+    assert support.supported and support.missing == ()
+    assert support.citations[0] == "bus-0011@abc#0" and "spo-0012@def#0" not in support.citations
+
+
+@pytest.mark.parametrize(
+    ("sentence", "missing"),
+    [
+        ("Fjordhav agreed to pay NOK 250 per share for Nordvik Laks.", "250"),
+        ("Fjordhav agreed to buy Nordvik Laks, said chair Kari Berg.", "Berg"),
+        ('Sigrid Holm said the offer "is far too low for shareholders".', "is far too low for shareholders"),
+    ],
+)
+def test_a_number_name_or_quote_absent_from_the_evidence_fails(
+    checker: EmbeddingLexicalChecker, sentence: str, missing: str
+) -> None:
+    [support] = checker.check([sentence], EVIDENCE)
+    assert not support.supported and missing in support.missing
+
+
+def test_an_unrelated_sentence_scores_low(checker: EmbeddingLexicalChecker) -> None:
+    supported, unrelated = checker.check(
+        ["Ingrid Solvik will miss four months after knee surgery.", "The ferry timetable changes on Monday."],
+        EVIDENCE,
+    )
+    assert supported.supported and supported.citations == ("spo-0012@def#0",)
+    assert not unrelated.supported and unrelated.score < supported.score - 0.2
+
+
+def test_no_evidence_supports_nothing(checker: EmbeddingLexicalChecker) -> None:
+    [support] = checker.check(["Fjordhav agreed to buy Nordvik Laks."], [])
+    assert not support.supported and support.citations == ()
+
+
+def test_sentence_splitting_and_facts() -> None:
+    assert split_sentences('He said "Yes." Then left. 3 people stayed.') == [
+        'He said "Yes."',
+        "Then left.",
+        "3 people stayed.",
+    ]
+    assert {"1000", "Bergen"} <= stated_facts("The ferry to Bergen carried 1,000 people.")
