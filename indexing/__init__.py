@@ -30,10 +30,13 @@ from indexing.store import (
     VectorIndex,
 )
 from indexing.stories import PairScores, StoryClusterer, StoryConfig, pairwise_scores
+from indexing.text import CALENDAR_WORDS, STOPWORDS
 
 __all__ = [
+    "CALENDAR_WORDS",
     "EMBEDDERS",
     "PACKAGED_MINILM",
+    "STOPWORDS",
     "Article",
     "ArticleRecord",
     "Chunk",
