@@ -17,7 +17,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -30,6 +29,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import machine, write_results
+
 from briefing.grounding import EmbeddingLexicalChecker, Evidence, split_sentences
 from indexing import SentenceTransformerEmbedder
 
@@ -41,16 +42,16 @@ def main() -> None:
     rows = [json.loads(line) for line in (args.data / "frank_articles_refs_systems.jsonl").open()]
     checker = EmbeddingLexicalChecker(SentenceTransformerEmbedder())
     started = time.perf_counter()
-    scored = [item for row in rows[: args.limit or None] for item in score_article(checker, row)]
+    if args.limit:  # the first N articles of each part, so both parts are scored
+        rows = [r for part in PARTS for r in [x for x in rows if x["source_dataset"] == part][: args.limit]]
+    scored = [item for row in rows for item in score_article(checker, row)]
     seconds = time.perf_counter() - started
     results: dict[str, Any] = {"data": str(args.data), "summaries": len(scored), "seconds": seconds}
     for name, key in (("checker", "score"), ("baseline_bigram", "bigram"), ("baseline_rouge2", "rouge2")):
         results[name] = evaluate(scored, key, verdict="supported" if name == "checker" else None)
-    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    results["machine"] = machine()
     print_table(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_results(results, args.out)
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,7 +60,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--data", type=Path, required=True, help="FRANK directory")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N articles (0: all)")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="only the first N articles of each part (0: all)"
+    )
     return parser.parse_args()
 
 

@@ -14,14 +14,13 @@ DIR holds a MIND `news.tsv` (research-only data; read in place, never copied). M
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import resource
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import machine, write_results
 
 from indexing import (
     Article,
@@ -77,13 +78,12 @@ def main() -> None:
         **search,
         "stories": stories,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "machine": machine(),
+        "machine": machine()
+        | {name: version(name) for name in ("sentence-transformers", "qdrant-client", "llama-index-core")},
         "settings": {"batch_size": args.batch_size, "ingest_batch": args.ingest_batch, "store": "path="},
     }
     print_table(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_results(results, args.out)
 
 
 def parse_args() -> argparse.Namespace:
@@ -138,22 +138,6 @@ def latency(name: str, call: Any, n: int) -> dict[str, float]:
     return {
         f"{name}_p50_ms": float(np.percentile(times, 50)),
         f"{name}_p99_ms": float(np.percentile(times, 99)),
-    }
-
-
-def machine() -> dict[str, Any]:
-    import qdrant_client
-    import sentence_transformers
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "sentence_transformers": sentence_transformers.__version__,
-        "qdrant_client": qdrant_client.__version__ if hasattr(qdrant_client, "__version__") else "?",
     }
 
 

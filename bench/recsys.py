@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import platform
 import random
 import sys
 import time
@@ -33,6 +31,8 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import machine, write_results
 
 from indexing import Article, SentenceTransformerEmbedder
 from recsys import (
@@ -83,15 +83,9 @@ def main() -> None:
         results[name] = summarize([r for _, r in evaluate(unique, profiles, score)]).as_dict()
     results["by_reader_kind"] = by_kind(evaluate(test, profiles, rankers["final"]))
     results["latency_p99_ms"], results["latency_p50_ms"], results["memory_mb_per_100k"] = latency(learned)
-    results["machine"] = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }
+    results["machine"] = machine()
     print_tables(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_results(results, args.out)
 
 
 def parse_args() -> argparse.Namespace:

@@ -31,6 +31,7 @@ FEATURES = (
     "freshness",
     "cold",
 )
+COLUMN = {name: i for i, name in enumerate(FEATURES)}
 FRESHNESS_HOURS = 24.0
 
 
@@ -64,22 +65,30 @@ def features(
 
     `counts` (clicks, impressions) override the matrix's current ones (training on the past).
     The click-through rate is smoothed so an article shown once and clicked once is not a 100%."""
-    n = len(rows)
-    out = np.zeros((n, len(FEATURES)), dtype=np.float64)
+    out = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
     if not profile.cold:
         sims = _similarities(matrix, rows, profile.interests)
-        out[:, 0] = sims.max(axis=1)
-        out[:, 1] = sims @ profile.interest_weights
-    out[:, 2] = _lookup(profile.sections, matrix.sections.names, matrix.section[rows])
-    out[:, 3] = _lookup(profile.tags, matrix.tags.names, matrix.tag[rows])
+        out[:, COLUMN["content_max"]] = sims.max(axis=1)
+        out[:, COLUMN["content_mean"]] = sims @ profile.interest_weights
+    out[:, COLUMN["section"]] = _lookup(profile.sections, matrix.sections.names, matrix.section[rows])
+    out[:, COLUMN["tag"]] = _lookup(profile.tags, matrix.tags.names, matrix.tag[rows])
     clicks, shown = counts or (matrix.popularity[rows], matrix.exposure[rows])
-    out[:, 4] = np.log1p(clicks)
-    out[:, 5] = np.log((clicks + 0.1) / (shown + 1.0))
-    out[:, 6] = np.log1p(shown)
-    age_hours = np.maximum(now - matrix.modified[rows], 0.0) / 3600
-    out[:, 7] = np.exp(-age_hours / FRESHNESS_HOURS)
-    out[:, 8] = float(profile.cold)
+    out[:, COLUMN["popularity"]] = np.log1p(clicks)
+    out[:, COLUMN["ctr"]] = np.log((clicks + 0.1) / (shown + 1.0))
+    out[:, COLUMN["exposure"]] = np.log1p(shown)
+    out[:, COLUMN["freshness"]] = freshness(matrix, rows, now)
+    out[:, COLUMN["cold"]] = float(profile.cold)
     return out
+
+
+def freshness(matrix: CandidateMatrix, rows: Ints, now: float) -> Floats:
+    """1 for an article modified now, decaying by e every FRESHNESS_HOURS."""
+    age_hours = np.maximum(now - matrix.modified[rows], 0.0) / 3600
+    return np.asarray(np.exp(-age_hours / FRESHNESS_HOURS))
+
+
+def _popular_and_fresh(matrix: CandidateMatrix, rows: Ints, now: float, fresh_weight: float) -> Floats:
+    return np.asarray(np.log1p(matrix.popularity[rows]) + fresh_weight * freshness(matrix, rows, now))
 
 
 def _similarities(matrix: CandidateMatrix, rows: Ints, interests: np.ndarray) -> Floats:
@@ -103,8 +112,7 @@ class PopularityRanker:
         return None
 
     def score(self, profile: Profile, matrix: CandidateMatrix, rows: Ints, now: float) -> Floats:
-        f = features(profile, matrix, rows, now)
-        return np.asarray(f[:, 4] + 1e-3 * f[:, 7])
+        return _popular_and_fresh(matrix, rows, now, fresh_weight=1e-3)
 
 
 class RecencyRanker:
@@ -130,10 +138,10 @@ class ContentRanker:
         return None
 
     def score(self, profile: Profile, matrix: CandidateMatrix, rows: Ints, now: float) -> Floats:
-        f = features(profile, matrix, rows, now)
         if profile.cold:
-            return np.asarray(f[:, 4] + f[:, 7])
-        return np.asarray(f[:, 0] + self.section_weight * f[:, 2])
+            return _popular_and_fresh(matrix, rows, now, fresh_weight=1.0)
+        f = features(profile, matrix, rows, now)
+        return np.asarray(f[:, COLUMN["content_max"]] + self.section_weight * f[:, COLUMN["section"]])
 
 
 class LearnedRanker:
