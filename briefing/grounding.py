@@ -11,6 +11,8 @@ The default checker combines two signals:
 - meaning: the best cosine between the sentence and any evidence sentence or pair of adjacent
   sentences (summaries often fuse two), with the packaged embedding model;
 - words: the share of the sentence's content words that occur in the evidence.
+A sentence whose negation differs from its best-matching evidence sentence ("has resigned"
+against "has not resigned") is treated like one with a missing fact.
 """
 
 from __future__ import annotations
@@ -31,6 +33,27 @@ _WORD = re.compile(r"[\wæøå]+(?:['’][\wæøå]+)?", re.IGNORECASE)  # noqa:
 _QUOTE = re.compile(r"[\"“]([^\"”]{8,}?)[\"”]")
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-ZÆØÅ][\wæøå'-]+")
 _STOP = STOPWORDS
+_NEGATION = {"not", "no", "never", "nor", "without", "cannot", "ikke", "aldri", "ingen", "uten"}
+_NEGATION |= {
+    w
+    for w in (
+        "isn't",
+        "wasn't",
+        "aren't",
+        "weren't",
+        "don't",
+        "doesn't",
+        "didn't",
+        "won't",
+        "hasn't",
+        "haven't",
+        "hadn't",
+        "can't",
+        "couldn't",
+        "shouldn't",
+        "wouldn't",
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,10 @@ def content_words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP}
 
 
+def negated(text: str) -> bool:
+    return bool(_NEGATION & {w.lower() for w in _WORD.findall(text)})
+
+
 def stated_facts(sentence: str) -> set[str]:
     """Numbers, names (capitalized words not opening the sentence) and quoted spans."""
     numbers = {n.replace(",", "") for n in _NUMBER.findall(sentence)}
@@ -84,7 +111,7 @@ class EmbeddingLexicalChecker:
         self.config = config or GroundingConfig()
 
     def check(self, sentences: Sequence[str], evidence: Sequence[Evidence]) -> list[Support]:
-        units, owners = _units(evidence)
+        units, owners, singles = _units(evidence)
         if not sentences:
             return []
         vectors = self.embedder.embed_documents([*sentences, *units])
@@ -92,37 +119,50 @@ class EmbeddingLexicalChecker:
         haystack = " ".join(e.text for e in evidence)
         words, facts = content_words(haystack), _normalized(haystack)
         return [
-            self._support(s, similarity[i] if units else np.zeros(0), owners, words, facts)
+            self._support(s, similarity[i] if units else np.zeros(0), (units, singles), owners, words, facts)
             for i, s in enumerate(sentences)
         ]
 
     def _support(
-        self, sentence: str, sims: np.ndarray, owners: list[tuple[str, ...]], words: set[str], facts: str
+        self,
+        sentence: str,
+        sims: np.ndarray,
+        unit_texts: tuple[list[str], list[int]],
+        owners: list[tuple[str, ...]],
+        words: set[str],
+        facts: str,
     ) -> Support:
         cfg = self.config
+        units, singles = unit_texts
         meaning = float(sims.max()) if sims.size else 0.0
         own = content_words(sentence)
         share = len(own & words) / len(own) if own else 1.0
         score = float(np.clip(cfg.meaning_weight * meaning + (1 - cfg.meaning_weight) * share, 0.0, 1.0))
         missing = tuple(sorted(f for f in stated_facts(sentence) if f" {_normalize(f)} " not in facts))
+        best_sentence = units[max(singles, key=lambda i: sims[i])] if sims.size else ""
+        if sims.size and negated(sentence) != negated(best_sentence):
+            missing += ("negation",)  # "the mayor has resigned" against "has not resigned"
         near = np.flatnonzero(sims >= meaning - cfg.cite_margin) if sims.size else np.zeros(0, np.int64)
         citations = tuple(dict.fromkeys(c for i in near for c in owners[i]))
         return Support(sentence, score, citations, missing, score >= cfg.threshold and not missing)
 
 
-def _units(evidence: Sequence[Evidence]) -> tuple[list[str], list[tuple[str, ...]]]:
-    """Evidence sentences and adjacent pairs, each with the chunk ids it comes from."""
+def _units(evidence: Sequence[Evidence]) -> tuple[list[str], list[tuple[str, ...]], list[int]]:
+    """Evidence sentences and adjacent pairs, each with the chunk ids it comes from, and the
+    positions of the single sentences."""
     units: list[str] = []
     owners: list[tuple[str, ...]] = []
+    singles: list[int] = []
     for item in evidence:
         parts = split_sentences(item.text)
         for n, part in enumerate(parts):
+            singles.append(len(units))
             units.append(part)
             owners.append((item.chunk_id,))
             if n + 1 < len(parts):
                 units.append(f"{part} {parts[n + 1]}")
                 owners.append((item.chunk_id,))
-    return units, owners
+    return units, owners, singles
 
 
 def _normalize(text: str) -> str:

@@ -153,6 +153,12 @@ class QdrantIndex:
         index.ensure(dim)
         return index
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the index while another reader of the same client (llama-index) uses it."""
+        with self._lock:
+            yield
+
     @property
     def is_local(self) -> bool:
         from qdrant_client.local.qdrant_local import QdrantLocal

@@ -125,10 +125,17 @@ class Recommender:
         return out
 
     def recommend(
-        self, reader_id: str, now: datetime, *, k: int | None = None, ranker: str | None = None
+        self,
+        reader_id: str,
+        now: datetime,
+        *,
+        k: int | None = None,
+        ranker: str | None = None,
+        since: datetime | None = None,
     ) -> list[Item]:
+        """Stories modified since `since` (default: the reader's last visit, or a day back)."""
         profile = self.profile(reader_id, now)
-        since = profile.last_visit or now - timedelta(hours=self.config.first_visit_hours)
+        since = since or profile.last_visit or now - timedelta(hours=self.config.first_visit_hours)
         rows = self.matrix.candidates(since, now, profile.story_read_at, profile.languages)
         return self.rank(profile, rows, now, k=k or self.config.k, ranker=ranker or self.config.ranker)
 

@@ -13,15 +13,18 @@ from typing import Any
 
 import click
 
+from briefing import PROMPTS, VARIANTS, Briefing, GenerationError, Summarizer, Summary
 from indexing import Hit, Indexer, IndexUnavailable, SearchFilter, open_source, pairwise_scores
 from indexing import reindex as run_reindex
 from recsys import RANKERS, Item, load_readers
 from server.container import (
     build_chunker,
+    build_composer,
     build_embedder,
     build_event_store,
     build_indexer,
     build_recommender,
+    build_summarizer,
     open_index,
 )
 from server.settings import Settings
@@ -33,12 +36,13 @@ DEMO_READERS = {
     "r02": "read day 1 of the Nordkai ferry story",
     "r03": "new reader",
 }
+_ARTICLE_PROMPTS = sorted({r for t in PROMPTS.of_kind("article") for r in (t.name, t.id)})
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Personalized news briefings: index articles, follow stories, search.
+    """Personalized news briefings: index articles, follow stories, recommend, summarize, brief.
 
     Settings come from the environment (DATA_DIR, QDRANT_URL, EMBEDDING_MODEL, ...);
     see server/settings.py or the README.
@@ -173,6 +177,10 @@ def _parse_time(ctx: click.Context, param: click.Parameter, value: str | None) -
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _parse_optional_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    return None if value is None else _parse_time(ctx, param, value)
+
+
 @main.command()
 @click.argument("reader")
 @click.option("-k", default=8, show_default=True, help="Stories to recommend.")
@@ -199,13 +207,68 @@ def _print_items(items: list[Item], explain: bool) -> None:
 
 
 @main.command()
-@click.option("--query", default="Nordvik Laks takeover price", show_default=True)
-def demo(query: str) -> None:
-    """Ingest the demo newsroom (data/demo) into the embedded store, then show a search, the
-    story threads with their score against the documented threads, and what three demo readers
-    are recommended at the end of the demo's fourth day."""
+@click.argument("article_ids", nargs=-1, required=True)
+@click.option(
+    "--prompt",
+    type=click.Choice(_ARTICLE_PROMPTS),
+    default="article",
+    show_default=True,
+    help="Prompt template (name for its newest version, or name@version).",
+)
+@click.option("--refresh", is_flag=True, help="Write a new draft even if one exists for this version.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored summaries as JSON lines.")
+def summarize(article_ids: tuple[str, ...], prompt: str, refresh: bool, as_json: bool) -> None:
+    """Write grounded draft summaries of ARTICLE_IDS with the configured LLM (LLM_BACKEND) and
+    store them for review; every sentence shows its support score and cited chunks."""
     settings = Settings.from_env()
-    with _indexer() as indexer:
+    with _indexer() as indexer, _llm_errors():
+        summaries = build_summarizer(settings, indexer).summarize(
+            list(article_ids), prompt=prompt, refresh=refresh
+        )
+    missing = set(article_ids) - {s.article_id for s in summaries}
+    for summary in summaries:
+        click.echo(json.dumps(summary.to_json(), ensure_ascii=False) if as_json else _summary_text(summary))
+    if missing:
+        raise click.ClickException(f"not in the index: {', '.join(sorted(missing))}")
+
+
+@main.command()
+@click.argument("reader")
+@click.option(
+    "--since", callback=_parse_optional_time, help="Stories since this ISO time (default: last visit)."
+)
+@click.option(
+    "--variant",
+    type=click.Choice(sorted(VARIANTS)),
+    default="control",
+    show_default=True,
+    help="Experiment arm: which prompts write the text.",
+)
+@click.option("--now", callback=_parse_time, help="Compose as of this ISO time (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Print the briefing as JSON.")
+def brief(reader: str, since: datetime | None, variant: str, now: datetime, as_json: bool) -> None:
+    """READER's briefing: the stories picked for them since their last visit, each with a grounded
+    summary (or, for a story they follow, what is new), citations and links."""
+    settings = Settings.from_env()
+    with _indexer() as indexer, _llm_errors():
+        recommender = build_recommender(settings, indexer, build_event_store(settings), now)
+        composer = build_composer(settings, recommender, build_summarizer(settings, indexer))
+        briefing = composer.compose(reader, now, since=since, variant=variant)
+    click.echo(
+        json.dumps(briefing.to_json(), ensure_ascii=False, indent=1) if as_json else _briefing_text(briefing)
+    )
+
+
+@main.command()
+@click.option("--query", default="Nordvik Laks takeover price", show_default=True)
+@click.option("--reader", default="r02", show_default=True, help="Whose briefing to print at the end.")
+def demo(query: str, reader: str) -> None:
+    """Ingest the demo newsroom (data/demo) into the embedded store, then show a search, the
+    story threads with their score against the documented threads, what three demo readers are
+    recommended at the end of the demo's fourth day, draft summaries of the developing stories,
+    and one reader's briefing with citations."""
+    settings = Settings.from_env()
+    with _indexer() as indexer, _llm_errors():
         report = indexer.ingest(open_source(str(DEMO_DIR / "articles")), progress=True)
         click.echo(f"demo newsroom: {report.summary()}")
         for error in report.failed:
@@ -214,18 +277,91 @@ def demo(query: str) -> None:
         for hit in _best_per_article(indexer.search(query, 15))[:5]:
             click.echo(_hit_line(hit))
         grouped = indexer.stories()
+        _print_demo_stories(grouped)
         events = build_event_store(settings)
         load_readers(DEMO_DIR / "readers.jsonl", events)
         recommender = build_recommender(settings, indexer, events, DEMO_NOW)
-    for reader, who in DEMO_READERS.items():
-        click.echo(f"\nrecommended for {reader} ({who}) at {DEMO_NOW:%Y-%m-%d %H:%M}:")
-        _print_items(recommender.recommend(reader, DEMO_NOW, k=5), explain=True)
+        for who, about in DEMO_READERS.items():
+            click.echo(f"\nrecommended for {who} ({about}) at {DEMO_NOW:%Y-%m-%d %H:%M}:")
+            _print_items(recommender.recommend(who, DEMO_NOW, k=5), explain=True)
+        summarizer = build_summarizer(settings, indexer)
+        _demo_summaries(summarizer, grouped)
+        briefing = build_composer(settings, recommender, summarizer).compose(reader, DEMO_NOW)
+    click.echo(f"\n{_briefing_text(briefing)}")
+
+
+def _print_demo_stories(grouped: dict[str, list[Any]]) -> None:
     click.echo("\nstory threads (2+ articles):")
     for story_id, articles in grouped.items():
         if len(articles) > 1:
             titles = " | ".join(f"{a.published_at:%d %b} {a.title[:50]}" for a in articles)
             click.echo(f"  {story_id}: {titles}")
     _print_thread_scores(grouped, DEMO_DIR / "threads")
+
+
+def _demo_summaries(summarizer: Summarizer, grouped: dict[str, list[Any]]) -> None:
+    """Draft summaries of the newest article of every developing story (reused on a rerun)."""
+    newest = [articles[-1].id for articles in grouped.values() if len(articles) > 1]
+    click.echo(
+        f"\nsummarizing the newest article of {len(newest)} developing stories "
+        f"with {summarizer.generator.model}"
+    )
+    with click.progressbar(newest, label="summaries") as bar:
+        summaries = [s for a in bar for s in summarizer.summarize([a])]
+    kept = sum(len(s.sentences) for s in summaries if not s.extractive)
+    dropped = sum(len(s.dropped) for s in summaries)
+    extractive = sum(s.extractive for s in summaries)
+    click.echo(
+        f"{len(summaries)} drafts: {kept} generated sentences kept, {dropped} dropped by the grounding "
+        f"check, {extractive} summaries fell back to the article's own first sentence"
+    )
+    if summaries:
+        click.echo(_summary_text(summaries[0]))
+
+
+@contextmanager
+def _llm_errors() -> Iterator[None]:
+    try:
+        yield
+    except GenerationError as exc:
+        raise click.ClickException(f"LLM: {exc}") from exc
+
+
+def _summary_text(summary: Summary) -> str:
+    made = f"{summary.prompt} by {summary.model} ({summary.seconds:.1f} s)"
+    head = f"{summary.article_id}  [{summary.status}] {made}"
+    lines = [head, *(_sentence_line(s) for s in summary.sentences)]
+    lines += [
+        f"    dropped ({s.score:.2f}{', missing ' + ', '.join(s.missing) if s.missing else ''}): {s.text}"
+        for s in summary.dropped
+    ]
+    return "\n".join(lines)
+
+
+def _sentence_line(sentence: Any) -> str:
+    mark = " (from the article)" if sentence.extractive else ""
+    cites = ", ".join(c.split("@")[0] + "#" + c.rsplit("#", 1)[-1] for c in sentence.citations)
+    return f"  - {sentence.text}  [{cites}; support {sentence.score:.2f}]{mark}"
+
+
+def _briefing_text(briefing: Briefing) -> str:
+    since = f"since {briefing.since:%a %d %b %H:%M}" if briefing.since else "first visit"
+    policy = "checked drafts allowed" if briefing.policy.allow_drafts else "reviewed text only"
+    lines = [
+        f"Since you were last here: briefing for {briefing.reader_id} ({since}; variant {briefing.variant}; "
+        f"policy {briefing.policy.name}: {policy})",
+        f"  {briefing.greeting}",
+    ]
+    for n, item in enumerate(briefing.items, 1):
+        kind = "update" if item.update else "new"
+        lines.append(f"\n {n}. [{item.section}] {item.title}  ({kind}; text: {item.source}; {item.reason})")
+        lines.append(f"    {item.url}")
+        lines.extend(f"  {_sentence_line(s)}" for s in item.sentences)
+    models = ", ".join(briefing.models) or "none (extractive only)"
+    lines.append(
+        f"\nAI-generated text ({models}), checked against the cited articles; editors review drafts."
+    )
+    return "\n".join(lines)
 
 
 def _print_thread_scores(grouped: dict[str, list[Any]], threads: Path) -> None:

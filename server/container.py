@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from briefing import (
+    Composer,
+    EmbeddingLexicalChecker,
+    EvidenceRetriever,
+    FileSummaryStore,
+    Generator,
+    Summarizer,
+    SummarizerConfig,
+    make_generator,
+)
 from indexing import Chunker, Indexer, QdrantIndex, SentenceTransformerEmbedder
 from recsys import CandidateMatrix, EventRepository, JsonlEventStore, Recommender
 from server.settings import Settings
@@ -46,3 +56,21 @@ def build_recommender(
     recommender = Recommender(matrix, events, settings.recsys)
     recommender.refresh(matrix, now)
     return recommender
+
+
+def build_generator(settings: Settings) -> Generator:
+    return make_generator(settings.llm)
+
+
+def build_summarizer(settings: Settings, indexer: Indexer, generator: Generator | None = None) -> Summarizer:
+    return Summarizer(
+        generator or build_generator(settings),
+        EvidenceRetriever(indexer.index, indexer.embedder),
+        EmbeddingLexicalChecker(indexer.embedder, settings.grounding),
+        FileSummaryStore(settings.data_dir / "summaries"),
+        config=SummarizerConfig(adapter=settings.llm_adapter),
+    )
+
+
+def build_composer(settings: Settings, recommender: Recommender, summarizer: Summarizer) -> Composer:
+    return Composer(recommender, summarizer, policy=settings.briefing)

@@ -9,7 +9,15 @@
 | COLLECTION_PREFIX | news | collections are `<prefix>_chunks` and `<prefix>_articles` (aliases) |
 | DATABASE_URL | sqlite:///DATA_DIR/briefing.db | app state (used from the service issue on) |
 | EMBEDDING_MODEL | packaged:all-MiniLM-L6-v2 | a local path or hub id for sentence-transformers |
-| LLM_MODEL | packaged:SmolLM2-135M-Instruct | GGUF path or hub id (from the generation issue on) |
+| LLM_BACKEND | llamacpp | llamacpp, transformers or openai (vLLM or any OpenAI-compatible server) |
+| LLM_MODEL | packaged:SmolLM2-135M-Instruct | GGUF file, transformers folder or hub id, or served name |
+| LLM_BASE_URL / LLM_API_KEY | http://127.0.0.1:8011/v1 / (unset) | the openai backend's server |
+| LLM_TIMEOUT_S | 60 | one generation call's time limit |
+| LLM_FALLBACK | (unset) | backend to answer with when LLM_BACKEND is unreachable, e.g. llamacpp |
+| LLM_THREADS | (all cores) | CPU threads for llama.cpp and torch |
+| LLM_ADAPTERS / LLM_ADAPTER | (unset) | LoRA adapters `name=path,...` to load, and the one summaries use |
+| GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |
+| BRIEFING_ITEMS / BRIEFING_ALLOW_DRAFTS | 5 / true | items per briefing; may checked drafts show |
 | CHUNK_TOKENS / CHUNK_OVERLAP | 200 / 20 | chunk size and overlap in embedding-model tokens |
 | STORY_WINDOW_HOURS / STORY_THRESHOLD | 96 / 1.1 | story clustering window and join threshold |
 | RECSYS_RANKER | learned | default ranker (popularity, recency, content, learned) |
@@ -24,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from briefing import BriefingPolicy, GeneratorConfig, GroundingConfig
 from indexing import PACKAGED_MINILM, QdrantConfig, StoryConfig
 from recsys import RecsysConfig
 
@@ -36,12 +45,15 @@ class Settings:
     qdrant: QdrantConfig = field(default_factory=lambda: QdrantConfig(path="var/qdrant"))
     database_url: str = "sqlite:///var/briefing.db"
     embedding_model: str = PACKAGED_MINILM
-    llm_model: str = _DEFAULT_LLM
     chunk_tokens: int = 200
     chunk_overlap: int = 20
     stories: StoryConfig = field(default_factory=StoryConfig)
     recsys: RecsysConfig = field(default_factory=RecsysConfig)
     recsys_window_days: float = 7.0
+    llm: GeneratorConfig = field(default_factory=GeneratorConfig)
+    llm_adapter: str | None = None
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    briefing: BriefingPolicy = field(default_factory=BriefingPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,7 +69,6 @@ class Settings:
             ),
             database_url=env.get("DATABASE_URL", f"sqlite:///{data_dir / 'briefing.db'}"),
             embedding_model=env.get("EMBEDDING_MODEL", PACKAGED_MINILM),
-            llm_model=env.get("LLM_MODEL", _DEFAULT_LLM),
             chunk_tokens=_int(env, "CHUNK_TOKENS", 200),
             chunk_overlap=_int(env, "CHUNK_OVERLAP", 20),
             recsys=RecsysConfig(
@@ -65,11 +76,54 @@ class Settings:
                 diversity=_float(env, "RECSYS_DIVERSITY", RecsysConfig.diversity),
             ),
             recsys_window_days=_float(env, "RECSYS_WINDOW_DAYS", 7.0),
+            llm=_llm(env, data_dir),
+            llm_adapter=env.get("LLM_ADAPTER") or None,
+            grounding=GroundingConfig(
+                threshold=_float(env, "GROUNDING_THRESHOLD", GroundingConfig.threshold)
+            ),
+            briefing=BriefingPolicy(
+                items=_int(env, "BRIEFING_ITEMS", BriefingPolicy.items),
+                allow_drafts=_bool(env, "BRIEFING_ALLOW_DRAFTS", BriefingPolicy.allow_drafts),
+            ),
             stories=StoryConfig(
                 window_hours=_float(env, "STORY_WINDOW_HOURS", StoryConfig.window_hours),
                 threshold=_float(env, "STORY_THRESHOLD", StoryConfig.threshold),
             ),
         )
+
+
+def _llm(env: Mapping[str, str], data_dir: Path) -> GeneratorConfig:
+    return GeneratorConfig(
+        backend=env.get("LLM_BACKEND", GeneratorConfig.backend),
+        model=env.get("LLM_MODEL", _DEFAULT_LLM),
+        base_url=env.get("LLM_BASE_URL", GeneratorConfig.base_url),
+        api_key=env.get("LLM_API_KEY") or None,
+        timeout_s=_float(env, "LLM_TIMEOUT_S", GeneratorConfig.timeout_s),
+        threads=_int(env, "LLM_THREADS", 0) or None,
+        cache_dir=data_dir / "models",
+        adapters=_adapters(env.get("LLM_ADAPTERS", "")),
+        fallback=env.get("LLM_FALLBACK") or None,
+    )
+
+
+def _adapters(spec: str) -> dict[str, Path]:
+    """`name=path,name2=path2` → {name: path}."""
+    pairs = [p.strip() for p in spec.split(",") if p.strip()]
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise ValueError(f"LLM_ADAPTERS entries must be name=path, got {bad[0]!r}")
+    return {name.strip(): Path(path.strip()) for name, path in (p.split("=", 1) for p in pairs)}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

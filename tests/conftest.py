@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +62,17 @@ def demo(
     assert report.ok and report.new == len({a.id for a in demo_articles})
     yield indexer
     index.close()
+
+
+@pytest.fixture(scope="session")
+def llamacpp() -> Any:
+    """The CPU default backend on the packaged SmolLM2 GGUF (loaded once per run)."""
+    from briefing import GeneratorConfig, make_generator
+
+    return make_generator(GeneratorConfig(backend="llamacpp", threads=2))
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Dequantized transformers copies of the packaged GGUF, made once per test run."""
+    return tmp_path_factory.mktemp("models")

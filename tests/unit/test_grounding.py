@@ -65,3 +65,17 @@ def test_sentence_splitting_and_facts() -> None:
         "3 people stayed.",
     ]
     assert {"1000", "Bergen"} <= stated_facts("The ferry to Bergen carried 1,000 people.")
+
+
+def test_a_sentence_that_flips_the_evidence_negation_fails(checker: EmbeddingLexicalChecker) -> None:
+    evidence = [
+        Evidence(
+            "loc-0003@abc#0", "Mayor Kristoffer Dahle has not resigned. The website was restored by noon."
+        )
+    ]
+    flipped, kept, restored = checker.check(
+        ["The mayor has resigned.", "The mayor has not resigned.", "The website was restored by noon."],
+        evidence,
+    )
+    assert not flipped.supported and "negation" in flipped.missing
+    assert kept.supported and restored.supported

@@ -1,0 +1,242 @@
+"""LLM backends: tokens/s against raw llama-cpp-python, time to first token, and a 5-item
+briefing end to end on the demo newsroom.
+
+    python bench/llm.py --out bench/results/llm.json
+    python bench/llm.py --out ... --openai-url http://127.0.0.1:8011/v1 --openai-model smollm2  # vLLM too
+
+Prompts are real: the `article@1` template over 8 demo articles, greedy, up to 128 new tokens.
+"raw" is llama-cpp-python's own `create_chat_completion` on a `Llama` built the same way; the
+`llamacpp` backend and raw alternate prompt by prompt so drift hits both alike. The briefing is
+reader r02's at the demo's fourth evening: cold (model loaded; no summary, greeting or briefing
+cached), warm (summaries stored, new composer) and cached (same composer, repeat visit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import machine, write_results
+
+from briefing import (
+    PROMPTS,
+    Composer,
+    EmbeddingLexicalChecker,
+    EvidenceRetriever,
+    FileSummaryStore,
+    GenerationError,
+    GenerationParams,
+    Generator,
+    GeneratorConfig,
+    Summarizer,
+    make_generator,
+    packaged_gguf,
+    untrusted,
+)
+from indexing import Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder, open_source
+from recsys import CandidateMatrix, InMemoryEventStore, Recommender, load_readers
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo"
+NOW_ISO = "2026-11-19T23:00:00+01:00"
+ARTICLES = ["pol-0011", "bus-0016", "spo-0013", "loc-0007", "cul-0003", "wld-0002", "nob-0003", "loc-0003"]
+PARAMS = GenerationParams(max_tokens=128, timeout_s=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "llm.json")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the prompts per backend")
+    parser.add_argument("--openai-url", help="an OpenAI-compatible server (vLLM) to measure too")
+    parser.add_argument("--openai-model", default="smollm2")
+    args = parser.parse_args()
+
+    embedder = SentenceTransformerEmbedder()
+    indexer = demo_index(embedder)
+    chats = prompts(indexer)
+    results: dict[str, Any] = {"machine": machine(), "prompts": len(chats), "max_tokens": PARAMS.max_tokens}
+    config = GeneratorConfig(threads=args.threads, cache_dir=Path(tempfile.mkdtemp()) / "models")
+    llamacpp = make_generator(config)
+    results["raw"], results["llamacpp"] = raw_vs_backend(llamacpp, chats, args.threads, args.rounds)
+    results["llamacpp"]["ratio_to_raw"] = round(
+        results["llamacpp"]["tokens_per_s"] / results["raw"]["tokens_per_s"], 3
+    )
+    results["transformers"] = backend_speed(make_generator(replace(config, backend="transformers")), chats)
+    results["openai"] = openai_speed(args, chats)
+    results["briefing"] = briefing_times(indexer, llamacpp)
+    print_table(results)
+    write_results(results, args.out)
+
+
+def demo_index(embedder: SentenceTransformerEmbedder) -> Indexer:
+    index = QdrantIndex.open(QdrantConfig(), embedder.dim)
+    indexer = Indexer(index, embedder, Chunker(embedder.token_counter(), chunk_tokens=200, overlap_tokens=20))
+    indexer.ingest(open_source(str(DEMO / "articles")))
+    return indexer
+
+
+def prompts(indexer: Indexer) -> list[Any]:
+    template = PROMPTS.get("article")
+    records = indexer.index.get(ARTICLES)
+    return [
+        template.render(title=untrusted(r.article.title), text=untrusted(r.article.text_for_embedding()))
+        for r in (records[a] for a in ARTICLES)
+    ]
+
+
+def raw_vs_backend(
+    backend: Any, chats: list[Any], threads: int, rounds: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from llama_cpp import Llama
+
+    raw = Llama(model_path=str(packaged_gguf()), n_ctx=2048, n_threads=threads, verbose=False)
+    timings: dict[str, list[tuple[int, float]]] = {"raw": [], "llamacpp": []}
+    backend.generate(chats[:1], PARAMS)  # load and warm both
+    raw.create_chat_completion(messages=chats[0], max_tokens=8, temperature=0)
+    for _ in range(rounds):
+        for chat in chats:
+            start = time.perf_counter()
+            out = raw.create_chat_completion(
+                messages=[dict(m) for m in chat],
+                max_tokens=PARAMS.max_tokens,
+                temperature=0.0,
+                top_p=1.0,
+                seed=0,
+            )
+            timings["raw"].append((out["usage"]["completion_tokens"], time.perf_counter() - start))
+            start = time.perf_counter()
+            [done] = backend.generate([chat], PARAMS)
+            timings["llamacpp"].append((done.completion_tokens, time.perf_counter() - start))
+    ours = speed(timings["llamacpp"])
+    ours["ttft_ms"] = first_token_ms(backend, chats)
+    return speed(timings["raw"]), ours
+
+
+def backend_speed(generator: Generator, chats: list[Any]) -> dict[str, Any]:
+    generator.generate(chats[:1], GenerationParams(max_tokens=8))
+    start = time.perf_counter()
+    batch = generator.generate(chats, PARAMS)
+    batch_s = time.perf_counter() - start
+    one = speed([timed(generator, c) for c in chats[:2]])
+    return {
+        **one,
+        "batched_tokens_per_s": round(sum(c.completion_tokens for c in batch) / batch_s, 1),
+        "batch": len(chats),
+        "ttft_ms": first_token_ms(generator, chats[:3]),
+    }
+
+
+def timed(generator: Generator, chat: Any) -> tuple[int, float]:
+    start = time.perf_counter()
+    [done] = generator.generate([chat], PARAMS)
+    return done.completion_tokens, time.perf_counter() - start
+
+
+def openai_speed(args: argparse.Namespace, chats: list[Any]) -> dict[str, Any]:
+    if not args.openai_url:
+        return {"skipped": "no --openai-url given (start vLLM: see README, 'vLLM')"}
+    generator = make_generator(
+        GeneratorConfig(backend="openai", base_url=args.openai_url, model=args.openai_model)
+    )
+    try:
+        result = backend_speed(generator, chats)
+    except GenerationError as exc:
+        return {"skipped": str(exc)}
+    return {**result, "url": args.openai_url, "model": args.openai_model}
+
+
+def speed(samples: list[tuple[int, float]]) -> dict[str, Any]:
+    tokens, seconds = sum(t for t, _ in samples), sum(s for _, s in samples)
+    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+
+
+def first_token_ms(generator: Generator, chats: list[Any]) -> float:
+    waits = []
+    for chat in chats:
+        start = time.perf_counter()
+        stream = generator.stream(chat, PARAMS)
+        next(stream)
+        waits.append((time.perf_counter() - start) * 1000)
+        for _ in stream:  # finish, so the next call starts clean
+            pass
+    return round(statistics.median(waits), 1)
+
+
+def briefing_times(indexer: Indexer, generator: Generator) -> dict[str, Any]:
+    from datetime import datetime
+
+    now = datetime.fromisoformat(NOW_ISO)
+    events = InMemoryEventStore()
+    load_readers(DEMO / "readers.jsonl", events)
+    recommender = Recommender(CandidateMatrix.from_index(indexer.index, indexer.embedder.dim), events)
+    recommender.refresh(recommender.matrix, now)
+    store = FileSummaryStore(Path(tempfile.mkdtemp()) / "summaries")
+    summarizer = Summarizer(
+        generator,
+        EvidenceRetriever(indexer.index, indexer.embedder),
+        EmbeddingLexicalChecker(indexer.embedder),
+        store,
+    )
+    composer = Composer(recommender, summarizer)
+    start = time.perf_counter()
+    briefing = composer.compose("r02", now)
+    cold = time.perf_counter() - start
+    warm = []
+    for _ in range(3):
+        start = time.perf_counter()
+        Composer(recommender, summarizer).compose("r02", now)
+        warm.append(time.perf_counter() - start)
+    cached = []
+    for _ in range(50):
+        start = time.perf_counter()
+        composer.compose("r02", now)
+        cached.append(time.perf_counter() - start)
+    cached.sort()
+    return {
+        "reader": "r02",
+        "items": len(briefing.items),
+        "sources": [i.source for i in briefing.items],
+        "cold_s": round(cold, 2),
+        "warm_s": round(statistics.median(warm), 2),
+        "cached_ms_p50": round(cached[len(cached) // 2] * 1000, 2),
+        "cached_ms_p99": round(cached[int(len(cached) * 0.99) - 1] * 1000, 2),
+        "greeting": briefing.greeting,
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\n{'backend':<14}{'tokens/s':>10}{'batched tok/s':>15}{'TTFT ms':>10}")
+    for name in ("raw", "llamacpp", "transformers", "openai"):
+        row = results[name]
+        if "skipped" in row:
+            print(f"{name:<14}  skipped: {row['skipped']}")
+            continue
+        print(
+            f"{name:<14}{row['tokens_per_s']:>10}{row.get('batched_tokens_per_s', ''):>15}"
+            f"{row.get('ttft_ms', ''):>10}"
+        )
+    print(f"llamacpp.ratio_to_raw = {results['llamacpp']['ratio_to_raw']} (target >= 0.9)")
+    b = results["briefing"]
+    print(
+        f"\n5-item briefing for {b['reader']}: cold {b['cold_s']} s (target < 10), warm {b['warm_s']} s, "
+        f"cached p50 {b['cached_ms_p50']} ms / p99 {b['cached_ms_p99']} ms (target < 100)"
+    )
+    print(f"item texts: {', '.join(b['sources'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The personalized briefing: reader → recommender → one grounded item per chosen story.
+
+For each story the recommender picks, the item text is
+- a story update, when the reader already read earlier articles of that story: only what the
+  newest article adds (evidence: that article; the read ones are named in the prompt);
+- otherwise the article's summary: an approved or edited one if an editor reviewed it, else a
+  checked draft when the policy allows drafts, else the article's own first sentence.
+A one-line greeting opens the briefing; it must state no fact absent from the item titles.
+Composed briefings are cached per reader, variant, window and article versions, so a repeat
+visit costs one recommendation and one index lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from briefing.grounding import Evidence, GroundingChecker
+from briefing.llm import GenerationError
+from briefing.summaries import Status, Summary, SummarySentence
+from briefing.summarize import Summarizer
+from recsys import Item, Recommender
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An experiment arm: which prompts and adapter write the text."""
+
+    name: str
+    article_prompt: str = "article"
+    update_prompt: str = "update"
+    greeting_prompt: str = "greeting"
+
+
+VARIANTS = {
+    v.name: v for v in (Variant("control"), Variant("one-sentence", article_prompt="article-one-sentence"))
+}
+
+
+@dataclass(frozen=True)
+class BriefingPolicy:
+    """Per surface: whether checked but unreviewed drafts may reach readers."""
+
+    name: str = "front-page"
+    allow_drafts: bool = True
+    items: int = 5
+
+
+@dataclass(frozen=True)
+class BriefingItem:
+    story_id: str
+    article_id: str
+    title: str
+    url: str
+    section: str
+    update: bool
+    reason: str
+    source: str  # "approved", "edited", "draft", "update" or "extractive"
+    summary_id: str | None
+    model: str | None  # the model that wrote the text; None when copied from the article
+    sentences: tuple[SummarySentence, ...]
+
+    @property
+    def citations(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c for s in self.sentences for c in s.citations))
+
+
+@dataclass(frozen=True)
+class Briefing:
+    reader_id: str
+    generated_at: datetime
+    since: datetime | None
+    variant: str
+    policy: BriefingPolicy
+    greeting: str
+    items: tuple[BriefingItem, ...]
+    models: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["generated_at"] = self.generated_at.isoformat()
+        data["since"] = self.since.isoformat() if self.since else None
+        return data
+
+
+class Composer:
+    def __init__(
+        self,
+        recommender: Recommender,
+        summarizer: Summarizer,
+        *,
+        policy: BriefingPolicy | None = None,
+        variants: dict[str, Variant] | None = None,
+    ) -> None:
+        self.recommender = recommender
+        self.summarizer = summarizer
+        self.policy = policy or BriefingPolicy()
+        self.variants = variants or VARIANTS
+        self._cache: dict[tuple[Any, ...], Briefing] = {}
+
+    def compose(
+        self, reader_id: str, now: datetime, *, since: datetime | None = None, variant: str = "control"
+    ) -> Briefing:
+        arm = self._variant(variant)
+        profile = self.recommender.profile(reader_id, now)
+        since = since or profile.last_visit
+        picked = self.recommender.recommend(reader_id, now, k=self.policy.items, since=since)
+        versions = self.summarizer.retriever.index.get([i.article_id for i in picked])
+        key = (
+            reader_id,
+            arm.name,
+            since,
+            tuple(
+                (i.article_id, versions[i.article_id].content_hash)
+                for i in picked
+                if i.article_id in versions
+            ),
+        )
+        if key not in self._cache:
+            items = self._items(picked, profile.history, arm)
+            greeting = self._greeting(items, since, arm)
+            models = tuple(sorted({i.model for i in items if i.model}))
+            self._cache[key] = Briefing(reader_id, now, since, arm.name, self.policy, greeting, items, models)
+        return self._cache[key]
+
+    def invalidate(self, article_id: str) -> int:
+        """Forget cached briefings citing this article (it was updated or retracted)."""
+        stale = [k for k, b in self._cache.items() if any(i.article_id == article_id for i in b.items)]
+        for k in stale:
+            del self._cache[k]
+        return len(stale)
+
+    def _variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise ValueError(f"unknown variant {name!r}; choose one of {sorted(self.variants)}")
+        return self.variants[name]
+
+    def _items(
+        self, picked: Sequence[Item], history: Sequence[Any], arm: Variant
+    ) -> tuple[BriefingItem, ...]:
+        fresh = [i.article_id for i in picked if not i.update and self._reviewed(i.article_id, arm) is None]
+        drafts = (
+            self.summarizer.summarize(fresh, prompt=arm.article_prompt) if self.policy.allow_drafts else []
+        )
+        by_article = {s.article_id: s for s in drafts}
+        out = []
+        for item in picked:
+            if item.update:
+                read = [h.article.id for h in history if h.story_id == item.story_id]
+                summary = self.summarizer.update(item.article_id, read, prompt=arm.update_prompt)
+            else:
+                summary = self._reviewed(item.article_id, arm) or by_article.get(item.article_id)
+            out.append(self._item(item, summary))
+        return tuple(out)
+
+    def _reviewed(self, article_id: str, arm: Variant) -> Summary | None:
+        prompt = self.summarizer.prompts.get(arm.article_prompt).id
+        current = self.summarizer.retriever.index.get([article_id]).get(article_id)
+        return next(
+            (
+                s
+                for s in self.summarizer.store.find(article_id)
+                if s.status in (Status.APPROVED, Status.EDITED)
+                and s.prompt == prompt
+                and current is not None
+                and s.content_hash == current.content_hash
+            ),
+            None,
+        )
+
+    def _item(self, item: Item, summary: Summary | None) -> BriefingItem:
+        if summary is None:  # drafts not allowed and nothing reviewed: the article's own words
+            record = self.summarizer.retriever.index.get([item.article_id])[item.article_id]
+            chunks = self.summarizer.retriever.article(item.article_id, item.title)
+            sentences = tuple(self.summarizer.extractive(record.article, chunks))
+            source, summary_id, model = "extractive", None, None
+        else:
+            sentences, summary_id = summary.sentences, summary.id
+            source = _source(summary)
+            model = None if summary.extractive else summary.model
+        return BriefingItem(
+            item.story_id,
+            item.article_id,
+            item.title,
+            item.url,
+            item.section,
+            item.update,
+            item.reason,
+            source,
+            summary_id,
+            model,
+            sentences,
+        )
+
+    def _greeting(self, items: Sequence[BriefingItem], since: datetime | None, arm: Variant) -> str:
+        fallback = _plain_greeting(len(items), since)
+        if not items:
+            return fallback
+        template = self.summarizer.prompts.get(arm.greeting_prompt)
+        topics = "; ".join(i.title for i in items)
+        when = f"on {since:%A %d %B at %H:%M}" if since else "never before"
+        try:
+            answer = self.summarizer.generator.generate(
+                [template.render(since=when, topics=topics)], template.params
+            )
+        except GenerationError:
+            return fallback
+        line = answer[0].text.strip().split("\n")[0].strip(' "')
+        return line if _greeting_ok(line, items, self.summarizer.checker) else fallback
+
+
+def _source(summary: Summary) -> str:
+    if summary.extractive:
+        return "extractive"
+    if summary.kind == "update":
+        return "update"
+    return str(summary.status.value)
+
+
+def _greeting_ok(line: str, items: Sequence[BriefingItem], checker: GroundingChecker) -> bool:
+    """A greeting may be warm but not factual: every name, number and quote must be in a title."""
+    if not line or len(line) > 200:
+        return False
+    titles = [Evidence(i.article_id, i.title) for i in items]
+    return not checker.check([line], titles)[0].missing
+
+
+def _plain_greeting(n: int, since: datetime | None) -> str:
+    stories = f"{n} {'story' if n == 1 else 'stories'}"
+    return (
+        f"Since you were last here on {since:%A %d %B}: {stories} for you."
+        if since
+        else f"Welcome: {stories} to start with."
+    )

@@ -1,0 +1,47 @@
+"""LLM backends behind one `Generator` protocol: `llamacpp` (CPU default), `transformers`
+(reference and training, peft adapters) and `openai` (vLLM or any OpenAI-compatible server).
+
+Backends register by name in `GENERATORS`; `make_generator(config)` builds the configured one.
+Heavy libraries (llama_cpp, torch, transformers) load when a backend is built, not on import.
+"""
+
+from briefing.llm.base import (
+    GENERATORS,
+    Chat,
+    Completion,
+    FallbackGenerator,
+    GenerationError,
+    GenerationParams,
+    GenerationTimeout,
+    Generator,
+    GeneratorConfig,
+    GeneratorUnavailable,
+    Message,
+    UnknownAdapter,
+    make_generator,
+)
+from briefing.llm.hf import TransformersGenerator, dequantized
+from briefing.llm.llamacpp import LlamaCppGenerator
+from briefing.llm.models import packaged_gguf
+from briefing.llm.openai_compat import OpenAIGenerator
+
+__all__ = [
+    "GENERATORS",
+    "Chat",
+    "Completion",
+    "FallbackGenerator",
+    "GenerationError",
+    "GenerationParams",
+    "GenerationTimeout",
+    "Generator",
+    "GeneratorConfig",
+    "GeneratorUnavailable",
+    "LlamaCppGenerator",
+    "Message",
+    "OpenAIGenerator",
+    "TransformersGenerator",
+    "UnknownAdapter",
+    "dequantized",
+    "make_generator",
+    "packaged_gguf",
+]

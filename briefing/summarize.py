@@ -1,0 +1,177 @@
+"""Grounded summaries: evidence → prompt → LLM → per-sentence grounding check → stored draft.
+
+Every generated sentence is checked against the evidence it was written from. Sentences under
+the threshold, or stating a number, name or quote the evidence lacks, are dropped (and kept
+aside for editors); an item left with nothing falls back to the article's own first sentence,
+marked extractive. Summaries are stored as drafts with the model, prompt and adapter versions,
+and reused when the same article version is asked for again with the same settings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from briefing.grounding import GroundingChecker, Support, split_sentences
+from briefing.llm import Completion, Generator
+from briefing.prompts import PROMPTS, PromptRegistry, PromptTemplate, parse_points, untrusted
+from briefing.retrieval import EvidenceChunk, EvidenceRetriever
+from briefing.summaries import Summary, SummaryRepository, SummarySentence, summary_id
+from indexing import Article, ArticleRecord
+
+
+@dataclass(frozen=True)
+class SummarizerConfig:
+    article_prompt: str = "article"
+    update_prompt: str = "update"
+    greeting_prompt: str = "greeting"
+    adapter: str | None = None
+    max_input_chars: int = 6000  # about 1,500 tokens: room for the answer in a 2,048-token context
+
+
+@dataclass(frozen=True)
+class Request:
+    """One summary to write: the article, its evidence, and for an update what was read."""
+
+    record: ArticleRecord
+    evidence: list[EvidenceChunk]
+    template: PromptTemplate
+    basis: tuple[ArticleRecord, ...] = ()
+
+
+class Summarizer:
+    def __init__(
+        self,
+        generator: Generator,
+        retriever: EvidenceRetriever,
+        checker: GroundingChecker,
+        store: SummaryRepository,
+        *,
+        prompts: PromptRegistry = PROMPTS,
+        config: SummarizerConfig | None = None,
+    ) -> None:
+        self.generator = generator
+        self.retriever = retriever
+        self.checker = checker
+        self.store = store
+        self.prompts = prompts
+        self.config = config or SummarizerConfig()
+
+    def summarize(
+        self, article_ids: Sequence[str], *, prompt: str | None = None, refresh: bool = False
+    ) -> list[Summary]:
+        """Summaries of the current versions of these articles (unknown ids are skipped)."""
+        template = self.prompts.get(prompt or self.config.article_prompt)
+        records = self.retriever.index.get(list(article_ids))
+        requests = [
+            Request(records[a], self.retriever.article(a, records[a].article.title), template)
+            for a in article_ids
+            if a in records
+        ]
+        return self._run(requests, refresh)
+
+    def update(
+        self, article_id: str, read: Sequence[str], *, prompt: str | None = None, refresh: bool = False
+    ) -> Summary | None:
+        """What `article_id` adds to a story for a reader who read the articles in `read`."""
+        template = self.prompts.get(prompt or self.config.update_prompt)
+        records = self.retriever.index.get([article_id, *read])
+        if article_id not in records:
+            return None
+        basis = tuple(
+            sorted((records[a] for a in read if a in records), key=lambda r: r.article.published_at)
+        )
+        evidence = self.retriever.article(article_id, records[article_id].article.title)
+        return self._run([Request(records[article_id], evidence, template, basis)], refresh)[0]
+
+    def _run(self, requests: list[Request], refresh: bool) -> list[Summary]:
+        ids = [self._id(r) for r in requests]
+        cached = {} if refresh else {i: s for i in ids if (s := self.store.get(i)) is not None}
+        todo = [r for r, i in zip(requests, ids, strict=True) if i not in cached]
+        start = time.monotonic()
+        chats = [r.template.render(**self._fields(r)) for r in todo]
+        params = todo[0].template.params if todo else None
+        completions = self.generator.generate(chats, params, self.config.adapter) if params else []
+        for request, completion in zip(todo, completions, strict=True):
+            summary = self._ground(request, completion, (time.monotonic() - start) / len(todo))
+            self.store.put(summary)
+            cached[summary.id] = summary
+        return [cached[i] for i in ids]
+
+    def _id(self, request: Request) -> str:
+        record = request.record
+        basis = tuple(b.article.id for b in request.basis)
+        return summary_id(
+            record.article.id,
+            record.content_hash,
+            request.template.id,
+            self.generator.model,
+            self.config.adapter,
+            basis,
+        )
+
+    def _fields(self, request: Request) -> dict[str, str]:
+        article = request.record.article
+        text = "\n\n".join(c.text for c in request.evidence) or article.body
+        read = "\n".join(f"- {untrusted(b.article.title, 300)}" for b in request.basis) or "- (nothing)"
+        return {
+            "title": untrusted(article.title, 300),
+            "text": untrusted(text, self.config.max_input_chars),
+            "read": read,
+        }
+
+    def _ground(self, request: Request, completion: Completion, seconds: float) -> Summary:
+        template, record = request.template, request.record
+        sentences = [
+            s for p in parse_points(completion.text, template.max_sentences) for s in split_sentences(p)
+        ]
+        evidence = [c.evidence() for c in request.evidence]
+        supports = self.checker.check(_unique(sentences)[: template.max_sentences], evidence)
+        kept = [_sentence(s) for s in supports if s.supported]
+        dropped = [_sentence(s) for s in supports if not s.supported]
+        if not kept:
+            kept = self.extractive(record.article, request.evidence)
+        return Summary(
+            id=self._id(request),
+            kind=template.kind,
+            article_id=record.article.id,
+            content_hash=record.content_hash,
+            prompt=template.id,
+            model=completion.model,
+            adapter=self.config.adapter,
+            sentences=tuple(kept),
+            dropped=tuple(dropped),
+            created_at=datetime.now(UTC),
+            seconds=seconds,
+            basis=tuple(b.article.id for b in request.basis),
+        )
+
+    def extractive(self, article: Article, chunks: list[EvidenceChunk]) -> list[SummarySentence]:
+        """The article's first sentence (its lead, when it has one), with its support and citation."""
+        first = (split_sentences(article.lead or "") or split_sentences(article.body) or [article.title])[0]
+        evidence = [c.evidence() for c in chunks]
+        support = self.checker.check([first], evidence)[0] if evidence else None
+        citations = (
+            support.citations if support and support.citations else tuple(c.chunk_id for c in chunks[:1])
+        )
+        return [SummarySentence(first, support.score if support else 1.0, citations, extractive=True)]
+
+
+def _sentence(support: Support) -> SummarySentence:
+    return SummarySentence(
+        support.sentence, round(support.score, 4), support.citations, missing=support.missing
+    )
+
+
+def _unique(sentences: list[str]) -> list[str]:
+    """Drop repeats (small models loop), keeping the first."""
+    seen: set[str] = set()
+    out = []
+    for sentence in sentences:
+        key = " ".join(sentence.lower().split())
+        if key not in seen:
+            seen.add(key)
+            out.append(sentence)
+    return out

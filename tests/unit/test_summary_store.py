@@ -1,0 +1,83 @@
+"""The `SummaryRepository` contract, run on every store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from briefing import (
+    FileSummaryStore,
+    InMemorySummaryStore,
+    Status,
+    Summary,
+    SummaryRepository,
+    SummarySentence,
+)
+from briefing.summaries import summary_id
+
+T0 = datetime(2026, 11, 19, 12, tzinfo=UTC)
+
+
+def make_summary(article_id: str = "pol-0011", minutes: int = 0, prompt: str = "article@1") -> Summary:
+    return Summary(
+        id=summary_id(article_id, "abc123", prompt, "SmolLM2", None),
+        kind="article",
+        article_id=article_id,
+        content_hash="abc123",
+        prompt=prompt,
+        model="SmolLM2",
+        adapter=None,
+        sentences=(SummarySentence("The council voted 27 to 22.", 0.91, (f"{article_id}@abc123#0",)),),
+        dropped=(
+            SummarySentence("The mayor resigned.", 0.31, (f"{article_id}@abc123#1",), missing=("resigned",)),
+        ),
+        created_at=T0 + timedelta(minutes=minutes),
+        seconds=0.8,
+    )
+
+
+STORES: dict[str, Callable[[Path], SummaryRepository]] = {
+    "memory": lambda _: InMemorySummaryStore(),
+    "files": lambda tmp: FileSummaryStore(tmp / "summaries"),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> SummaryRepository:
+    return STORES[request.param](tmp_path)
+
+
+def test_a_summary_round_trips_unchanged(store: SummaryRepository) -> None:
+    summary = make_summary()
+    store.put(summary)
+    assert store.get(summary.id) == summary
+    assert store.get("pol-0011--000000000000") is None
+
+
+def test_put_replaces_by_id_and_find_lists_newest_first(store: SummaryRepository) -> None:
+    old, new = make_summary(), make_summary(minutes=5, prompt="article-one-sentence@1")
+    store.put(old)
+    store.put(new)
+    store.put(old.with_status(Status.APPROVED, by="editor-1"))
+    assert [s.prompt for s in store.find("pol-0011")] == ["article-one-sentence@1", "article@1"]
+    assert store.get(old.id) is not None and store.get(old.id).reviewed_by == "editor-1"  # type: ignore[union-attr]
+    assert store.find("spo-0001") == []
+
+
+def test_by_status_is_the_review_queue_oldest_first(store: SummaryRepository) -> None:
+    for n, article in enumerate(["a-3", "a-1", "a-2"]):
+        store.put(make_summary(article, minutes=n))
+    store.put(make_summary("a-1", minutes=1).with_status(Status.REJECTED))
+    assert [s.article_id for s in store.by_status(Status.DRAFT)] == ["a-3", "a-2"]
+    assert [s.article_id for s in store.by_status(Status.REJECTED)] == ["a-1"]
+
+
+def test_the_file_store_leaves_no_partial_files(tmp_path: Path) -> None:
+    store = FileSummaryStore(tmp_path)
+    store.put(make_summary())
+    store.put(replace(make_summary(), seconds=1.0))
+    assert [p.suffix for p in tmp_path.rglob("*") if p.is_file()] == [".json"]
