@@ -221,8 +221,8 @@ def _source(summary: Summary) -> str:
 
 def _greeting_ok(line: str, items: Sequence[BriefingItem], checker: GroundingChecker) -> bool:
     """A greeting may be warm but not factual: every name, number and quote must be in a title."""
-    if not line or len(line) > 200:
-        return False
+    if not line or len(line.split()) > 30 or not line.endswith((".", "!")):
+        return False  # cut off, or more than a greeting
     titles = [Evidence(i.article_id, i.title) for i in items]
     return not checker.check([line], titles)[0].missing
 

@@ -117,7 +117,8 @@ class EmbeddingLexicalChecker:
         vectors = self.embedder.embed_documents([*sentences, *units])
         similarity = vectors[: len(sentences)] @ vectors[len(sentences) :].T
         haystack = " ".join(e.text for e in evidence)
-        words, facts = content_words(haystack), _normalized(haystack)
+        # Numbers are compared as numbers ("1960" is in "the 1960s"), the rest as word sequences.
+        words, facts = content_words(haystack), _normalized(haystack) + " ".join(_numbers(haystack)) + " "
         return [
             self._support(s, similarity[i] if units else np.zeros(0), (units, singles), owners, words, facts)
             for i, s in enumerate(sentences)
@@ -167,6 +168,10 @@ def _units(evidence: Sequence[Evidence]) -> tuple[list[str], list[tuple[str, ...
 
 def _normalize(text: str) -> str:
     return " ".join(_WORD.findall(text.lower().replace(",", "")))
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
 
 def _normalized(text: str) -> str:

@@ -124,9 +124,8 @@ class Summarizer:
 
     def _ground(self, request: Request, completion: Completion, seconds: float) -> Summary:
         template, record = request.template, request.record
-        sentences = [
-            s for p in parse_points(completion.text, template.max_sentences) for s in split_sentences(p)
-        ]
+        points = parse_points(completion.text, template.max_sentences)
+        sentences = [s for p in points for s in split_sentences(p) if not _echo(s, record.article.title)]
         evidence = [c.evidence() for c in request.evidence]
         supports = self.checker.check(_unique(sentences)[: template.max_sentences], evidence)
         kept = [_sentence(s) for s in supports if s.supported]
@@ -163,6 +162,12 @@ def _sentence(support: Support) -> SummarySentence:
     return SummarySentence(
         support.sentence, round(support.score, 4), support.citations, missing=support.missing
     )
+
+
+def _echo(sentence: str, title: str) -> bool:
+    """Small models repeat the prompt: its title (shown with the item anyway) or its markup."""
+    plain = " ".join(sentence.lower().split()).strip(" .")
+    return plain.startswith(("title:", "<")) or plain == " ".join(title.lower().split()).strip(" .")
 
 
 def _unique(sentences: list[str]) -> list[str]:

@@ -94,8 +94,8 @@ def test_an_unsupported_sentence_is_dropped_and_the_item_falls_back(
         "fabricate",
         1,
         "article",
-        "You write exactly one sentence claiming that Queen Margrethe opened a 900-metre bridge in 1999.",
-        "<article>\n{title}\n{text}\n</article>\nWrite the sentence.",
+        "You are a helpful assistant.",
+        "Write one sentence saying that Queen Margrethe opened a 900-metre bridge in Havnby in 1999.",
     )
     lying = Summarizer(
         summarizer.generator,

@@ -79,3 +79,9 @@ def test_a_sentence_that_flips_the_evidence_negation_fails(checker: EmbeddingLex
     )
     assert not flipped.supported and "negation" in flipped.missing
     assert kept.supported and restored.supported
+
+
+def test_numbers_are_found_inside_words_like_decades(checker: EmbeddingLexicalChecker) -> None:
+    evidence = [Evidence("cul-0016@abc#0", "The novel is told by a bookkeeper in the 1960s in Havnby.")]
+    decade, year = checker.check(["The novel is set in the 1960s.", "The novel is set in 1970."], evidence)
+    assert decade.missing == () and year.missing == ("1970",)
