@@ -34,7 +34,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install the project with its models (idempotent)
 
-run: $(STAMP) ## ingest the demo newsroom, show a search, story threads and three readers' recommendations
+run: $(STAMP) ## ingest the demo newsroom, show search, stories, recommendations, summaries and a briefing
 	DATA_DIR=$(DATA_DIR) $(BIN)/briefing demo
 
 test: $(STAMP) ## checks, then the whole test suite
@@ -56,6 +56,9 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 	$(BIN)/python bench/recsys.py --data ../shared/datasets/mind_small_raw_subset \
 		--out bench/results/recsys_mind_raw_subset.json
 	$(BIN)/python bench/grounding.py --data ../shared/datasets/frank --out bench/results/grounding.json
+	$(BIN)/python bench/llm.py --out bench/results/llm.json
+	$(BIN)/python bench/summaries.py --data ../shared/datasets/xsum --out bench/results/summaries_xsum.json
+	$(BIN)/python bench/summaries.py --data ../shared/datasets/norsumm --out bench/results/summaries_norsumm.json
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)

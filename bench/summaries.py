@@ -131,6 +131,7 @@ def main() -> None:
         "articles": len(rows),
         "prompt": summarizer.prompts.get(prompt).id,
         "model": summarizer.generator.model,
+        "max_input_chars": summarizer.config.max_input_chars,
         "backend": "llamacpp",
         "machine": machine(),
         "system": {

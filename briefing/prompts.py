@@ -97,7 +97,7 @@ ARTICLE_1 = PromptTemplate(
         "Use only facts stated in the article, with its exact names and numbers. " + _UNTRUSTED_RULE
     ),
     user="<article>\nTitle: {title}\n\n{text}\n</article>\n\nWrite 2 to 4 bullet points summarizing it.",
-    params=GenerationParams(max_tokens=160),
+    params=GenerationParams(max_tokens=128),
 )
 
 ARTICLE_ONE_SENTENCE_1 = PromptTemplate(
@@ -127,7 +127,7 @@ UPDATE_1 = PromptTemplate(
         "Already read:\n{read}\n\n<article>\nTitle: {title}\n\n{text}\n</article>\n\n"
         "Write 1 to 3 bullet points on what is new since the reader's last visit."
     ),
-    params=GenerationParams(max_tokens=120),
+    params=GenerationParams(max_tokens=100),
     max_sentences=3,
 )
 
