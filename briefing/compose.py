@@ -147,7 +147,7 @@ class Composer:
         by_article = {s.article_id: s for s in drafts}
         out = []
         for item in picked:
-            if item.update:
+            if item.update and self.policy.allow_drafts:  # an update is unreviewed generated text
                 read = [h.article.id for h in history if h.story_id == item.story_id]
                 summary = self.summarizer.update(item.article_id, read, prompt=arm.update_prompt)
             else:
@@ -171,7 +171,7 @@ class Composer:
         )
 
     def _item(self, item: Item, summary: Summary | None) -> BriefingItem:
-        if summary is None:  # drafts not allowed and nothing reviewed: the article's own words
+        if summary is None:  # nothing reviewed and drafts not allowed: the article's own words
             record = self.summarizer.retriever.index.get([item.article_id])[item.article_id]
             chunks = self.summarizer.retriever.article(item.article_id, item.title)
             sentences = tuple(self.summarizer.extractive(record.article, chunks))

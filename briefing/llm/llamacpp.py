@@ -138,8 +138,8 @@ def _build(config: GeneratorConfig) -> LlamaCppGenerator:
     path = gguf_path(config.model)
     if path is None:
         raise GeneratorUnavailable(
-            f"llamacpp needs a GGUF file or a packaged model, got {config.model!r} "
-            "(set LLM_MODEL to a .gguf path, or LLM_BACKEND=transformers for a hub id)"
+            f"llamacpp needs a GGUF model, got {config.model!r}: set LLM_MODEL to a .gguf path, "
+            "org/repo:file.gguf, or packaged:SmolLM2-135M-Instruct (or LLM_BACKEND=transformers)"
         )
     return LlamaCppGenerator(
         path, threads=config.threads, context_tokens=config.context_tokens, adapters=config.adapters

@@ -34,10 +34,19 @@ def packaged_gguf(name: str = "SmolLM2-135M-Instruct") -> Path:
     return path
 
 
+_HUB_GGUF = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+):(?P<file>[\w./-]+\.gguf)")
+
+
 def gguf_path(model: str) -> Path | None:
-    """The GGUF file `model` names (packaged name or local .gguf path), or None for a hub id."""
+    """The GGUF file `model` names, or None for a transformers model (folder or hub id).
+
+    `model` is a packaged name (`packaged:SmolLM2-135M-Instruct`), a local `.gguf` file, or a
+    file in a hub repository (`org/repo:file.gguf`, fetched once into the hub cache)."""
     if model.startswith(PACKAGED_PREFIX):
         return packaged_gguf(model.removeprefix(PACKAGED_PREFIX))
+    hub = _HUB_GGUF.fullmatch(model)
+    if hub and not Path(model).exists():
+        return _download(hub["repo"], hub["file"])
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -46,8 +55,18 @@ def gguf_path(model: str) -> Path | None:
     return None
 
 
+def _download(repo: str, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise GeneratorUnavailable(f"cannot fetch {filename} from {repo}: {exc}") from exc
+
+
 def slug(model: str) -> str:
     """A folder name for a model id: `packaged:SmolLM2-135M-Instruct` → `SmolLM2-135M-Instruct`."""
     name = model.removeprefix(PACKAGED_PREFIX)
-    name = Path(name).stem if name.endswith(".gguf") else name
+    name = Path(name.split(":")[-1]).stem if name.endswith(".gguf") else name
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-") or "model"

@@ -156,3 +156,12 @@ def test_unreachable_server_falls_back_to_the_local_model() -> None:
 def test_an_unknown_backend_names_the_choices() -> None:
     with pytest.raises(ValueError, match="choose one of"):
         make_generator(GeneratorConfig(backend="gpt-cloud"))
+
+
+def test_models_are_named_by_path_or_hub_id_with_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(GeneratorUnavailable, match="no such GGUF file"):
+        make_generator(GeneratorConfig(model=str(tmp_path / "missing.gguf")))
+    with pytest.raises(GeneratorUnavailable, match=r"cannot fetch model\.gguf from org/repo"):
+        make_generator(GeneratorConfig(model="org/repo:model.gguf"))  # HF_HUB_OFFLINE=1 in tests
+    with pytest.raises(GeneratorUnavailable, match="needs a GGUF model"):
+        make_generator(GeneratorConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
