@@ -11,7 +11,7 @@ The default checker combines two signals:
 - meaning: the best cosine between the sentence and any evidence sentence or pair of adjacent
   sentences (summaries often fuse two), with the packaged embedding model;
 - words: the share of the sentence's content words that occur in the evidence.
-A sentence whose negation differs from its best-matching evidence sentence ("has resigned"
+A sentence that closely paraphrases an evidence sentence but flips its negation ("has resigned"
 against "has not resigned") is treated like one with a missing fact.
 """
 
@@ -80,6 +80,9 @@ class GroundingConfig:
     threshold: float = 0.6
     meaning_weight: float = 0.3  # the rest is the content-word share (0.3: best on half of FRANK)
     cite_margin: float = 0.1  # evidence this close to the best match is cited too
+    # A negation flip counts only against a near-paraphrase: ungated, the rule marked 87% of
+    # FRANK's XSum summaries unsupported and cut XSum balanced accuracy from 0.605 to 0.499.
+    negation_similarity: float = 0.75
 
 
 def split_sentences(text: str) -> list[str]:
@@ -141,7 +144,8 @@ class EmbeddingLexicalChecker:
         score = float(np.clip(cfg.meaning_weight * meaning + (1 - cfg.meaning_weight) * share, 0.0, 1.0))
         missing = tuple(sorted(f for f in stated_facts(sentence) if f" {_normalize(f)} " not in facts))
         best_sentence = units[max(singles, key=lambda i: sims[i])] if sims.size else ""
-        if sims.size and negated(sentence) != negated(best_sentence):
+        paraphrase = meaning >= cfg.negation_similarity
+        if sims.size and paraphrase and negated(sentence) != negated(best_sentence):
             missing += ("negation",)  # "the mayor has resigned" against "has not resigned"
         near = np.flatnonzero(sims >= meaning - cfg.cite_margin) if sims.size else np.zeros(0, np.int64)
         citations = tuple(dict.fromkeys(c for i in near for c in owners[i]))

@@ -67,12 +67,8 @@ def test_sentence_splitting_and_facts() -> None:
     assert {"1000", "Bergen"} <= stated_facts("The ferry to Bergen carried 1,000 people.")
 
 
-def test_a_sentence_that_flips_the_evidence_negation_fails(checker: EmbeddingLexicalChecker) -> None:
-    evidence = [
-        Evidence(
-            "loc-0003@abc#0", "Mayor Kristoffer Dahle has not resigned. The website was restored by noon."
-        )
-    ]
+def test_a_close_paraphrase_that_flips_the_negation_fails(checker: EmbeddingLexicalChecker) -> None:
+    evidence = [Evidence("loc-0003@abc#0", "The mayor has not resigned. The website was restored by noon.")]
     flipped, kept, restored = checker.check(
         ["The mayor has resigned.", "The mayor has not resigned.", "The website was restored by noon."],
         evidence,
