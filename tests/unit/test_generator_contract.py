@@ -22,15 +22,10 @@ from briefing import (
     make_generator,
 )
 from briefing.llm import OpenAIGenerator
+from tests.chats import CAPITAL, COUNT, HARBOUR, free_port
 
 pytestmark = pytest.mark.slow
 
-CAPITAL = [
-    {"role": "system", "content": "You answer with one word."},
-    {"role": "user", "content": "What is the capital of France?"},
-]
-COUNT = [{"role": "user", "content": "Write the numbers from one to twenty in words, one per line."}]
-HARBOUR = [{"role": "user", "content": "Write one sentence about a harbour town."}]
 GREEDY = GenerationParams(max_tokens=24)
 
 
@@ -113,12 +108,6 @@ def test_transformers_applies_a_peft_adapter_by_name(model_cache: Path, tmp_path
 # accepts the connection but never answers.
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     listener = socket.socket()
@@ -132,7 +121,7 @@ def silent_server() -> Iterator[str]:
 
 
 def test_openai_backend_reports_an_unreachable_server() -> None:
-    generator = OpenAIGenerator(f"http://127.0.0.1:{_free_port()}/v1", "smollm2")
+    generator = OpenAIGenerator(f"http://127.0.0.1:{free_port()}/v1", "smollm2")
     with pytest.raises(GeneratorUnavailable, match=r"cannot reach the LLM server at http://127\.0\.0\.1"):
         generator.generate([CAPITAL], GREEDY)
     with pytest.raises(GeneratorUnavailable):
@@ -147,7 +136,7 @@ def test_openai_backend_times_out_on_a_silent_server(silent_server: str) -> None
 
 def test_unreachable_server_falls_back_to_the_local_model() -> None:
     config = GeneratorConfig(
-        backend="openai", model="smollm2", base_url=f"http://127.0.0.1:{_free_port()}/v1", fallback="llamacpp"
+        backend="openai", model="smollm2", base_url=f"http://127.0.0.1:{free_port()}/v1", fallback="llamacpp"
     )
     [answer] = make_generator(config).generate([CAPITAL], GREEDY)
     assert "paris" in answer.text.lower() and answer.model == "SmolLM2-135M-Instruct.Q4_1"
