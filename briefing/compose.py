@@ -12,7 +12,7 @@ visit costs one recommendation and one index lookup.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from briefing.grounding import Evidence, GroundingChecker
 from briefing.llm import GenerationError
 from briefing.summaries import Status, Summary, SummarySentence
 from briefing.summarize import Summarizer
+from indexing import ArticleRecord
 from recsys import Item, Recommender
 
 
@@ -119,7 +120,7 @@ class Composer:
             ),
         )
         if key not in self._cache:
-            items = self._items(picked, profile.history, arm)
+            items = self._items(picked, versions, profile.history, arm)
             greeting = self._greeting(items, since, arm)
             models = tuple(sorted({i.model for i in items if i.model}))
             self._cache[key] = Briefing(reader_id, now, since, arm.name, self.policy, greeting, items, models)
@@ -138,9 +139,14 @@ class Composer:
         return self.variants[name]
 
     def _items(
-        self, picked: Sequence[Item], history: Sequence[Any], arm: Variant
+        self,
+        picked: Sequence[Item],
+        versions: Mapping[str, ArticleRecord],
+        history: Sequence[Any],
+        arm: Variant,
     ) -> tuple[BriefingItem, ...]:
-        fresh = [i.article_id for i in picked if not i.update and self._reviewed(i.article_id, arm) is None]
+        reviewed = {i.article_id: self._reviewed(versions.get(i.article_id), arm) for i in picked}
+        fresh = [i.article_id for i in picked if not i.update and reviewed[i.article_id] is None]
         drafts = (
             self.summarizer.summarize(fresh, prompt=arm.article_prompt) if self.policy.allow_drafts else []
         )
@@ -151,28 +157,31 @@ class Composer:
                 read = [h.article.id for h in history if h.story_id == item.story_id]
                 summary = self.summarizer.update(item.article_id, read, prompt=arm.update_prompt)
             else:
-                summary = self._reviewed(item.article_id, arm) or by_article.get(item.article_id)
-            out.append(self._item(item, summary))
+                summary = reviewed[item.article_id] or by_article.get(item.article_id)
+            out.append(self._item(item, versions, summary))
         return tuple(out)
 
-    def _reviewed(self, article_id: str, arm: Variant) -> Summary | None:
+    def _reviewed(self, current: ArticleRecord | None, arm: Variant) -> Summary | None:
+        """An editor-approved (or edited) summary of this article version, by the arm's prompt."""
+        if current is None:
+            return None
         prompt = self.summarizer.prompts.get(arm.article_prompt).id
-        current = self.summarizer.retriever.index.get([article_id]).get(article_id)
         return next(
             (
                 s
-                for s in self.summarizer.store.find(article_id)
+                for s in self.summarizer.store.find(current.article.id)
                 if s.status in (Status.APPROVED, Status.EDITED)
                 and s.prompt == prompt
-                and current is not None
                 and s.content_hash == current.content_hash
             ),
             None,
         )
 
-    def _item(self, item: Item, summary: Summary | None) -> BriefingItem:
+    def _item(
+        self, item: Item, versions: Mapping[str, ArticleRecord], summary: Summary | None
+    ) -> BriefingItem:
         if summary is None:  # nothing reviewed and drafts not allowed: the article's own words
-            record = self.summarizer.retriever.index.get([item.article_id])[item.article_id]
+            record = versions[item.article_id]
             chunks = self.summarizer.retriever.article(item.article_id, item.title)
             sentences = tuple(self.summarizer.extractive(record.article, chunks))
             source, summary_id, model = "extractive", None, None

@@ -8,6 +8,7 @@ left and decoded together; adapters are switched per call (`disable_adapter` for
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -164,8 +165,6 @@ class TransformersGenerator:
         )
 
     def _adapter(self, adapter: str | None) -> Any:
-        import contextlib
-
         if adapter is None:
             return self.net.disable_adapter() if self.adapters else contextlib.nullcontext()
         if adapter not in self.adapters:

@@ -8,7 +8,6 @@ so each named adapter gets its own model instance, created on first use.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,7 @@ def _stop_when(deadline: Deadline, eos: int) -> Any:
     from llama_cpp import LogitsProcessorList
 
     def late(_tokens: Any, scores: Any) -> Any:
-        if time.monotonic() - deadline.start > deadline.seconds:
+        if deadline.passed():
             scores = np.full_like(scores, -np.inf)
             scores[eos] = 0.0
         return scores

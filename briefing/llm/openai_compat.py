@@ -141,7 +141,8 @@ def _raise_for_status(response: httpx.Response, adapter: str | None) -> None:
 
 def _error_message(response: httpx.Response) -> str:
     try:
-        error = response.json().get("error", response.json())
+        body = response.json()
+        error = body.get("error", body)
         return str(error.get("message", error) if isinstance(error, dict) else error)
     except (ValueError, AttributeError):
         return response.text[:300]
