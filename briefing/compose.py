@@ -133,6 +133,11 @@ class Composer:
             del self._cache[k]
         return len(stale)
 
+    def forget_reader(self, reader_id: str) -> None:
+        """Drop a reader's cached briefings (erasure)."""
+        for key in [k for k in self._cache if k[0] == reader_id]:
+            del self._cache[key]
+
     def _variant(self, name: str) -> Variant:
         if name not in self.variants:
             raise ValueError(f"unknown variant {name!r}; choose one of {sorted(self.variants)}")

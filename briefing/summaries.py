@@ -4,7 +4,8 @@
 - `put(summary)` stores or replaces a summary by id, atomically (a crash leaves the old copy);
 - `get(id)` returns it or None; `find(article_id)` every summary of an article, newest first;
 - `by_status(status)` the summaries in a review state, oldest first (the editors' queue).
-SQL storage arrives with the service; `FileSummaryStore` keeps one JSON file per summary.
+`FileSummaryStore` keeps one JSON file per summary (the CLI without a database);
+`server.stores.SqlSummaryStore` is the service's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Status(StrEnum):
     APPROVED = "approved"
     EDITED = "edited"
     REJECTED = "rejected"
+    RETRACTED = "retracted"  # its article was retracted: never shown again
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Summary:
     status: Status = Status.DRAFT
     basis: tuple[str, ...] = ()  # for an update: the articles the reader had already read
     reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    original_text: str | None = None  # the generated text, once an editor has changed it
 
     @property
     def text(self) -> str:
@@ -66,12 +70,25 @@ class Summary:
     def extractive(self) -> bool:
         return all(s.extractive for s in self.sentences)
 
-    def with_status(self, status: Status, by: str | None = None) -> Summary:
-        return replace(self, status=status, reviewed_by=by)
+    def with_status(self, status: Status, by: str | None = None, at: datetime | None = None) -> Summary:
+        return replace(self, status=status, reviewed_by=by, reviewed_at=at)
+
+    def edited(self, sentences: tuple[SummarySentence, ...], by: str, at: datetime) -> Summary:
+        """An editor's rewrite; the first generated text is kept as `original_text`."""
+        original = self.original_text if self.original_text is not None else self.text
+        return replace(
+            self,
+            sentences=sentences,
+            status=Status.EDITED,
+            reviewed_by=by,
+            reviewed_at=at,
+            original_text=original,
+        )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["created_at"] = self.created_at.isoformat()
+        data["reviewed_at"] = self.reviewed_at.isoformat() if self.reviewed_at else None
         return data
 
     @classmethod
@@ -84,8 +101,13 @@ class Summary:
                 "created_at": datetime.fromisoformat(data["created_at"]),
                 "basis": tuple(data.get("basis", ())),
                 "status": Status(data["status"]),
+                "reviewed_at": _time(data.get("reviewed_at")),
             }
         )
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def _sentence(data: dict[str, Any]) -> SummarySentence:

@@ -27,6 +27,7 @@ from server.container import (
     build_summarizer,
     open_index,
 )
+from server.serve import serve, token
 from server.settings import Settings
 
 PARTIAL = 3  # exit code of an ingest that rejected some records
@@ -362,6 +363,10 @@ def _briefing_text(briefing: Briefing) -> str:
         f"\nAI-generated text ({models}), checked against the cited articles; editors review drafts."
     )
     return "\n".join(lines)
+
+
+main.add_command(serve)
+main.add_command(token)
 
 
 def _print_thread_scores(grouped: dict[str, list[Any]], threads: Path) -> None:

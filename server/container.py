@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from briefing import (
     Composer,
@@ -12,11 +14,16 @@ from briefing import (
     Generator,
     Summarizer,
     SummarizerConfig,
+    SummaryRepository,
     make_generator,
 )
 from indexing import Chunker, Indexer, QdrantIndex, SentenceTransformerEmbedder
 from recsys import CandidateMatrix, EventRepository, JsonlEventStore, Recommender
 from server.settings import Settings
+
+if TYPE_CHECKING:  # the service pulls in SQLAlchemy; CLI commands that do not need it stay light
+    from server.jobs import Jobs
+    from server.service import Service
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
@@ -62,15 +69,96 @@ def build_generator(settings: Settings) -> Generator:
     return make_generator(settings.llm)
 
 
-def build_summarizer(settings: Settings, indexer: Indexer, generator: Generator | None = None) -> Summarizer:
+def build_summarizer(
+    settings: Settings,
+    indexer: Indexer,
+    generator: Generator | None = None,
+    store: SummaryRepository | None = None,
+) -> Summarizer:
     return Summarizer(
         generator or build_generator(settings),
         EvidenceRetriever(indexer.index, indexer.embedder),
         EmbeddingLexicalChecker(indexer.embedder, settings.grounding),
-        FileSummaryStore(settings.data_dir / "summaries"),
+        store or FileSummaryStore(settings.data_dir / "summaries"),
         config=SummarizerConfig(adapter=settings.llm_adapter),
     )
 
 
 def build_composer(settings: Settings, recommender: Recommender, summarizer: Summarizer) -> Composer:
     return Composer(recommender, summarizer, policy=settings.briefing)
+
+
+def build_clock(settings: Settings) -> Callable[[], datetime]:
+    """The wall clock, or one that starts at CLOCK_START and runs on from there (demos, tests)."""
+    start = settings.service.clock_start
+    if start is None:
+        return lambda: datetime.now(UTC)
+    offset = start - datetime.now(UTC)
+    return lambda: datetime.now(UTC) + offset
+
+
+def build_service(
+    settings: Settings, *, indexer: Indexer | None = None, generator: Generator | None = None
+) -> Service:
+    """Everything the service runs on: SQL storage (migrated to the newest schema), the index,
+    the recommender over the recent window, the summarizer and the composer."""
+    from server.db import connect, migrate
+    from server.service import Service
+    from server.stores import Readers, SqlEventStore, SqlSummaryStore
+
+    engine = connect(settings.database_url)
+    migrate(engine)
+    indexer = indexer or build_indexer(settings)
+    clock = build_clock(settings)
+    events, summaries = SqlEventStore(engine), SqlSummaryStore(engine)
+    recommender = build_recommender(settings, indexer, events, clock())
+    summarizer = build_summarizer(settings, indexer, generator, summaries)
+
+    def refresh(now: datetime) -> None:
+        since = now - timedelta(days=settings.recsys_window_days)
+        recommender.refresh(CandidateMatrix.from_index(indexer.index, indexer.embedder.dim, since), now)
+
+    return Service(
+        engine=engine,
+        indexer=indexer,
+        summarizer=summarizer,
+        recommender=recommender,
+        composer=build_composer(settings, recommender, summarizer),
+        events=events,
+        summaries=summaries,
+        clock=clock,
+        readers=Readers(engine, timedelta(minutes=settings.service.session_minutes)),
+        refresh_matrix=refresh,
+    )
+
+
+def build_jobs(settings: Settings, service: Service) -> Jobs:
+    from server import jobs as j
+
+    config = settings.service
+    hour = 3600.0
+    specs = [
+        j.JobSpec(
+            "ingest-feeds", 15 * 60 if config.feeds else 0, "ingest FEEDS", j.ingest_feeds(config.feeds)
+        ),
+        j.JobSpec(
+            "refresh-candidates", hour, "rebuild the recent window's candidate matrix", j.refresh_candidates
+        ),
+        j.JobSpec("refit-ranker", 6 * hour, "refit the learned ranker on recent impressions", j.refit_ranker),
+        j.JobSpec(
+            "summarize-new",
+            10 * 60,
+            "draft summaries of new articles",
+            j.summarize_new(config.summarize_per_run),
+        ),
+        j.JobSpec("precompute-briefings", hour, "compose active readers' next briefing", j.precompute),
+        j.JobSpec(
+            "retention",
+            24 * hour,
+            "delete old events and served briefings",
+            j.retention(config.retention_days, config.retention_days),
+        ),
+    ]
+    return j.Jobs(
+        service, specs, retries=config.job_retries, backoff_s=config.job_backoff_s, lock_dir=settings.data_dir
+    )

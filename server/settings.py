@@ -23,6 +23,16 @@
 | RECSYS_RANKER | learned | default ranker (popularity, recency, content, learned) |
 | RECSYS_DIVERSITY | 0.3 | MMR weight of novelty (0: the ranker's order) |
 | RECSYS_WINDOW_DAYS | 7 | articles published this recently are candidates |
+| HOST / PORT | 127.0.0.1 / 8000 | where `briefing serve` listens |
+| JWT_SECRET | (a random key kept in DATA_DIR/jwt-secret) | signs the access tokens |
+| CLOCK_START | (unset: the wall clock) | ISO time the service clock starts from (demos, tests) |
+| SESSION_MINUTES | 30 | requests this close together are one visit, with one "since" |
+| RATE_LIMIT_PER_MINUTE | 600 | requests per client and minute on the API and pages (0: off) |
+| MAX_BODY_BYTES | 1000000 | larger request bodies are refused (413) |
+| JOBS | true | run the scheduler in this process (one per deployment: it takes a lock) |
+| JOB_RETRIES / JOB_BACKOFF_S | 3 / 30 | a failed job run is retried after 30 s, 60 s, 120 s |
+| FEEDS | (none) | comma-separated feeds or files the ingest job reads |
+| RETENTION_DAYS | 365 | events and served briefings older than this are deleted |
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from briefing import BriefingPolicy, GeneratorConfig, GroundingConfig
@@ -37,6 +48,23 @@ from indexing import PACKAGED_MINILM, QdrantConfig, StoryConfig
 from recsys import RecsysConfig
 
 _DEFAULT_LLM = "packaged:SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    jwt_secret: str | None = None
+    clock_start: datetime | None = None
+    session_minutes: float = 30.0
+    rate_limit_per_minute: int = 600
+    max_body_bytes: int = 1_000_000
+    jobs: bool = True
+    job_retries: int = 3
+    job_backoff_s: float = 30.0
+    feeds: tuple[str, ...] = ()
+    retention_days: float = 365.0
+    summarize_per_run: int = 20
 
 
 @dataclass(frozen=True)
@@ -54,6 +82,7 @@ class Settings:
     llm_adapter: str | None = None
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     briefing: BriefingPolicy = field(default_factory=BriefingPolicy)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +114,7 @@ class Settings:
                 items=_int(env, "BRIEFING_ITEMS", BriefingPolicy.items),
                 allow_drafts=_bool(env, "BRIEFING_ALLOW_DRAFTS", BriefingPolicy.allow_drafts),
             ),
+            service=_service(env),
             stories=StoryConfig(
                 window_hours=_float(env, "STORY_WINDOW_HOURS", StoryConfig.window_hours),
                 threshold=_float(env, "STORY_THRESHOLD", StoryConfig.threshold),
@@ -104,6 +134,33 @@ def _llm(env: Mapping[str, str], data_dir: Path) -> GeneratorConfig:
         adapters=_adapters(env.get("LLM_ADAPTERS", "")),
         fallback=env.get("LLM_FALLBACK") or None,
     )
+
+
+def _service(env: Mapping[str, str]) -> ServiceConfig:
+    d = ServiceConfig
+    clock = env.get("CLOCK_START")
+    return ServiceConfig(
+        host=env.get("HOST", d.host),
+        port=_int(env, "PORT", d.port),
+        jwt_secret=env.get("JWT_SECRET") or None,
+        clock_start=_time(clock, "CLOCK_START") if clock else None,
+        session_minutes=_float(env, "SESSION_MINUTES", d.session_minutes),
+        rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes),
+        jobs=_bool(env, "JOBS", d.jobs),
+        job_retries=_int(env, "JOB_RETRIES", d.job_retries),
+        job_backoff_s=_float(env, "JOB_BACKOFF_S", d.job_backoff_s),
+        feeds=tuple(f.strip() for f in env.get("FEEDS", "").split(",") if f.strip()),
+        retention_days=_float(env, "RETENTION_DAYS", d.retention_days),
+    )
+
+
+def _time(value: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO 8601 time, got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _adapters(spec: str) -> dict[str, Path]:

@@ -76,3 +76,50 @@ def llamacpp() -> Any:
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Dequantized transformers copies of the packaged GGUF, made once per test run."""
     return tmp_path_factory.mktemp("models")
+
+
+# SQL storage runs on SQLite and on PostgreSQL (127.0.0.1:5432 in CI; skipped with the reason
+# where no server answers). Each PostgreSQL test gets its own schema, dropped afterwards.
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DATABASES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from _database(request.param, tmp_path)
+
+
+def _database(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'briefing.db'}"
+        return
+    from uuid import uuid4
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    schema = f"test_{uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f"create schema {schema}"))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at {PG_URL}: {str(exc).splitlines()[0]}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"drop schema {schema} cascade"))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Any]:
+    """A migrated database of each kind."""
+    from server.db import connect, migrate
+
+    engine = connect(database_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()

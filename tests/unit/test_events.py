@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from recsys import (
     record_events,
     validate_events,
 )
+from tests.conftest import DATABASES, _database
 
 T0 = datetime(2026, 11, 16, 8, tzinfo=UTC)
 
@@ -71,9 +72,19 @@ REPOSITORIES: dict[str, Callable[[Path], EventRepository]] = {
 }
 
 
-@pytest.fixture(params=list(REPOSITORIES))
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> EventRepository:
-    return REPOSITORIES[request.param](tmp_path)
+@pytest.fixture(params=[*REPOSITORIES, *(f"sql-{kind}" for kind in DATABASES)])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventRepository]:
+    if request.param in REPOSITORIES:
+        yield REPOSITORIES[request.param](tmp_path)
+        return
+    from server.db import connect, migrate
+    from server.stores import SqlEventStore
+
+    for url in _database(request.param.removeprefix("sql-"), tmp_path):
+        engine = connect(url)
+        migrate(engine)
+        yield SqlEventStore(engine)
+        engine.dispose()
 
 
 def test_add_is_idempotent_by_event_id(repo: EventRepository) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +18,7 @@ from briefing import (
     SummarySentence,
 )
 from briefing.summaries import summary_id
+from tests.conftest import DATABASES, _database
 
 T0 = datetime(2026, 11, 19, 12, tzinfo=UTC)
 
@@ -46,9 +47,19 @@ STORES: dict[str, Callable[[Path], SummaryRepository]] = {
 }
 
 
-@pytest.fixture(params=sorted(STORES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> SummaryRepository:
-    return STORES[request.param](tmp_path)
+@pytest.fixture(params=[*sorted(STORES), *(f"sql-{kind}" for kind in DATABASES)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SummaryRepository]:
+    if request.param in STORES:
+        yield STORES[request.param](tmp_path)
+        return
+    from server.db import connect, migrate
+    from server.stores import SqlSummaryStore
+
+    for url in _database(request.param.removeprefix("sql-"), tmp_path):
+        engine = connect(url)
+        migrate(engine)
+        yield SqlSummaryStore(engine)
+        engine.dispose()
 
 
 def test_a_summary_round_trips_unchanged(store: SummaryRepository) -> None:
@@ -81,3 +92,17 @@ def test_the_file_store_leaves_no_partial_files(tmp_path: Path) -> None:
     store.put(make_summary())
     store.put(replace(make_summary(), seconds=1.0))
     assert [p.suffix for p in tmp_path.rglob("*") if p.is_file()] == [".json"]
+
+
+def test_an_edit_keeps_the_generated_text_and_round_trips(store: SummaryRepository) -> None:
+    summary = make_summary()
+    edited = summary.edited(
+        (SummarySentence("The council voted 27 to 22 on Tuesday.", 0.8, ("pol-0011@abc123#0",)),),
+        by="edith",
+        at=T0 + timedelta(hours=1),
+    )
+    store.put(edited)
+    got = store.get(summary.id)
+    assert got == edited
+    assert got.status is Status.EDITED and got.original_text == "The council voted 27 to 22."
+    assert got.edited(got.sentences, by="edith", at=T0).original_text == "The council voted 27 to 22."

@@ -1,0 +1,228 @@
+"""The JSON API (OpenAPI at /schema): readers, editors, admins, and the probes.
+
+Handlers are thin: they check the payload's shape (pydantic, unknown fields rejected), call
+`Service`, `Review` or `Jobs`, and shape the answer. Errors become problem details in `server.app`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+
+from briefing import Status, Summary
+from server.auth import allow
+from server.jobs import Jobs
+from server.review import Review, ReviewItem
+from server.service import Actor, Service
+
+MAX_BATCH = 1000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventBatch(Strict):
+    """Events are validated one by one (recsys.Event); a bad one rejects the whole batch."""
+
+    events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class EventsStored(BaseModel):
+    stored: int
+    duplicates: int
+
+
+class EditRequest(Strict):
+    text: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+class RejectRequest(Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class ArticlePush(Strict):
+    """Articles as ingest reads them (indexing.Article); a bad one rejects the push."""
+
+    articles: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+def _actor(request: Request[Any, Any, Any]) -> Actor:
+    actor = request.user
+    assert isinstance(actor, Actor)  # the auth middleware guarantees it on guarded routes
+    return actor
+
+
+class ReaderApi(Controller):
+    path = "/v1"
+    guards = [allow("reader")]
+    tags = ["reader"]
+
+    @get("/briefing", sync_to_thread=True)
+    def briefing(
+        self, request: Request[Any, Any, Any], service: NamedDependency[Service]
+    ) -> Response[dict[str, Any]]:
+        """Your briefing since your last visit; the visit and what was shown are recorded."""
+        served = service.briefing(_actor(request).id)
+        return Response(served.body, headers={"X-Briefing-Cache": "hit" if served.cached else "miss"})
+
+    @post("/events", sync_to_thread=True, status_code=HTTP_200_OK)
+    def events(
+        self, request: Request[Any, Any, Any], data: EventBatch, service: NamedDependency[Service]
+    ) -> EventsStored:
+        """Store a batch of your events; a retried batch (same event ids) is not counted twice."""
+        stored, duplicates = service.record_events(_actor(request), data.events)
+        return EventsStored(stored=stored, duplicates=duplicates)
+
+
+class ReviewApi(Controller):
+    path = "/v1/review"
+    guards = [allow("editor")]
+    tags = ["editor"]
+
+    @get("/queue", sync_to_thread=True)
+    def queue(
+        self, review: NamedDependency[Review], status: FromQuery[Status] = Status.DRAFT
+    ) -> list[dict[str, Any]]:
+        """Summaries waiting for a decision (or in another review state), oldest first."""
+        return [_brief(s) for s in review.queue(status)]
+
+    @get("/summaries/{summary_id:str}", sync_to_thread=True)
+    def summary(self, review: NamedDependency[Review], summary_id: FromPath[str]) -> dict[str, Any]:
+        """One summary with each sentence's support score and the evidence it cites."""
+        return _review_item(review.item(summary_id))
+
+    @post("/summaries/{summary_id:str}/approve", sync_to_thread=True, status_code=HTTP_200_OK)
+    def approve(
+        self, request: Request[Any, Any, Any], review: NamedDependency[Review], summary_id: FromPath[str]
+    ) -> dict[str, Any]:
+        return _brief(review.approve(_actor(request), summary_id))
+
+    @post("/summaries/{summary_id:str}/edit", sync_to_thread=True, status_code=HTTP_200_OK)
+    def edit(
+        self,
+        request: Request[Any, Any, Any],
+        review: NamedDependency[Review],
+        summary_id: FromPath[str],
+        data: EditRequest,
+    ) -> dict[str, Any]:
+        return _review_item(review.item(review.edit(_actor(request), summary_id, data.text).id))
+
+    @post("/summaries/{summary_id:str}/reject", sync_to_thread=True, status_code=HTTP_200_OK)
+    def reject(
+        self,
+        request: Request[Any, Any, Any],
+        review: NamedDependency[Review],
+        summary_id: FromPath[str],
+        data: RejectRequest,
+    ) -> dict[str, Any]:
+        return _brief(review.reject(_actor(request), summary_id, data.reason))
+
+
+class AdminApi(Controller):
+    path = "/v1/admin"
+    guards = [allow("admin")]
+    tags = ["admin"]
+
+    @post("/articles", sync_to_thread=True, status_code=HTTP_200_OK)
+    def push(
+        self, request: Request[Any, Any, Any], service: NamedDependency[Service], data: ArticlePush
+    ) -> dict[str, Any]:
+        """Add or update articles (validated like ingest); a bad one rejects the whole push."""
+        report = service.push_articles(_actor(request), data.articles)
+        return {"new": report.new, "updated": report.updated, "unchanged": report.unchanged}
+
+    @delete("/articles/{article_id:str}", sync_to_thread=True, status_code=HTTP_200_OK)
+    def retract(
+        self, request: Request[Any, Any, Any], service: NamedDependency[Service], article_id: FromPath[str]
+    ) -> dict[str, int]:
+        """Retract an article: out of the index, its summaries retired, cached briefings dropped."""
+        return service.retract(_actor(request), article_id)
+
+    @delete("/readers/{reader_id:str}", sync_to_thread=True, status_code=HTTP_200_OK)
+    def erase(
+        self, request: Request[Any, Any, Any], service: NamedDependency[Service], reader_id: FromPath[str]
+    ) -> dict[str, int]:
+        """Erase a reader: events, profile and visits, served and cached briefings."""
+        return service.erase(_actor(request), reader_id)
+
+    @get("/jobs", sync_to_thread=True)
+    def jobs(
+        self, jobs: NamedDependency[Jobs], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50
+    ) -> dict[str, Any]:
+        """The scheduled jobs and their recent runs (failures with their errors)."""
+        return {"jobs": jobs.describe(), "runs": jobs.runs(limit=limit)}
+
+    @post("/jobs/{name:str}/run", sync_to_thread=True, status_code=HTTP_200_OK)
+    def run_job(
+        self, request: Request[Any, Any, Any], jobs: NamedDependency[Jobs], name: FromPath[str]
+    ) -> dict[str, Any]:
+        """Run a job now and wait for it; a failure is recorded and retried with backoff."""
+        actor = _actor(request)
+        run = jobs.run_now(name, by=actor.id)
+        jobs.service.audit.write(actor.id, actor.role, "run-job", name, {"run": run["id"]})
+        return run
+
+
+class Probes(Controller):
+    tags = ["operations"]
+
+    @get("/health")
+    async def health(self) -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @get("/ready", sync_to_thread=True)
+    def ready(self, service: NamedDependency[Service], state: State) -> Response[dict[str, Any]]:
+        """Index, database and model all answer (HTTP 503 otherwise)."""
+        checks = {
+            "index": _check(lambda: service.indexer.index.count()[0] >= 0),
+            "database": _check(lambda: _ping(service)),
+            "model": _check(lambda: bool(service.summarizer.generator.model)),
+            "scheduler": "ok" if state.get("scheduler_running") else "not running",
+        }
+        ok = all(v == "ok" for k, v in checks.items() if k != "scheduler")
+        return Response(checks, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+def _ping(service: NamedDependency[Service]) -> bool:
+    with service.engine.connect() as connection:
+        return connection.execute(text("select 1")).scalar() == 1
+
+
+def _check(probe: Any) -> str:
+    try:
+        return "ok" if probe() else "failed"
+    except Exception as exc:  # a probe reports, it never raises
+        return f"failed: {exc}"
+
+
+def _brief(summary: Summary) -> dict[str, Any]:
+    data = summary.to_json()
+    data["text"] = summary.text
+    return data
+
+
+def _review_item(item: ReviewItem) -> dict[str, Any]:
+    def sentences(group: Any) -> list[dict[str, Any]]:
+        return [
+            {**asdict(e.sentence), "evidence": [{"chunk_id": c.chunk_id, "text": c.text} for c in e.chunks]}
+            for e in group
+        ]
+
+    return {
+        **_brief(item.summary),
+        "title": item.title,
+        "url": item.url,
+        "sentences": sentences(item.sentences),
+        "dropped": sentences(item.dropped),
+        "diff": item.diff,
+    }

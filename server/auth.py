@@ -1,0 +1,90 @@
+"""Who may do what: JWTs signed by the service (litestar's JWT cookie auth) and role guards.
+
+A token names a subject (a reader id, or a staff member) and one role. Roles are separate on
+purpose: an editor cannot erase readers, an admin does not review text, a reader sees only their
+own briefing. Browsers get the token once through `/login?token=...` and keep it in an HttpOnly,
+SameSite=Strict cookie, which also keeps other sites from posting the editor's forms; API clients
+send `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.security.jwt import JWTCookieAuth, Token
+
+from server.service import Actor
+
+ROLES = ("reader", "editor", "product", "admin")
+HOME = {"reader": "/", "editor": "/editor", "product": "/schema", "admin": "/v1/admin/jobs"}
+COOKIE = "briefing_token"
+PUBLIC = ["/health", "/ready", "/metrics", "/schema", "/login", "/static"]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+
+
+def secret(configured: str | None, data_dir: Path) -> str:
+    """JWT_SECRET if set, else a random key kept (mode 0600) under DATA_DIR across restarts."""
+    if configured:
+        return configured
+    path = data_dir / "jwt-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def issue_token(key: str, subject: str, role: str, ttl: timedelta = timedelta(days=7)) -> str:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    token = Token(sub=subject, exp=datetime.now(UTC) + ttl, extras={"role": role})
+    return token.encode(key, "HS256")
+
+
+def read_token(key: str, encoded: str) -> Actor:
+    """The actor a token names, or NotAuthorizedException (bad signature, expired, no role)."""
+    token = Token.decode(encoded, key, "HS256")
+    return _actor(token)
+
+
+def _actor(token: Token) -> Actor:
+    role = token.extras.get("role")
+    if role not in ROLES:
+        raise NotAuthorizedException("the token carries no known role")
+    return Actor(token.sub, role)
+
+
+async def _retrieve(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
+    return _actor(token)
+
+
+def jwt_auth(key: str) -> JWTCookieAuth[Actor, Token]:
+    return JWTCookieAuth[Actor, Token](
+        token_secret=key,
+        retrieve_user_handler=_retrieve,
+        key=COOKIE,
+        samesite="strict",
+        secure=False,  # served on loopback by default; put TLS in front in production
+        exclude=PUBLIC,
+        default_token_expiration=timedelta(days=7),
+    )
+
+
+def allow(*roles: str) -> Guard:
+    """A guard letting only these roles through (HTTP 403 for the others)."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        actor = connection.user
+        if not isinstance(actor, Actor) or actor.role not in roles:
+            raise PermissionDeniedException(f"this needs the {' or '.join(roles)} role")
+
+    return guard

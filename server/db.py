@@ -1,0 +1,175 @@
+"""The service's SQL schema and how to connect to it (SQLAlchemy 2; migrations in server/migrations).
+
+One schema for both engines: SQLite (WAL, the embedded default) and PostgreSQL (DATABASE_URL).
+Times are stored as naive UTC and read back as aware UTC, because SQLite keeps no time zone.
+JSON columns hold what is read whole and never queried inside (sentences, briefing items).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the service stores aware times only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ReaderRow(Base):
+    """A reader and their visits: `session_since` is the "since" of the visit in progress."""
+
+    __tablename__ = "readers"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime | None]
+    session_since: Mapped[datetime | None]
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    reader_id: Mapped[str] = mapped_column(String(100), index=True)
+    type: Mapped[str] = mapped_column(String(20))
+    article_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(index=True)
+    dwell_s: Mapped[float | None] = mapped_column(Float)
+
+
+class SummaryRow(Base):
+    """An article summary or story update with its review state and provenance."""
+
+    __tablename__ = "summaries"
+    id: Mapped[str] = mapped_column(String(240), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    article_id: Mapped[str] = mapped_column(String(200), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(300))
+    adapter: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    created_at: Mapped[datetime]
+    seconds: Mapped[float] = mapped_column(Float)
+    basis: Mapped[list[Any]]
+    sentences: Mapped[list[Any]]
+    dropped: Mapped[list[Any]]
+    reviewed_by: Mapped[str | None] = mapped_column(String(100))
+    reviewed_at: Mapped[datetime | None]
+    original_text: Mapped[str | None] = mapped_column(Text)  # the generated text an editor changed
+
+
+class BriefingRow(Base):
+    """A briefing as served to a reader: what was shown, from which texts, under which arm."""
+
+    __tablename__ = "briefings_served"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reader_id: Mapped[str] = mapped_column(String(100), index=True)
+    served_at: Mapped[datetime]
+    since: Mapped[datetime | None]
+    variant: Mapped[str] = mapped_column(String(50))
+    policy: Mapped[str] = mapped_column(String(50))
+    cached: Mapped[bool] = mapped_column(Boolean)
+    items: Mapped[list[Any]]  # [{article_id, summary_id, source, citations}]
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(String(240), index=True)
+    detail: Mapped[dict[str, Any]]
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    every_s: Mapped[float] = mapped_column(Float)
+    description: Mapped[str] = mapped_column(Text)
+
+
+class JobRunRow(Base):
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_job_started", "job", "started_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(20))  # schedule, manual, retry
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(20))  # running, ok, failed
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]]
+
+
+def connect(url: str) -> Engine:
+    """An engine for `url`; SQLite files get WAL, a busy timeout and foreign keys."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (Alembic `upgrade head`), in one transaction."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

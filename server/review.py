@@ -1,0 +1,139 @@
+"""Editors' review of generated text: the queue, one summary with its evidence, and decisions.
+
+An approval, an edit or a rejection is written to the audit log and drops every cached briefing
+citing the article, so the reader's next briefing shows the decision. An edit keeps the generated
+text as `original_text` and is checked against the article like generated text is, so the editor
+sees each new sentence's support and the reader still gets citations; the editor's words are
+kept even when a sentence scores low (a person vouched for them), and the page says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from briefing import Evidence, EvidenceChunk, Status, Summary, SummarySentence, split_sentences
+from server.service import Actor, NotFound, Service
+
+MAX_EDIT_CHARS = 4000
+
+
+class ReviewConflict(ValueError):
+    """The decision does not apply to the summary in its current state (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class SentenceEvidence:
+    sentence: SummarySentence
+    chunks: tuple[EvidenceChunk, ...]  # the cited chunks, in citation order
+    words: tuple[str, ...]  # the sentence's content words, to highlight in the chunks
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    summary: Summary
+    title: str
+    url: str
+    sentences: tuple[SentenceEvidence, ...]
+    dropped: tuple[SentenceEvidence, ...]
+    diff: str | None
+
+
+class Review:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def queue(self, status: Status = Status.DRAFT, limit: int = 200) -> list[Summary]:
+        return self.service.summaries.by_status(status)[:limit]
+
+    def item(self, summary_id: str) -> ReviewItem:
+        summary = self._get(summary_id)
+        chunks = self._chunks(summary)
+        record = self.service.indexer.index.get([summary.article_id]).get(summary.article_id)
+        return ReviewItem(
+            summary=summary,
+            title=record.article.title if record else "(no longer in the index)",
+            url=str(record.article.url) if record else "",
+            sentences=tuple(_evidence(s, chunks) for s in summary.sentences),
+            dropped=tuple(_evidence(s, chunks) for s in summary.dropped),
+            diff=edit_diff(summary),
+        )
+
+    def approve(self, actor: Actor, summary_id: str) -> Summary:
+        return self._decide(actor, summary_id, Status.APPROVED, {})
+
+    def reject(self, actor: Actor, summary_id: str, reason: str) -> Summary:
+        return self._decide(actor, summary_id, Status.REJECTED, {"reason": reason})
+
+    def edit(self, actor: Actor, summary_id: str, text: str) -> Summary:
+        summary = self._open(summary_id)
+        text = " ".join(text.split())
+        if not text:
+            raise ReviewConflict("the edited text is empty; reject the summary instead")
+        if len(text) > MAX_EDIT_CHARS:
+            raise ReviewConflict(f"the edited text has {len(text)} characters; at most {MAX_EDIT_CHARS}")
+        sentences = self._checked(summary, split_sentences(text))
+        edited = summary.edited(sentences, by=actor.id, at=self.service.clock())
+        self._save(actor, edited, "edit", {"diff": edit_diff(edited) or ""})
+        return edited
+
+    def _decide(self, actor: Actor, summary_id: str, status: Status, detail: dict[str, Any]) -> Summary:
+        summary = self._open(summary_id)
+        decided = summary.with_status(status, by=actor.id, at=self.service.clock())
+        self._save(actor, decided, status.value, detail)
+        return decided
+
+    def _save(self, actor: Actor, summary: Summary, action: str, detail: dict[str, Any]) -> None:
+        self.service.summaries.put(summary)
+        self.service.forget_article(summary.article_id)
+        self.service.audit.write(actor.id, actor.role, action, summary.id, detail)
+
+    def _get(self, summary_id: str) -> Summary:
+        summary = self.service.summaries.get(summary_id)
+        if summary is None:
+            raise NotFound(f"no summary {summary_id!r}")
+        return summary
+
+    def _open(self, summary_id: str) -> Summary:
+        summary = self._get(summary_id)
+        if summary.status is Status.RETRACTED:
+            raise ReviewConflict(f"summary {summary_id!r} is of a retracted or replaced article version")
+        return summary
+
+    def _chunks(self, summary: Summary) -> dict[str, EvidenceChunk]:
+        articles = dict.fromkeys([summary.article_id, *summary.basis])
+        retriever = self.service.summarizer.retriever
+        return {c.chunk_id: c for a in articles for c in retriever.article(a)}
+
+    def _checked(self, summary: Summary, sentences: list[str]) -> tuple[SummarySentence, ...]:
+        chunks = self._chunks(summary)
+        evidence = [Evidence(c.chunk_id, c.text) for c in chunks.values()]
+        if not evidence:
+            raise ReviewConflict(f"article {summary.article_id!r} is no longer in the index")
+        supports = self.service.summarizer.checker.check(sentences, evidence)
+        return tuple(
+            SummarySentence(s.sentence, round(s.score, 4), s.citations, missing=s.missing) for s in supports
+        )
+
+
+def edit_diff(summary: Summary) -> str | None:
+    """A unified word diff of the generated text against the editor's, or None if unedited."""
+    if summary.original_text is None:
+        return None
+    lines = difflib.unified_diff(
+        split_sentences(summary.original_text),
+        [s.text for s in summary.sentences],
+        "generated",
+        "edited",
+        lineterm="",
+        n=1,
+    )
+    return "\n".join(lines)
+
+
+def _evidence(sentence: SummarySentence, chunks: dict[str, EvidenceChunk]) -> SentenceEvidence:
+    from briefing.grounding import content_words
+
+    cited = tuple(chunks[c] for c in sentence.citations if c in chunks)
+    return SentenceEvidence(sentence, cited, tuple(sorted(content_words(sentence.text))))

@@ -1,0 +1,91 @@
+"""`briefing serve` (the web service, optionally on the demo newsroom) and `briefing token`."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from server.settings import Settings
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
+DEMO_CLOCK = "2026-11-19T23:00:00+01:00"  # the end of the demo newsroom's fourth day
+DEMO_PEOPLE = (("r02", "reader"), ("edith", "editor"), ("ada", "admin"), ("paul", "product"))
+
+
+@click.command()
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Ingest the demo newsroom and its readers, draft summaries of its newest articles, and run "
+    f"the service clock from {DEMO_CLOCK} (unless CLOCK_START is set).",
+)
+@click.option("--host", help="Listen address (default: HOST or 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: PORT or 8000).")
+def serve(demo: bool, host: str | None, port: int | None) -> None:
+    """Run the web service: API (OpenAPI at /schema), reader and editor pages, and the scheduler.
+
+    Prints sign-in links for a demo reader, an editor, an admin and a product person.
+    """
+    import os
+
+    import uvicorn
+
+    from server.app import create_app
+    from server.auth import issue_token, secret
+    from server.container import build_jobs, build_service
+
+    if demo:
+        os.environ.setdefault("CLOCK_START", DEMO_CLOCK)
+    settings = Settings.from_env()
+    host, port = host or settings.service.host, port or settings.service.port
+    click.echo("loading the index, the models and the database ...")
+    service = build_service(settings)
+    jobs = build_jobs(settings, service) if settings.service.jobs else None
+    if demo:
+        _load_demo(service, jobs)
+    key = secret(settings.service.jwt_secret, settings.data_dir)
+    click.echo(f"\nthe service is starting on http://{host}:{port} (API schema: /schema); sign in as:")
+    for who, role in DEMO_PEOPLE:
+        token = issue_token(key, who, role, timedelta(days=7))
+        click.echo(f"  {role:<8} {who:<6} http://{host}:{port}/login?token={token}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings, service, jobs), host=host, port=port, log_level="warning")
+
+
+def _load_demo(service: object, jobs: object) -> None:
+    from indexing import open_source
+    from recsys import load_readers
+    from server.jobs import Jobs
+    from server.service import Service
+
+    assert isinstance(service, Service)
+    report = service.ingest(list(open_source(str(DEMO_DIR / "articles"))))
+    click.echo(f"demo newsroom: {report.summary()}")
+    added = load_readers(DEMO_DIR / "readers.jsonl", service.events)
+    click.echo(f"demo readers: {added} new events")
+    if isinstance(jobs, Jobs):
+        click.echo("drafting summaries of the newest articles (job summarize-new) ...")
+        run = jobs.run_now("summarize-new", by="demo")
+        click.echo(f"  {run['outcome']}: {run['detail'] or run['error']}")
+
+
+@click.command()
+@click.argument("subject")
+@click.option("--role", type=click.Choice(["reader", "editor", "product", "admin"]), required=True)
+@click.option("--days", default=7.0, show_default=True, help="How long the token is valid.")
+def token(subject: str, role: str, days: float) -> None:
+    """Print an access token for SUBJECT (a reader id or a staff member) with ROLE.
+
+    Send it as `Authorization: Bearer <token>`, or open /login?token=<token> in a browser.
+    """
+    from server.auth import issue_token, secret
+
+    settings = Settings.from_env()
+    click.echo(
+        issue_token(
+            secret(settings.service.jwt_secret, settings.data_dir), subject, role, timedelta(days=days)
+        )
+    )

@@ -1,0 +1,351 @@
+"""SQL implementations of the pipeline's repositories, and the service's own records.
+
+- `SqlEventStore` is a `recsys.EventRepository` (contract: tests/unit/test_events.py);
+- `SqlSummaryStore` is a `briefing.SummaryRepository` (contract: tests/unit/test_summary_store.py);
+- `Readers` keeps visits, `BriefingLog` what each reader was shown, `AuditLog` who changed what,
+  `JobRuns` the scheduler's history; `erase_reader` removes a reader everywhere in one transaction.
+Every write is one transaction, so a crash leaves either the old rows or the new ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from briefing import Briefing, Status, Summary
+from recsys import Event, EventType
+from server.db import AuditRow, BriefingRow, EventRow, JobRow, JobRunRow, ReaderRow, SummaryRow, now
+
+_BATCH = 500  # rows per INSERT statement (SQLite allows 32,766 bound values)
+
+
+def _sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _insert(engine: Engine) -> Any:
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+
+class SqlEventStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = _sessions(engine)
+        self._insert = _insert(engine)
+
+    def add(self, events: Sequence[Event]) -> int:
+        """All or nothing; events already stored (same event_id) are skipped, not counted."""
+        rows = list({e.event_id: _event_row(e) for e in reversed(events)}.values())[::-1]
+        stored = 0
+        with self.engine.begin() as connection:
+            for start in range(0, len(rows), _BATCH):
+                statement = (
+                    self._insert(EventRow)
+                    .values(rows[start : start + _BATCH])
+                    .on_conflict_do_nothing(index_elements=["event_id"])
+                    .returning(EventRow.event_id)
+                )
+                stored += len(connection.execute(statement).all())
+        return stored
+
+    def for_reader(self, reader_id: str) -> list[Event]:
+        query = select(EventRow).where(EventRow.reader_id == reader_id).order_by(EventRow.at)
+        with self._session() as session:
+            return [_event(r) for r in session.scalars(query)]
+
+    def all_events(self, since: datetime | None = None) -> Iterator[Event]:
+        query = select(EventRow).order_by(EventRow.at)
+        if since is not None:
+            query = query.where(EventRow.at >= since)
+        with self._session() as session:
+            rows = list(session.scalars(query))
+        return (_event(r) for r in rows)
+
+    def count(self) -> int:
+        with self._session() as session:
+            return int(session.scalar(select(func.count()).select_from(EventRow)) or 0)
+
+    def delete_before(self, cutoff: datetime) -> int:
+        with self.engine.begin() as connection:
+            return int(connection.execute(delete(EventRow).where(EventRow.at < cutoff)).rowcount)
+
+    # A visit's "since" is what the composer asks for as the last visit: the service groups
+    # requests into visits (`Readers`), so a reload within a visit keeps the same briefing.
+    def record_visit(self, reader_id: str, at: datetime) -> None:
+        Readers(self.engine).touch(reader_id, at, since=at)
+
+    def last_visit(self, reader_id: str) -> datetime | None:
+        with self._session() as session:
+            return session.scalar(select(ReaderRow.session_since).where(ReaderRow.id == reader_id))
+
+
+def _event_row(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "reader_id": event.reader_id,
+        "type": event.type.value,
+        "article_id": event.article_id,
+        "at": event.at,
+        "dwell_s": event.dwell_s,
+    }
+
+
+def _event(row: EventRow) -> Event:
+    return Event(
+        event_id=row.event_id,
+        reader_id=row.reader_id,
+        type=EventType(row.type),
+        article_id=row.article_id,
+        at=row.at,
+        dwell_s=row.dwell_s,
+    )
+
+
+@dataclass(frozen=True)
+class Visit:
+    reader_id: str
+    since: datetime | None  # what "since you were last here" means for this visit
+    new_session: bool
+
+
+class Readers:
+    """Visits grouped into sessions: within `session` of the last request a reader keeps the
+    same "since", so reloading the page shows the same briefing instead of "nothing new"."""
+
+    def __init__(self, engine: Engine, session: timedelta = timedelta(minutes=30)) -> None:
+        self.engine = engine
+        self.session_gap = session
+        self._session = _sessions(engine)
+
+    def current(self, reader_id: str, at: datetime) -> Visit:
+        """The visit a request at `at` belongs to, without recording it."""
+        with self._session() as session:
+            row = session.get(ReaderRow, reader_id)
+        if row is None or row.last_seen_at is None:
+            return Visit(reader_id, None, True)
+        if at - row.last_seen_at <= self.session_gap:
+            return Visit(reader_id, row.session_since, False)
+        return Visit(reader_id, row.last_seen_at, True)
+
+    def touch(self, reader_id: str, at: datetime, since: datetime | None) -> None:
+        """Record a request at `at` belonging to a visit that shows what is new since `since`."""
+        with self._session.begin() as session:
+            row = session.get(ReaderRow, reader_id)
+            if row is None:
+                session.add(ReaderRow(id=reader_id, created_at=at, last_seen_at=at, session_since=since))
+            else:
+                row.last_seen_at, row.session_since = max(at, row.last_seen_at or at), since
+
+    def active(self, since: datetime) -> list[str]:
+        query = select(ReaderRow.id).where(ReaderRow.last_seen_at >= since).order_by(ReaderRow.id)
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def exists(self, reader_id: str) -> bool:
+        with self._session() as session:
+            return session.get(ReaderRow, reader_id) is not None
+
+
+class SqlSummaryStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = _sessions(engine)
+
+    def put(self, summary: Summary) -> None:
+        with self._session.begin() as session:
+            session.merge(_summary_row(summary))
+
+    def get(self, summary_id: str) -> Summary | None:
+        with self._session() as session:
+            row = session.get(SummaryRow, summary_id)
+            return None if row is None else _summary(row)
+
+    def find(self, article_id: str) -> list[Summary]:
+        query = (
+            select(SummaryRow)
+            .where(SummaryRow.article_id == article_id)
+            .order_by(SummaryRow.created_at.desc())
+        )
+        with self._session() as session:
+            return [_summary(r) for r in session.scalars(query)]
+
+    def by_status(self, status: Status) -> list[Summary]:
+        query = select(SummaryRow).where(SummaryRow.status == status.value).order_by(SummaryRow.created_at)
+        with self._session() as session:
+            return [_summary(r) for r in session.scalars(query)]
+
+    def retire(self, article_id: str, keep_hash: str | None, at: datetime) -> int:
+        """Summaries of an article's other versions (all of them for `keep_hash=None`, a retraction)
+        leave the queue and can never be shown again."""
+        statement = (
+            update(SummaryRow)
+            .where(SummaryRow.article_id == article_id, SummaryRow.status != Status.RETRACTED.value)
+            .values(status=Status.RETRACTED.value, reviewed_by="retraction", reviewed_at=at)
+        )
+        if keep_hash is not None:
+            statement = statement.where(SummaryRow.content_hash != keep_hash).values(reviewed_by="update")
+        with self.engine.begin() as connection:
+            return int(connection.execute(statement).rowcount)
+
+
+def _summary_row(s: Summary) -> SummaryRow:
+    data = s.to_json()
+    return SummaryRow(
+        **{k: getattr(s, k) for k in ("id", "kind", "article_id", "content_hash", "prompt", "model")},
+        adapter=s.adapter,
+        status=s.status.value,
+        created_at=s.created_at,
+        seconds=s.seconds,
+        basis=list(s.basis),
+        sentences=data["sentences"],
+        dropped=data["dropped"],
+        reviewed_by=s.reviewed_by,
+        reviewed_at=s.reviewed_at,
+        original_text=s.original_text,
+    )
+
+
+def _summary(row: SummaryRow) -> Summary:
+    columns = ("id", "kind", "article_id", "content_hash", "prompt", "model", "adapter", "status")
+    return Summary.from_json(
+        {
+            **{c: getattr(row, c) for c in columns},
+            "seconds": row.seconds,
+            "basis": row.basis,
+            "sentences": row.sentences,
+            "dropped": row.dropped,
+            "created_at": row.created_at.isoformat(),
+            "reviewed_by": row.reviewed_by,
+            "reviewed_at": row.reviewed_at.isoformat() if row.reviewed_at else None,
+            "original_text": row.original_text,
+        }
+    )
+
+
+class BriefingLog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = _sessions(engine)
+
+    def record(self, briefing: Briefing, served_at: datetime, cached: bool) -> None:
+        items = [
+            {
+                "article_id": i.article_id,
+                "summary_id": i.summary_id,
+                "source": i.source,
+                "citations": list(i.citations),
+            }
+            for i in briefing.items
+        ]
+        row = BriefingRow(
+            reader_id=briefing.reader_id,
+            served_at=served_at,
+            since=briefing.since,
+            variant=briefing.variant,
+            policy=briefing.policy.name,
+            cached=cached,
+            items=items,
+        )
+        with self._session.begin() as session:
+            session.add(row)
+
+    def for_reader(self, reader_id: str) -> list[dict[str, Any]]:
+        query = select(BriefingRow).where(BriefingRow.reader_id == reader_id).order_by(BriefingRow.id)
+        with self._session() as session:
+            return [
+                {"served_at": r.served_at, "variant": r.variant, "cached": r.cached, "items": r.items}
+                for r in session.scalars(query)
+            ]
+
+    def delete_before(self, cutoff: datetime) -> int:
+        with self.engine.begin() as connection:
+            return int(connection.execute(delete(BriefingRow).where(BriefingRow.served_at < cutoff)).rowcount)
+
+
+class AuditLog:
+    def __init__(self, engine: Engine) -> None:
+        self._session = _sessions(engine)
+
+    def write(self, actor: str, role: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        row = AuditRow(at=now(), actor=actor, role=role, action=action, target=target, detail=detail)
+        with self._session.begin() as session:
+            session.add(row)
+
+    def entries(self, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if target is not None:
+            query = query.where(AuditRow.target == target)
+        with self._session() as session:
+            return [
+                {
+                    "at": r.at,
+                    "actor": r.actor,
+                    "role": r.role,
+                    "action": r.action,
+                    "target": r.target,
+                    "detail": r.detail,
+                }
+                for r in session.scalars(query)
+            ]
+
+
+class JobRuns:
+    def __init__(self, engine: Engine) -> None:
+        self._session = _sessions(engine)
+
+    def register(self, name: str, every_s: float, description: str) -> None:
+        with self._session.begin() as session:
+            session.merge(JobRow(name=name, every_s=every_s, description=description))
+
+    def start(self, job: str, attempt: int, trigger: str) -> int:
+        row = JobRunRow(
+            job=job, attempt=attempt, trigger=trigger, started_at=now(), outcome="running", detail={}
+        )
+        with self._session.begin() as session:
+            session.add(row)
+            session.flush()
+            return int(row.id)
+
+    def finish(self, run_id: int, outcome: str, error: str | None, detail: dict[str, Any]) -> None:
+        with self._session.begin() as session:
+            row = session.get_one(JobRunRow, run_id)
+            row.ended_at, row.outcome, row.error, row.detail = now(), outcome, error, detail
+
+    def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = select(JobRunRow).order_by(JobRunRow.id.desc()).limit(limit)
+        if job is not None:
+            query = query.where(JobRunRow.job == job)
+        with self._session() as session:
+            return [_run(r) for r in session.scalars(query)]
+
+
+def _run(r: JobRunRow) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "job": r.job,
+        "attempt": r.attempt,
+        "trigger": r.trigger,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "outcome": r.outcome,
+        "error": r.error,
+        "detail": r.detail,
+    }
+
+
+def erase_reader(engine: Engine, reader_id: str) -> dict[str, int]:
+    """Delete a reader's events, profile (visits) and served briefings in one transaction."""
+    with engine.begin() as connection:
+        return {
+            "events": connection.execute(delete(EventRow).where(EventRow.reader_id == reader_id)).rowcount,
+            "briefings": connection.execute(
+                delete(BriefingRow).where(BriefingRow.reader_id == reader_id)
+            ).rowcount,
+            "profile": connection.execute(delete(ReaderRow).where(ReaderRow.id == reader_id)).rowcount,
+        }
