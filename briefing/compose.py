@@ -47,6 +47,7 @@ class BriefingPolicy:
     name: str = "front-page"
     allow_drafts: bool = True
     items: int = 5
+    llm_greeting: bool = True  # off: a template greeting, and no LLM call on a cache miss
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ class Composer:
 
     def _greeting(self, items: Sequence[BriefingItem], since: datetime | None, arm: Variant) -> str:
         fallback = _plain_greeting(len(items), since)
-        if not items:
+        if not items or not self.policy.llm_greeting:
             return fallback
         template = self.summarizer.prompts.get(arm.greeting_prompt)
         topics = "; ".join(i.title for i in items)

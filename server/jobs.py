@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from indexing import Article, open_source
 from server.service import NotFound, Service
@@ -39,13 +39,13 @@ class JobSpec:
 class Leader:
     """Whether this process schedules: first to take the lock wins; it is held until `release`."""
 
-    def __init__(self, service: Service, lock_dir: Path) -> None:
-        self.service, self.lock_dir = service, lock_dir
+    def __init__(self, engine: Engine, lock_dir: Path) -> None:
+        self.engine, self.lock_dir = engine, lock_dir
         self._held: Connection | IO[str] | None = None
 
     def acquire(self) -> bool:
-        if self.service.engine.dialect.name == "postgresql":
-            connection = self.service.engine.connect()
+        if self.engine.dialect.name == "postgresql":
+            connection = self.engine.connect()
             if connection.execute(text("select pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar():
                 self._held = connection
                 return True
@@ -84,7 +84,7 @@ class Jobs:
         self.specs = {s.name: s for s in specs}
         self.retries, self.backoff_s = retries, backoff_s
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True})
-        self.leader = Leader(service, lock_dir)
+        self.leader = Leader(service.engine, lock_dir)
         self._busy = {name: threading.Lock() for name in self.specs}
         for spec in specs:
             service.runs.register(spec.name, spec.every_s, spec.description)

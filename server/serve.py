@@ -39,6 +39,7 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
 
     if demo:
         os.environ.setdefault("CLOCK_START", DEMO_CLOCK)
+        os.environ.setdefault("SUMMARIZE_PER_RUN", "8")  # about a minute of drafting on 2 cores
     settings = Settings.from_env()
     host, port = host or settings.service.host, port or settings.service.port
     click.echo("loading the index, the models and the database ...")
@@ -52,6 +53,7 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
         token = issue_token(key, who, role, timedelta(days=7))
         click.echo(f"  {role:<8} {who:<6} http://{host}:{port}/login?token={token}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job runs are recorded in job_runs
     uvicorn.run(create_app(settings, service, jobs), host=host, port=port, log_level="warning")
 
 

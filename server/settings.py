@@ -18,6 +18,7 @@
 | LLM_ADAPTERS / LLM_ADAPTER | (unset) | LoRA adapters `name=path,...` to load, and the one summaries use |
 | GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |
 | BRIEFING_ITEMS / BRIEFING_ALLOW_DRAFTS | 5 / true | items per briefing; may checked drafts show |
+| BRIEFING_LLM_GREETING | true | the LLM writes the greeting (false: a template, no LLM call) |
 | CHUNK_TOKENS / CHUNK_OVERLAP | 200 / 20 | chunk size and overlap in embedding-model tokens |
 | STORY_WINDOW_HOURS / STORY_THRESHOLD | 96 / 1.1 | story clustering window and join threshold |
 | RECSYS_RANKER | learned | default ranker (popularity, recency, content, learned) |
@@ -32,6 +33,7 @@
 | JOBS | true | run the scheduler in this process (one per deployment: it takes a lock) |
 | JOB_RETRIES / JOB_BACKOFF_S | 3 / 30 | a failed job run is retried after 30 s, 60 s, 120 s |
 | FEEDS | (none) | comma-separated feeds or files the ingest job reads |
+| SUMMARIZE_PER_RUN | 20 | drafts the summarize-new job writes per run (newest articles first) |
 | RETENTION_DAYS | 365 | events and served briefings older than this are deleted |
 """
 
@@ -113,6 +115,7 @@ class Settings:
             briefing=BriefingPolicy(
                 items=_int(env, "BRIEFING_ITEMS", BriefingPolicy.items),
                 allow_drafts=_bool(env, "BRIEFING_ALLOW_DRAFTS", BriefingPolicy.allow_drafts),
+                llm_greeting=_bool(env, "BRIEFING_LLM_GREETING", BriefingPolicy.llm_greeting),
             ),
             service=_service(env),
             stories=StoryConfig(
@@ -152,6 +155,7 @@ def _service(env: Mapping[str, str]) -> ServiceConfig:
         job_backoff_s=_float(env, "JOB_BACKOFF_S", d.job_backoff_s),
         feeds=tuple(f.strip() for f in env.get("FEEDS", "").split(",") if f.strip()),
         retention_days=_float(env, "RETENTION_DAYS", d.retention_days),
+        summarize_per_run=_int(env, "SUMMARIZE_PER_RUN", d.summarize_per_run),
     )
 
 

@@ -3,7 +3,10 @@ payloads, idempotent events, editor decisions reaching readers, retraction and e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +17,12 @@ from briefing import Generator, Status
 from indexing import Article, Chunker, SentenceTransformerEmbedder
 from server.app import create_app
 from server.auth import issue_token
+from server.container import build_jobs
+from server.jobs import Jobs, JobSpec
 from server.service import Service
+from server.settings import Settings
 from tests.conftest import DATABASES, _database
-from tests.service import auth, demo_service
+from tests.service import SECRET, auth, demo_service
 
 READER, OTHER = auth("r01", "reader"), auth("r02", "reader")
 EDITOR, ADMIN = auth("edith", "editor"), auth("ada", "admin")
@@ -230,3 +236,50 @@ def test_probes_metrics_and_schema(client: TestClient[Litestar]) -> None:
     assert "litestar_requests_total" in client.get("/metrics").text
     paths = client.get("/schema/openapi.json").json()["paths"]
     assert {"/v1/briefing", "/v1/events", "/v1/review/queue", "/v1/admin/jobs"} <= set(paths)
+
+
+def test_a_failing_job_is_retried_with_backoff_and_reported(
+    running: tuple[Service, Litestar], tmp_path: Path
+) -> None:
+    service, _ = running
+    calls: list[int] = []
+
+    def flaky(_: Service) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("feed answered 503")
+        return {"fetched": 3}
+
+    jobs = Jobs(service, [JobSpec("flaky-feed", 0, "fails once", flaky)], retries=2, backoff_s=0.2,
+                lock_dir=tmp_path)
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "JWT_SECRET": SECRET, "RATE_LIMIT_PER_MINUTE": "0"})
+    with TestClient(create_app(settings, service, jobs)) as client:
+        first = client.post("/v1/admin/jobs/flaky-feed/run", headers=ADMIN).json()
+        assert (first["outcome"], first["error"]) == ("failed", "RuntimeError: feed answered 503")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(calls) < 2:
+            time.sleep(0.1)
+        time.sleep(0.3)
+        runs = client.get("/v1/admin/jobs", headers=ADMIN).json()["runs"]
+    flaky_runs = sorted((r for r in runs if r["job"] == "flaky-feed"), key=lambda r: r["id"])
+    assert [(r["attempt"], r["trigger"], r["outcome"]) for r in flaky_runs] == [
+        (1, "manual", "failed"),
+        (2, "retry", "ok"),
+    ]
+    assert flaky_runs[1]["detail"] == {"fetched": 3}
+
+
+def test_the_service_jobs_run_and_record_what_they_did(
+    client: TestClient[Litestar], running: tuple[Service, Litestar], tmp_path: Path
+) -> None:
+    service, _ = running
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
+    jobs = build_jobs(settings, service)
+    for name in ("refresh-candidates", "refit-ranker", "retention", "precompute-briefings"):
+        run = jobs.run_now(name, by="test")
+        assert run["outcome"] == "ok", run["error"]
+    assert jobs.runs("precompute-briefings")[0]["detail"]["readers"] >= 1
+    # A precomputed briefing is served from the cache on the reader's next visit.
+    visitor = next(r for r in service.readers.active(service.clock() - timedelta(days=7)) if r.startswith("r"))
+    response = client.get("/v1/briefing", headers=auth(visitor, "reader"))
+    assert response.status_code == 200 and response.headers["x-briefing-cache"] == "hit"

@@ -1,0 +1,292 @@
+"""The server-rendered pages in a real browser: Debian's Chromium driven by Playwright.
+
+The service runs on the demo newsroom (SQLite, in-memory Qdrant, the real embedder and LLM) under
+uvicorn in a background thread; each test signs in through `/login?token=...` in its own browser
+context, as a reader or an editor would. Where Chromium is not installed or cannot be launched,
+the tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from briefing import Generator, Status
+from indexing import Article, Chunker, SentenceTransformerEmbedder
+from server.app import create_app
+from server.auth import issue_token
+from server.service import Service
+from tests.chats import free_port
+from tests.service import SECRET, demo_service
+
+CHROMIUM = Path("/usr/bin/chromium-missing")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+FIRST_PAGE_MS = 120_000  # an uncached briefing composes a greeting with a small CPU LLM
+PAGE_MS = 60_000
+LABELS = (
+    "Quoted from the article.",
+    "AI-generated summary, reviewed by an editor",
+    "AI-generated and checked against the cited article; not yet reviewed by an editor.",
+)
+INJECTED = "bro-0001"
+PAYLOAD = '<img src=x onerror="window.__injected=1">'
+SCRIPT = "<script>window.__injected=2</script>"
+
+
+@dataclass(frozen=True)
+class Site:
+    base: str
+    service: Service
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def login(self, subject: str, role: str) -> str:
+        return self.url(f"/login?token={issue_token(SECRET, subject, role, timedelta(hours=1))}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium under Playwright, or a skip saying why there is none."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"browser tests need Chromium at {CHROMIUM}, which is not installed")
+    playwright = sync_playwright().start()
+    try:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    except Exception as exc:
+        playwright.stop()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.skip(f"Playwright could not launch {CHROMIUM}: {first}")
+    try:
+        yield launched
+    finally:
+        launched.close()
+        playwright.stop()
+
+
+@pytest.fixture(scope="module")
+def site(
+    browser: Browser, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    # The models are asked for only now, so that a missing browser skips before they load.
+    embedder: SentenceTransformerEmbedder = request.getfixturevalue("embedder")
+    chunker: Chunker = request.getfixturevalue("chunker")
+    demo_articles: list[Article] = request.getfixturevalue("demo_articles")
+    llamacpp: Generator = request.getfixturevalue("llamacpp")
+    tmp = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{tmp}/briefing.db"
+    with demo_service(tmp, url, embedder, chunker, demo_articles, llamacpp) as (settings, service):
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings, service), host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for_health(base, thread)
+            yield Site(base, service)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+def _wait_for_health(base: str, thread: threading.Thread, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn stopped before it answered /health")
+        try:
+            with _HTTP.open(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{base}/health did not answer within {timeout_s:.0f} s")
+
+
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+
+
+def _post_json(url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with _HTTP.open(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {"error": exc.read().decode(errors="replace")}
+
+
+@pytest.fixture
+def new_context(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
+    """Fresh browser contexts (own cookies each), closed after the test."""
+    made: list[BrowserContext] = []
+
+    def make() -> BrowserContext:
+        context = browser.new_context()
+        context.set_default_timeout(PAGE_MS)
+        context.set_default_navigation_timeout(FIRST_PAGE_MS)
+        made.append(context)
+        return context
+
+    yield make
+    for context in made:
+        context.close()
+
+
+def signed_in(context: BrowserContext, site: Site, subject: str, role: str) -> Page:
+    """A page in `context` after following the sign-in link to the role's home."""
+    page = context.new_page()
+    response = page.goto(site.login(subject, role), timeout=FIRST_PAGE_MS)
+    assert response is not None and response.status == 200, response and response.text()
+    return page
+
+
+def assert_nothing_injected(page: Page) -> None:
+    """No element or script came out of untrusted article text."""
+    assert page.locator("script").count() == 0
+    assert page.locator("img").count() == 0
+    assert page.evaluate("() => window.__injected === undefined")
+
+
+def test_a_reader_sees_their_briefing(site: Site, new_context: Callable[[], BrowserContext]) -> None:
+    # Untrusted text first, before the reader's briefing is composed and cached.
+    hostile = {
+        "id": INJECTED,
+        "url": f"https://havnbypost.example/local/{INJECTED}",
+        "title": f"Harbour lights {PAYLOAD} return to Nordkaia",
+        "lead": f"The harbour lights on Nordkaia are back after repairs. {SCRIPT}",
+        "body": (
+            "The harbour lights on Nordkaia were switched on again on Thursday evening after two "
+            f"weeks of repairs by Havnby port authority. {PAYLOAD} {SCRIPT}\n\n"
+            "The port authority said the new lamps use less power and are easier to see from the "
+            "ferry lanes."
+        ),
+        "section": "local",
+        "language": "en",
+        "publication": "Havnby Post",
+        "published_at": "2026-11-19T22:30:00+01:00",
+    }
+    admin = issue_token(SECRET, "ada", "admin", timedelta(hours=1))
+    status, pushed = _post_json(site.url("/v1/admin/articles"), {"articles": [hostile]}, admin)
+    assert (status, pushed) == (200, {"new": 1, "updated": 0, "unchanged": 0})
+
+    page = signed_in(new_context(), site, "r01", "reader")
+    assert page.url == site.url("/")
+    assert page.get_by_role("heading", level=1, name="Since you were last here").is_visible()
+    items = page.get_by_test_id("item")
+    assert items.count() >= 1
+    records = site.service.indexer.index.get(
+        [a for i in range(items.count()) if (a := items.nth(i).get_attribute("data-article"))]
+    )
+    for n in range(items.count()):
+        item = items.nth(n)
+        article_id = item.get_attribute("data-article")
+        assert article_id in records, article_id
+        url = str(records[article_id].article.url)
+        assert item.locator("h2 a").get_attribute("href") == url
+        cites = item.locator("a.cite")
+        assert cites.count() >= 1, f"{article_id} has no citation links"
+        assert {cites.nth(c).get_attribute("href") for c in range(cites.count())} == {url}
+        label = item.get_by_test_id("label").inner_text()
+        assert any(label.startswith(known) for known in LABELS), label
+        assert "Why you see this:" in label
+    assert "Summaries are written by an AI model" in page.locator("footer.ai").inner_text()
+    assert_nothing_injected(page)
+
+    mine = page.locator(f'[data-testid="item"][data-article="{INJECTED}"]')
+    if mine.count():
+        assert PAYLOAD in mine.locator("h2 a").inner_text()  # shown as text, not parsed
+        return
+    # Not in this reader's briefing: the editor's review page shows its title and evidence instead.
+    (draft,) = site.service.summarizer.summarize([INJECTED])
+    review = signed_in(new_context(), site, "edith", "editor")
+    response = review.goto(site.url(f"/editor/summaries/{draft.id}"))
+    assert response is not None and response.status == 200
+    assert PAYLOAD in review.get_by_role("heading", level=1).inner_text()
+    evidence = review.locator("blockquote.evidence")
+    assert evidence.count() >= 1
+    assert any(PAYLOAD in evidence.nth(n).inner_text() for n in range(evidence.count()))
+    assert_nothing_injected(review)
+
+
+def test_an_editors_edit_shows_in_the_readers_next_briefing(
+    site: Site, new_context: Callable[[], BrowserContext]
+) -> None:
+    reader = signed_in(new_context(), site, "r02", "reader")
+    items = reader.get_by_test_id("item")
+    assert items.count() >= 1
+    target = next(
+        items.nth(n)
+        for n in range(items.count())
+        if "update to a story you follow" not in items.nth(n).locator("p.section").inner_text()
+    )
+    article_id = target.get_attribute("data-article")
+    assert article_id
+    assert target.get_by_test_id("label").inner_text().startswith("Quoted from the article.")
+
+    (draft,) = site.service.summarizer.summarize([article_id])
+    assert draft.status is Status.DRAFT
+    editor = signed_in(new_context(), site, "edith", "editor")
+    assert editor.url == site.url("/editor")
+    assert editor.get_by_role("heading", level=1, name="Review queue").is_visible()
+    row = editor.get_by_test_id("queue-row").filter(
+        has=editor.locator(f'a[href="/editor/summaries/{draft.id}"]')
+    )
+    assert row.count() == 1
+    with editor.expect_navigation():
+        row.locator("a").click()
+    assert editor.url == site.url(f"/editor/summaries/{draft.id}")
+    assert editor.get_by_test_id("status").inner_text() == "draft"
+
+    sentence = f"Editors at the Havnby desk checked this story ({article_id}) on the review page."
+    editor.get_by_test_id("edit-text").fill(sentence)
+    with editor.expect_navigation():
+        editor.get_by_test_id("save-edit").click()
+    assert editor.url == site.url(f"/editor/summaries/{draft.id}")
+    assert editor.get_by_test_id("status").inner_text() == "edited"
+    assert f"+{sentence}" in editor.get_by_test_id("diff").inner_text()
+    assert editor.get_by_test_id("edit-text").input_value() == sentence
+
+    response = reader.reload()
+    assert response is not None and response.status == 200
+    item = reader.locator(f'[data-testid="item"][data-article="{article_id}"]')
+    assert item.count() == 1
+    assert sentence in item.locator("ul.sentences").inner_text()
+    assert item.locator("a.cite").count() >= 1
+    label = item.get_by_test_id("label").inner_text()
+    assert "reviewed by an editor and edited" in label, label
+
+
+def test_a_reader_cannot_open_the_editor_pages(site: Site, new_context: Callable[[], BrowserContext]) -> None:
+    reader = signed_in(new_context(), site, "r01", "reader")
+    response = reader.goto(site.url("/editor"))
+    assert response is not None and response.status == 403
+    assert "Review queue" not in reader.content()

@@ -1,0 +1,55 @@
+"""The migrations build exactly the schema the models declare, on SQLite and PostgreSQL, and
+one scheduler leads per deployment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from server.db import Base, EventRow, connect, migrate
+from server.jobs import Leader
+
+
+def test_migrations_match_the_models(engine: Any) -> None:
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_migrating_twice_changes_nothing(engine: Any) -> None:
+    migrate(engine)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_times_come_back_aware_utc_and_naive_ones_are_refused(engine: Any) -> None:
+    from sqlalchemy.orm import Session
+
+    oslo = datetime.fromisoformat("2026-11-19T23:00:00+01:00")
+    with Session(engine) as session:
+        session.add(EventRow(event_id="e1", reader_id="r1", type="click", article_id="a", at=oslo))
+        session.commit()
+        assert session.scalar(select(EventRow.at)) == oslo.astimezone(UTC)
+        session.add(EventRow(event_id="e2", reader_id="r1", type="click", article_id="a", at=datetime(2026, 1, 1)))
+        with pytest.raises(Exception, match="naive datetime"):
+            session.commit()
+
+
+def test_one_scheduler_leads_per_deployment(engine: Any, tmp_path: Path) -> None:
+    other = connect(str(engine.url.render_as_string(hide_password=False)))
+    first, second = Leader(engine, tmp_path), Leader(other, tmp_path)
+    try:
+        assert first.acquire()
+        assert not second.acquire()
+        first.release()
+        assert second.acquire()
+    finally:
+        first.release()
+        second.release()
+        other.dispose()
