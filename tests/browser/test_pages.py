@@ -31,7 +31,7 @@ from server.service import Service
 from tests.chats import free_port
 from tests.service import SECRET, demo_service
 
-CHROMIUM = Path("/usr/bin/chromium-missing")
+CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -222,6 +222,7 @@ def test_a_reader_sees_their_briefing(site: Site, new_context: Callable[[], Brow
     assert_nothing_injected(page)
 
     mine = page.locator(f'[data-testid="item"][data-article="{INJECTED}"]')
+    print("\nBRANCH reader-page" if mine.count() else "\nBRANCH review-page")
     if mine.count():
         assert PAYLOAD in mine.locator("h2 a").inner_text()  # shown as text, not parsed
         return

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from server.cli import PARTIAL, main
 from tests.factories import make_article
 
-COMMANDS = ["ingest", "search", "stories", "retract", "reindex", "demo"]
+COMMANDS = ["ingest", "search", "stories", "retract", "reindex", "demo", "serve", "token"]
 
 
 @pytest.fixture
@@ -63,3 +63,14 @@ def test_store_in_use_by_another_process_is_a_clear_error(runner: CliRunner, tmp
     finally:
         holder.close()
     assert result.exit_code == 1 and "in use by another process" in result.output
+
+
+def test_token_prints_a_token_the_service_accepts(runner: CliRunner, tmp_path: Path) -> None:
+    from server.auth import read_token, secret
+
+    result = runner.invoke(main, ["token", "edith", "--role", "editor"])
+    assert result.exit_code == 0, result.output
+    actor = read_token(secret(None, tmp_path / "data"), result.output.strip())
+    assert (actor.id, actor.role) == ("edith", "editor")
+    assert (tmp_path / "data" / "jwt-secret").stat().st_mode & 0o077 == 0  # the key is private
+    assert runner.invoke(main, ["token", "x", "--role", "root"]).exit_code == 2

@@ -39,9 +39,10 @@ def running(
 ) -> Iterator[tuple[Service, Litestar]]:
     tmp = tmp_path_factory.mktemp(request.param)
     for url in _database(request.param, tmp):
-        with demo_service(
-            tmp, url, embedder, chunker, demo_articles, llamacpp, MAX_BODY_BYTES="200000"
-        ) as (settings, service):
+        with demo_service(tmp, url, embedder, chunker, demo_articles, llamacpp, MAX_BODY_BYTES="200000") as (
+            settings,
+            service,
+        ):
             yield service, create_app(settings, service)
 
 
@@ -250,9 +251,12 @@ def test_a_failing_job_is_retried_with_backoff_and_reported(
             raise RuntimeError("feed answered 503")
         return {"fetched": 3}
 
-    jobs = Jobs(service, [JobSpec("flaky-feed", 0, "fails once", flaky)], retries=2, backoff_s=0.2,
-                lock_dir=tmp_path)
-    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "JWT_SECRET": SECRET, "RATE_LIMIT_PER_MINUTE": "0"})
+    jobs = Jobs(
+        service, [JobSpec("flaky-feed", 0, "fails once", flaky)], retries=2, backoff_s=0.2, lock_dir=tmp_path
+    )
+    settings = Settings.from_env(
+        {"DATA_DIR": str(tmp_path), "JWT_SECRET": SECRET, "RATE_LIMIT_PER_MINUTE": "0"}
+    )
     with TestClient(create_app(settings, service, jobs)) as client:
         first = client.post("/v1/admin/jobs/flaky-feed/run", headers=ADMIN).json()
         assert (first["outcome"], first["error"]) == ("failed", "RuntimeError: feed answered 503")
@@ -280,6 +284,8 @@ def test_the_service_jobs_run_and_record_what_they_did(
         assert run["outcome"] == "ok", run["error"]
     assert jobs.runs("precompute-briefings")[0]["detail"]["readers"] >= 1
     # A precomputed briefing is served from the cache on the reader's next visit.
-    visitor = next(r for r in service.readers.active(service.clock() - timedelta(days=7)) if r.startswith("r"))
+    visitor = next(
+        r for r in service.readers.active(service.clock() - timedelta(days=7)) if r.startswith("r")
+    )
     response = client.get("/v1/briefing", headers=auth(visitor, "reader"))
     assert response.status_code == 200 and response.headers["x-briefing-cache"] == "hit"

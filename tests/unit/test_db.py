@@ -36,7 +36,9 @@ def test_times_come_back_aware_utc_and_naive_ones_are_refused(engine: Any) -> No
         session.add(EventRow(event_id="e1", reader_id="r1", type="click", article_id="a", at=oslo))
         session.commit()
         assert session.scalar(select(EventRow.at)) == oslo.astimezone(UTC)
-        session.add(EventRow(event_id="e2", reader_id="r1", type="click", article_id="a", at=datetime(2026, 1, 1)))
+        session.add(
+            EventRow(event_id="e2", reader_id="r1", type="click", article_id="a", at=datetime(2026, 1, 1))
+        )
         with pytest.raises(Exception, match="naive datetime"):
             session.commit()
 
