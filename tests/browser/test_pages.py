@@ -222,11 +222,10 @@ def test_a_reader_sees_their_briefing(site: Site, new_context: Callable[[], Brow
     assert_nothing_injected(page)
 
     mine = page.locator(f'[data-testid="item"][data-article="{INJECTED}"]')
-    print("\nBRANCH reader-page" if mine.count() else "\nBRANCH review-page")
-    if mine.count():
-        assert PAYLOAD in mine.locator("h2 a").inner_text()  # shown as text, not parsed
-        return
-    # Not in this reader's briefing: the editor's review page shows its title and evidence instead.
+    if mine.count():  # the recommender usually picks the fresh local story; shown as text, not parsed
+        assert PAYLOAD in mine.locator("h2 a").inner_text()
+
+    # The editor's review page shows the same untrusted title, and the body as highlighted evidence.
     (draft,) = site.service.summarizer.summarize([INJECTED])
     review = signed_in(new_context(), site, "edith", "editor")
     response = review.goto(site.url(f"/editor/summaries/{draft.id}"))

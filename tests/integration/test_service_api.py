@@ -289,3 +289,17 @@ def test_the_service_jobs_run_and_record_what_they_did(
     )
     response = client.get("/v1/briefing", headers=auth(visitor, "reader"))
     assert response.status_code == 200 and response.headers["x-briefing-cache"] == "hit"
+
+
+def test_callers_are_rate_limited_with_a_problem_answer(
+    running: tuple[Service, Litestar], tmp_path: Path
+) -> None:
+    service, _ = running
+    settings = Settings.from_env(
+        {"DATA_DIR": str(tmp_path), "JWT_SECRET": SECRET, "RATE_LIMIT_PER_MINUTE": "3"}
+    )
+    with TestClient(create_app(settings, service)) as client:
+        codes = [client.get("/v1/review/queue", headers=EDITOR).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        assert client.get("/v1/review/queue", headers=auth("other-editor", "editor")).status_code == 200
+        assert client.get("/health").status_code == 200  # probes are not limited
