@@ -629,4 +629,7 @@ def print_table(phases: list[Phase], results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: the service was stopped (and a PostgreSQL schema dropped)")

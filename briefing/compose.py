@@ -12,6 +12,7 @@ visit costs one recommendation and one index lookup.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -34,6 +35,8 @@ class Variant:
     update_prompt: str = "update"
     greeting_prompt: str = "greeting"
 
+
+CACHE_SIZE = 10_000  # composed briefings kept (least recently used out first)
 
 VARIANTS = {
     v.name: v for v in (Variant("control"), Variant("one-sentence", article_prompt="article-one-sentence"))
@@ -100,7 +103,10 @@ class Composer:
         self.summarizer = summarizer
         self.policy = policy or BriefingPolicy()
         self.variants = variants or VARIANTS
-        self._cache: dict[tuple[Any, ...], Briefing] = {}
+        self._cache: OrderedDict[tuple[Any, ...], Briefing] = OrderedDict()
+        # An article version's own first sentence and its check: the same for every reader, and
+        # the costly part of an uncached briefing without LLM text (a retrieval and an embedding).
+        self._extractive: dict[tuple[str, str], tuple[SummarySentence, ...]] = {}
 
     def compose(
         self, reader_id: str, now: datetime, *, since: datetime | None = None, variant: str = "control"
@@ -125,6 +131,9 @@ class Composer:
             greeting = self._greeting(items, since, arm)
             models = tuple(sorted({i.model for i in items if i.model}))
             self._cache[key] = Briefing(reader_id, now, since, arm.name, self.policy, greeting, items, models)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
         return self._cache[key]
 
     def invalidate(self, article_id: str) -> int:
@@ -132,6 +141,8 @@ class Composer:
         stale = [k for k, b in self._cache.items() if any(i.article_id == article_id for i in b.items)]
         for k in stale:
             del self._cache[k]
+        for version in [v for v in self._extractive if v[0] == article_id]:
+            del self._extractive[version]
         return len(stale)
 
     def forget_reader(self, reader_id: str) -> None:
@@ -187,9 +198,7 @@ class Composer:
         self, item: Item, versions: Mapping[str, ArticleRecord], summary: Summary | None
     ) -> BriefingItem:
         if summary is None:  # nothing reviewed and drafts not allowed: the article's own words
-            record = versions[item.article_id]
-            chunks = self.summarizer.retriever.article(item.article_id, item.title)
-            sentences = tuple(self.summarizer.extractive(record.article, chunks))
+            sentences = self._own_words(versions[item.article_id])
             source, summary_id, model = "extractive", None, None
         else:
             sentences, summary_id = summary.sentences, summary.id
@@ -208,6 +217,13 @@ class Composer:
             model,
             sentences,
         )
+
+    def _own_words(self, record: ArticleRecord) -> tuple[SummarySentence, ...]:
+        version = (record.article.id, record.content_hash)
+        if version not in self._extractive:
+            chunks = self.summarizer.retriever.article(record.article.id, record.article.title)
+            self._extractive[version] = tuple(self.summarizer.extractive(record.article, chunks))
+        return self._extractive[version]
 
     def _greeting(self, items: Sequence[BriefingItem], since: datetime | None, arm: Variant) -> str:
         fallback = _plain_greeting(len(items), since)

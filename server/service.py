@@ -138,8 +138,9 @@ class Service:
             body = self.cache.put(key, briefing)
         else:
             briefing, body = found
-        self.readers.touch(reader_id, now, visit.since)
-        self.served.record(briefing, now, cached=found is not None)
+        with self.engine.begin() as connection:  # the visit and what it showed, together
+            self.readers.touch(reader_id, now, visit.since, connection)
+            self.served.record(briefing, now, found is not None, connection)
         return Served(briefing, body, found is not None)
 
     def compose(self, reader_id: str, now: datetime, since: datetime | None) -> Briefing:

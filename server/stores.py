@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -122,25 +122,34 @@ class Readers:
         self.engine = engine
         self.session_gap = session
         self._session = _sessions(engine)
+        self._insert = _insert(engine)
 
     def current(self, reader_id: str, at: datetime) -> Visit:
         """The visit a request at `at` belongs to, without recording it."""
-        with self._session() as session:
-            row = session.get(ReaderRow, reader_id)
+        query = select(ReaderRow.last_seen_at, ReaderRow.session_since).where(ReaderRow.id == reader_id)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
         if row is None or row.last_seen_at is None:
             return Visit(reader_id, None, True)
         if at - row.last_seen_at <= self.session_gap:
             return Visit(reader_id, row.session_since, False)
         return Visit(reader_id, row.last_seen_at, True)
 
-    def touch(self, reader_id: str, at: datetime, since: datetime | None) -> None:
-        """Record a request at `at` belonging to a visit that shows what is new since `since`."""
-        with self._session.begin() as session:
-            row = session.get(ReaderRow, reader_id)
-            if row is None:
-                session.add(ReaderRow(id=reader_id, created_at=at, last_seen_at=at, session_since=since))
-            else:
-                row.last_seen_at, row.session_since = max(at, row.last_seen_at or at), since
+    def touch(
+        self, reader_id: str, at: datetime, since: datetime | None, connection: Connection | None = None
+    ) -> None:
+        """Record a request at `at` belonging to a visit that shows what is new since `since`
+        (one upsert; in the caller's transaction when given one)."""
+        statement = (
+            self._insert(ReaderRow)
+            .values(id=reader_id, created_at=at, last_seen_at=at, session_since=since)
+            .on_conflict_do_update(index_elements=["id"], set_={"last_seen_at": at, "session_since": since})
+        )
+        if connection is not None:
+            connection.execute(statement)
+            return
+        with self.engine.begin() as own:
+            own.execute(statement)
 
     def active(self, since: datetime) -> list[str]:
         query = select(ReaderRow.id).where(ReaderRow.last_seen_at >= since).order_by(ReaderRow.id)
@@ -233,7 +242,9 @@ class BriefingLog:
         self.engine = engine
         self._session = _sessions(engine)
 
-    def record(self, briefing: Briefing, served_at: datetime, cached: bool) -> None:
+    def record(
+        self, briefing: Briefing, served_at: datetime, cached: bool, connection: Connection | None = None
+    ) -> None:
         items = [
             {
                 "article_id": i.article_id,
@@ -243,7 +254,7 @@ class BriefingLog:
             }
             for i in briefing.items
         ]
-        row = BriefingRow(
+        statement = insert(BriefingRow).values(
             reader_id=briefing.reader_id,
             served_at=served_at,
             since=briefing.since,
@@ -252,8 +263,11 @@ class BriefingLog:
             cached=cached,
             items=items,
         )
-        with self._session.begin() as session:
-            session.add(row)
+        if connection is not None:
+            connection.execute(statement)
+            return
+        with self.engine.begin() as own:
+            own.execute(statement)
 
     def for_reader(self, reader_id: str) -> list[dict[str, Any]]:
         query = select(BriefingRow).where(BriefingRow.reader_id == reader_id).order_by(BriefingRow.id)
