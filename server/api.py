@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
@@ -76,7 +76,7 @@ class ReaderApi(Controller):
 
     @post("/events", sync_to_thread=True, status_code=HTTP_200_OK)
     def events(
-        self, request: Request[Any, Any, Any], data: EventBatch, service: NamedDependency[Service]
+        self, request: Request[Any, Any, Any], data: JSONBody[EventBatch], service: NamedDependency[Service]
     ) -> EventsStored:
         """Store a batch of your events; a retried batch (same event ids) is not counted twice."""
         stored, duplicates = service.record_events(_actor(request), data.events)
@@ -112,7 +112,7 @@ class ReviewApi(Controller):
         request: Request[Any, Any, Any],
         review: NamedDependency[Review],
         summary_id: FromPath[str],
-        data: EditRequest,
+        data: JSONBody[EditRequest],
     ) -> dict[str, Any]:
         return _review_item(review.item(review.edit(_actor(request), summary_id, data.text).id))
 
@@ -122,7 +122,7 @@ class ReviewApi(Controller):
         request: Request[Any, Any, Any],
         review: NamedDependency[Review],
         summary_id: FromPath[str],
-        data: RejectRequest,
+        data: JSONBody[RejectRequest],
     ) -> dict[str, Any]:
         return _brief(review.reject(_actor(request), summary_id, data.reason))
 
@@ -134,7 +134,7 @@ class AdminApi(Controller):
 
     @post("/articles", sync_to_thread=True, status_code=HTTP_200_OK)
     def push(
-        self, request: Request[Any, Any, Any], service: NamedDependency[Service], data: ArticlePush
+        self, request: Request[Any, Any, Any], service: NamedDependency[Service], data: JSONBody[ArticlePush]
     ) -> dict[str, Any]:
         """Add or update articles (validated like ingest); a bad one rejects the whole push."""
         report = service.push_articles(_actor(request), data.articles)

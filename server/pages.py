@@ -8,13 +8,12 @@ raw text itself.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import Body, FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,7 +75,7 @@ class EditorPages(Controller):
         request: Request[Any, Any, Any],
         review: NamedDependency[Review],
         summary_id: FromPath[str],
-        data: Annotated[ReviewForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        data: URLEncodedBody[ReviewForm],
     ) -> Redirect:
         actor: Actor = request.user
         if data.action == "approve":

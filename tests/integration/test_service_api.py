@@ -284,9 +284,9 @@ def test_the_service_jobs_run_and_record_what_they_did(
         assert run["outcome"] == "ok", run["error"]
     assert jobs.runs("precompute-briefings")[0]["detail"]["readers"] >= 1
     # A precomputed briefing is served from the cache on the reader's next visit.
-    visitor = next(
-        r for r in service.readers.active(service.clock() - timedelta(days=7)) if r.startswith("r")
-    )
+    now = service.clock()  # a reader coming back after their last visit ended
+    active = service.readers.active(now - timedelta(days=7))
+    visitor = next(r for r in active if service.readers.current(r, now).new_session)
     response = client.get("/v1/briefing", headers=auth(visitor, "reader"))
     assert response.status_code == 200 and response.headers["x-briefing-cache"] == "hit"
 
