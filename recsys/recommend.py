@@ -99,6 +99,10 @@ class Recommender:
             self._rankers[name] = ranker
         return self._rankers[name]
 
+    def use_ranker(self, name: str, ranker: Ranker) -> None:
+        """Swap in a ranker fitted elsewhere (a scheduled refit), so requests never wait for a fit."""
+        self._rankers[name] = ranker
+
     def training_impressions(self) -> list[Impression]:
         """Each reader's impressions, grouped by moment, with the reader's profile just before."""
         by_reader: dict[str, list[tuple[datetime, str]]] = {}

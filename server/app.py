@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request
-from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,

@@ -117,6 +117,9 @@ def build_service(
     def refresh(now: datetime) -> None:
         since = now - timedelta(days=settings.recsys_window_days)
         recommender.refresh(CandidateMatrix.from_index(indexer.index, indexer.embedder.dim, since), now)
+        recommender.ranker(settings.recsys.ranker)  # fit now, not in the next reader's request
+
+    recommender.ranker(settings.recsys.ranker)
 
     return Service(
         engine=engine,

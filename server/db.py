@@ -7,6 +7,9 @@ JSON columns hold what is read whole and never queried inside (sentences, briefi
 
 from __future__ import annotations
 
+import threading
+import weakref
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -148,6 +151,19 @@ def connect(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_lock(engine: Engine) -> AbstractContextManager[Any]:
+    """Hold around a write transaction. SQLite has one writer at a time and makes the others
+    retry in growing sleeps (busy_timeout), which under 64 concurrent requests turned into
+    multi-second tails (bench/serve.py); queueing our writers on a lock instead keeps them short.
+    PostgreSQL has row locks and needs none."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    return _WRITERS.setdefault(engine, threading.Lock())
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

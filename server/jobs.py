@@ -22,6 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection, Engine, text
 
 from indexing import Article, open_source
+from recsys import make_ranker
 from server.service import NotFound, Service
 
 log = logging.getLogger(__name__)
@@ -189,11 +190,14 @@ def refresh_candidates(service: Service) -> dict[str, Any]:
 
 
 def refit_ranker(service: Service) -> dict[str, Any]:
+    """Fit on the current impressions beside the serving ranker, then swap it in."""
     recommender = service.recommender
-    recommender.refresh(recommender.matrix, service.clock())
     name = recommender.config.ranker
-    recommender.ranker(name)
-    return {"ranker": name, "impressions": len(recommender.training_impressions())}
+    impressions = recommender.training_impressions()
+    ranker = make_ranker(name)
+    ranker.fit(impressions, recommender.matrix)
+    recommender.use_ranker(name, ranker)
+    return {"ranker": name, "impressions": len(impressions)}
 
 
 def summarize_new(limit: int) -> Callable[[Service], dict[str, Any]]:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from briefing import Briefing, Composer, Summarizer
 from indexing import Article, Indexer, IngestReport, RecordError, validate_record
 from recsys import Recommender, record_events
+from server.db import write_lock
 from server.stores import (
     AuditLog,
     BriefingLog,
@@ -138,7 +139,7 @@ class Service:
             body = self.cache.put(key, briefing)
         else:
             briefing, body = found
-        with self.engine.begin() as connection:  # the visit and what it showed, together
+        with write_lock(self.engine), self.engine.begin() as connection:  # the visit and what it showed
             self.readers.touch(reader_id, now, visit.since, connection)
             self.served.record(briefing, now, found is not None, connection)
         return Served(briefing, body, found is not None)

@@ -20,7 +20,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from briefing import Briefing, Status, Summary
 from recsys import Event, EventType
-from server.db import AuditRow, BriefingRow, EventRow, JobRow, JobRunRow, ReaderRow, SummaryRow, now
+from server.db import (
+    AuditRow,
+    BriefingRow,
+    EventRow,
+    JobRow,
+    JobRunRow,
+    ReaderRow,
+    SummaryRow,
+    now,
+    write_lock,
+)
 
 _BATCH = 500  # rows per INSERT statement (SQLite allows 32,766 bound values)
 
@@ -43,7 +53,7 @@ class SqlEventStore:
         """All or nothing; events already stored (same event_id) are skipped, not counted."""
         rows = list({e.event_id: _event_row(e) for e in reversed(events)}.values())[::-1]
         stored = 0
-        with self.engine.begin() as connection:
+        with write_lock(self.engine), self.engine.begin() as connection:
             for start in range(0, len(rows), _BATCH):
                 statement = (
                     self._insert(EventRow)
@@ -72,7 +82,7 @@ class SqlEventStore:
             return int(session.scalar(select(func.count()).select_from(EventRow)) or 0)
 
     def delete_before(self, cutoff: datetime) -> int:
-        with self.engine.begin() as connection:
+        with write_lock(self.engine), self.engine.begin() as connection:
             return int(connection.execute(delete(EventRow).where(EventRow.at < cutoff)).rowcount)
 
     # A visit's "since" is what the composer asks for as the last visit: the service groups
@@ -148,7 +158,7 @@ class Readers:
         if connection is not None:
             connection.execute(statement)
             return
-        with self.engine.begin() as own:
+        with write_lock(self.engine), self.engine.begin() as own:
             own.execute(statement)
 
     def active(self, since: datetime) -> list[str]:
@@ -167,7 +177,7 @@ class SqlSummaryStore:
         self._session = _sessions(engine)
 
     def put(self, summary: Summary) -> None:
-        with self._session.begin() as session:
+        with write_lock(self.engine), self._session.begin() as session:
             session.merge(_summary_row(summary))
 
     def get(self, summary_id: str) -> Summary | None:
@@ -199,7 +209,7 @@ class SqlSummaryStore:
         )
         if keep_hash is not None:
             statement = statement.where(SummaryRow.content_hash != keep_hash).values(reviewed_by="update")
-        with self.engine.begin() as connection:
+        with write_lock(self.engine), self.engine.begin() as connection:
             return int(connection.execute(statement).rowcount)
 
 
@@ -266,7 +276,7 @@ class BriefingLog:
         if connection is not None:
             connection.execute(statement)
             return
-        with self.engine.begin() as own:
+        with write_lock(self.engine), self.engine.begin() as own:
             own.execute(statement)
 
     def for_reader(self, reader_id: str) -> list[dict[str, Any]]:
@@ -278,17 +288,18 @@ class BriefingLog:
             ]
 
     def delete_before(self, cutoff: datetime) -> int:
-        with self.engine.begin() as connection:
+        with write_lock(self.engine), self.engine.begin() as connection:
             return int(connection.execute(delete(BriefingRow).where(BriefingRow.served_at < cutoff)).rowcount)
 
 
 class AuditLog:
     def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self._session = _sessions(engine)
 
     def write(self, actor: str, role: str, action: str, target: str, detail: dict[str, Any]) -> None:
         row = AuditRow(at=now(), actor=actor, role=role, action=action, target=target, detail=detail)
-        with self._session.begin() as session:
+        with write_lock(self.engine), self._session.begin() as session:
             session.add(row)
 
     def entries(self, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -311,23 +322,24 @@ class AuditLog:
 
 class JobRuns:
     def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self._session = _sessions(engine)
 
     def register(self, name: str, every_s: float, description: str) -> None:
-        with self._session.begin() as session:
+        with write_lock(self.engine), self._session.begin() as session:
             session.merge(JobRow(name=name, every_s=every_s, description=description))
 
     def start(self, job: str, attempt: int, trigger: str) -> int:
         row = JobRunRow(
             job=job, attempt=attempt, trigger=trigger, started_at=now(), outcome="running", detail={}
         )
-        with self._session.begin() as session:
+        with write_lock(self.engine), self._session.begin() as session:
             session.add(row)
             session.flush()
             return int(row.id)
 
     def finish(self, run_id: int, outcome: str, error: str | None, detail: dict[str, Any]) -> None:
-        with self._session.begin() as session:
+        with write_lock(self.engine), self._session.begin() as session:
             row = session.get_one(JobRunRow, run_id)
             row.ended_at, row.outcome, row.error, row.detail = now(), outcome, error, detail
 
@@ -355,7 +367,7 @@ def _run(r: JobRunRow) -> dict[str, Any]:
 
 def erase_reader(engine: Engine, reader_id: str) -> dict[str, int]:
     """Delete a reader's events, profile (visits) and served briefings in one transaction."""
-    with engine.begin() as connection:
+    with write_lock(engine), engine.begin() as connection:
         return {
             "events": connection.execute(delete(EventRow).where(EventRow.reader_id == reader_id)).rowcount,
             "briefings": connection.execute(
