@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
+from anyio import to_thread
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -66,12 +67,16 @@ class ReaderApi(Controller):
     guards = [allow("reader")]
     tags = ["reader"]
 
-    @get("/briefing", sync_to_thread=True)
-    def briefing(
+    @get("/briefing")
+    async def briefing(
         self, request: Request[Any, Any, Any], service: NamedDependency[Service]
     ) -> Response[dict[str, Any]]:
         """Your briefing since your last visit; the visit and what was shown are recorded."""
-        served = service.briefing(_actor(request).id)
+        reader = _actor(request).id
+        # A cached briefing is answered on the event loop; composing one goes to a worker thread.
+        served = service.cached_briefing(reader)
+        if served is None:
+            served = await to_thread.run_sync(service.briefing, reader)
         return Response(served.body, headers={"X-Briefing-Cache": "hit" if served.cached else "miss"})
 
     @post("/events", sync_to_thread=True, status_code=HTTP_200_OK)

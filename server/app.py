@@ -76,6 +76,7 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
         ),
         request_max_body_size=settings.service.max_body_bytes,
         lifespan=[_scheduler(jobs)] if jobs is not None else [],
+        on_shutdown=[lambda: service.visits.flush()],
     )
 
 

@@ -54,7 +54,10 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
         click.echo(f"  {role:<8} {who:<6} http://{host}:{port}/login?token={token}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job runs are recorded in job_runs
-    uvicorn.run(create_app(settings, service, jobs), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(settings, service, jobs), host=host, port=port, log_level="warning")
+    finally:
+        service.close()
 
 
 def _load_demo(service: object, jobs: object) -> None:

@@ -21,7 +21,6 @@ from sqlalchemy import Engine
 from briefing import Briefing, Composer, Summarizer
 from indexing import Article, Indexer, IngestReport, RecordError, validate_record
 from recsys import Recommender, record_events
-from server.db import write_lock
 from server.stores import (
     AuditLog,
     BriefingLog,
@@ -31,6 +30,7 @@ from server.stores import (
     SqlSummaryStore,
     erase_reader,
 )
+from server.visits import Visits
 
 Clock = Callable[[], datetime]
 
@@ -123,15 +123,31 @@ class Service:
         self.events, self.summaries, self.readers = events, summaries, readers
         self.refresh_matrix, self.variant = refresh_matrix, variant
         self.served, self.audit, self.runs = BriefingLog(engine), AuditLog(engine), JobRuns(engine)
+        self.visits = Visits(engine, readers)
         self.cache = BriefingCache()
         self.compose_lock = threading.Lock()
 
+    def close(self) -> None:
+        """Write what is still queued (visits and served briefings)."""
+        self.visits.close()
+
     # Readers -----------------------------------------------------------------------------------
+
+    def cached_briefing(self, reader_id: str) -> Served | None:
+        """The briefing from memory, without touching the database or waiting on a lock, or None
+        (the reader is not loaded yet, or nothing is cached for this visit): safe on the event loop."""
+        now = self.clock()
+        visit = self.visits.known(reader_id, now)
+        found = None if visit is None else self.cache.get((reader_id, self.variant, visit.since))
+        if visit is None or found is None:
+            return None
+        self.visits.record(found[0], now, visit.since, cached=True)
+        return Served(found[0], found[1], True)
 
     def briefing(self, reader_id: str) -> Served:
         """The reader's briefing for this visit; records the visit and what was shown."""
         now = self.clock()
-        visit = self.readers.current(reader_id, now)
+        visit = self.visits.current(reader_id, now)
         key = (reader_id, self.variant, visit.since)
         found = self.cache.get(key)
         if found is None:
@@ -139,9 +155,7 @@ class Service:
             body = self.cache.put(key, briefing)
         else:
             briefing, body = found
-        with write_lock(self.engine), self.engine.begin() as connection:  # the visit and what it showed
-            self.readers.touch(reader_id, now, visit.since, connection)
-            self.served.record(briefing, now, found is not None, connection)
+        self.visits.record(briefing, now, visit.since, cached=found is not None)
         return Served(briefing, body, found is not None)
 
     def compose(self, reader_id: str, now: datetime, since: datetime | None) -> Briefing:
@@ -152,8 +166,9 @@ class Service:
         """Compose the next visit's briefing for every recently active reader."""
         now = self.clock()
         done = 0
+        self.visits.flush()
         for reader_id in self.readers.active(now - timedelta(days=active_days)):
-            since = self.readers.current(reader_id, now + self.readers.session_gap * 2).since
+            since = self.visits.current(reader_id, now + self.visits.session_gap * 2).since
             key = (reader_id, self.variant, since)
             if self.cache.get(key) is None:
                 self.cache.put(key, self.compose(reader_id, now, since))
@@ -214,6 +229,7 @@ class Service:
         return self.cache.drop(lambda b: all(i.article_id != article_id for i in b.items))
 
     def erase(self, actor: Actor, reader_id: str) -> dict[str, int]:
+        self.visits.forget(reader_id)
         counts = erase_reader(self.engine, reader_id)
         counts["cached_briefings"] = self.cache.drop(lambda b: b.reader_id != reader_id)
         self.composer.forget_reader(reader_id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -134,16 +134,12 @@ class Readers:
         self._session = _sessions(engine)
         self._insert = _insert(engine)
 
-    def current(self, reader_id: str, at: datetime) -> Visit:
-        """The visit a request at `at` belongs to, without recording it."""
+    def state(self, reader_id: str) -> tuple[datetime | None, datetime | None]:
+        """(last seen, the current visit's "since"), both None for a reader never seen."""
         query = select(ReaderRow.last_seen_at, ReaderRow.session_since).where(ReaderRow.id == reader_id)
         with self.engine.connect() as connection:
             row = connection.execute(query).first()
-        if row is None or row.last_seen_at is None:
-            return Visit(reader_id, None, True)
-        if at - row.last_seen_at <= self.session_gap:
-            return Visit(reader_id, row.session_since, False)
-        return Visit(reader_id, row.last_seen_at, True)
+        return (None, None) if row is None else (row.last_seen_at, row.session_since)
 
     def touch(
         self, reader_id: str, at: datetime, since: datetime | None, connection: Connection | None = None
@@ -247,37 +243,32 @@ def _summary(row: SummaryRow) -> Summary:
     )
 
 
+def served_row(briefing: Briefing, served_at: datetime, cached: bool) -> dict[str, Any]:
+    """A `briefings_served` row: what a reader was shown, from which texts, under which arm."""
+    items = [
+        {
+            "article_id": i.article_id,
+            "summary_id": i.summary_id,
+            "source": i.source,
+            "citations": list(i.citations),
+        }
+        for i in briefing.items
+    ]
+    return {
+        "reader_id": briefing.reader_id,
+        "served_at": served_at,
+        "since": briefing.since,
+        "variant": briefing.variant,
+        "policy": briefing.policy.name,
+        "cached": cached,
+        "items": items,
+    }
+
+
 class BriefingLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._session = _sessions(engine)
-
-    def record(
-        self, briefing: Briefing, served_at: datetime, cached: bool, connection: Connection | None = None
-    ) -> None:
-        items = [
-            {
-                "article_id": i.article_id,
-                "summary_id": i.summary_id,
-                "source": i.source,
-                "citations": list(i.citations),
-            }
-            for i in briefing.items
-        ]
-        statement = insert(BriefingRow).values(
-            reader_id=briefing.reader_id,
-            served_at=served_at,
-            since=briefing.since,
-            variant=briefing.variant,
-            policy=briefing.policy.name,
-            cached=cached,
-            items=items,
-        )
-        if connection is not None:
-            connection.execute(statement)
-            return
-        with write_lock(self.engine), self.engine.begin() as own:
-            own.execute(statement)
 
     def for_reader(self, reader_id: str) -> list[dict[str, Any]]:
         query = select(BriefingRow).where(BriefingRow.reader_id == reader_id).order_by(BriefingRow.id)

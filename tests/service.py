@@ -50,6 +50,7 @@ def demo_service(
     try:
         yield settings, service
     finally:
+        service.close()
         index.close()
         service.engine.dispose()
 

@@ -80,6 +80,7 @@ def test_a_reader_gets_their_own_briefing_with_citations_and_the_repeat_is_cache
     again = client.get("/v1/briefing", headers=READER)
     assert (first.headers["x-briefing-cache"], again.headers["x-briefing-cache"]) == ("miss", "hit")
     assert again.json()["items"] == body["items"]
+    service.visits.flush()
     served = service.served.for_reader("r01")
     assert [s["cached"] for s in served[-2:]] == [False, True]
     assert [i["article_id"] for i in served[-1]["items"]] == [i["article_id"] for i in body["items"]]
@@ -286,7 +287,7 @@ def test_the_service_jobs_run_and_record_what_they_did(
     # A precomputed briefing is served from the cache on the reader's next visit.
     now = service.clock()  # a reader coming back after their last visit ended
     active = service.readers.active(now - timedelta(days=7))
-    visitor = next(r for r in active if service.readers.current(r, now).new_session)
+    visitor = next(r for r in active if service.visits.current(r, now).new_session)
     response = client.get("/v1/briefing", headers=auth(visitor, "reader"))
     assert response.status_code == 200 and response.headers["x-briefing-cache"] == "hit"
 
