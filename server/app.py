@@ -65,7 +65,7 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
         },
         state=State({"jwt_key": key, "scheduler_running": False}),
         on_app_init=[auth.on_app_init],
-        middleware=[_rate_limit(settings).middleware, metrics.middleware],
+        middleware=[*_rate_limit(settings), metrics.middleware],
         plugins=[ProblemDetailsPlugin(_problems())],
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(
@@ -86,14 +86,17 @@ def _need(jobs: Jobs | None) -> Jobs:
     return jobs
 
 
-def _rate_limit(settings: Settings) -> RateLimitConfig:
+def _rate_limit(settings: Settings) -> list[Any]:
+    """Per caller and minute on everything but the probes; none at all when set to 0."""
     per_minute = settings.service.rate_limit_per_minute
-    return RateLimitConfig(
-        rate_limit=("minute", per_minute or 10**9),
+    if per_minute <= 0:
+        return []
+    config = RateLimitConfig(
+        rate_limit=("minute", per_minute),
         exclude=["/health", "/ready", "/metrics"],
         identifier_for_request=_client,
-        set_rate_limit_headers=per_minute > 0,
     )
+    return [config.middleware]
 
 
 def _client(request: Request[Any, Any, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ ROLES = ("reader", "editor", "product", "admin")
 HOME = {"reader": "/", "editor": "/editor", "product": "/schema", "admin": "/v1/admin/jobs"}
 COOKIE = "briefing_token"
 PUBLIC = ["/health", "/ready", "/metrics", "/schema", "/login", "/static"]
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def secret(configured: str | None, data_dir: Path) -> str:
@@ -82,7 +82,8 @@ def jwt_auth(key: str) -> JWTCookieAuth[Actor, Token]:
 def allow(*roles: str) -> Guard:
     """A guard letting only these roles through (HTTP 403 for the others)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # async on purpose: litestar runs a sync guard in a worker thread, a hop on every request
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         actor = connection.user
         if not isinstance(actor, Actor) or actor.role not in roles:
             raise PermissionDeniedException(f"this needs the {' or '.join(roles)} role")
