@@ -156,6 +156,9 @@ def build_jobs(settings: Settings, service: Service) -> Jobs:
         ),
         j.JobSpec("precompute-briefings", hour, "compose active readers' next briefing", j.precompute),
         j.JobSpec(
+            "collect-garbage", 600, "a full garbage collection off the request path", j.collect_garbage
+        ),
+        j.JobSpec(
             "retention",
             24 * hour,
             "delete old events and served briefings",

@@ -219,6 +219,14 @@ def _has_summary(service: Service, article: Article) -> bool:
     return any(s.content_hash == current and s.kind == "article" for s in service.summaries.find(article.id))
 
 
+def collect_garbage(service: Service) -> dict[str, Any]:
+    """A full cyclic garbage collection, off the request path (`briefing serve` turns off the
+    automatic ones, which paused requests)."""
+    import gc
+
+    return {"collected": gc.collect()}
+
+
 def precompute(service: Service) -> dict[str, Any]:
     return service.precompute()
 
