@@ -62,6 +62,8 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 	$(BIN)/python bench/llm.py --out bench/results/llm.json
 	$(BIN)/python bench/summaries.py --data ../shared/datasets/xsum --out bench/results/summaries_xsum.json
 	$(BIN)/python bench/summaries.py --data ../shared/datasets/norsumm --out bench/results/summaries_norsumm.json
+	$(BIN)/python bench/serve.py --database sqlite --out bench/results/serve_sqlite.json
+	$(BIN)/python bench/serve.py --database postgresql --out bench/results/serve_postgresql.json
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -294,13 +295,17 @@ async def run_phase(base: str, name: str, calls: Sequence[Call], concurrency: in
     # measures steady keep-alive traffic, not 64 simultaneous TCP handshakes.
     connections = [Http(base) for _ in range(min(concurrency, len(calls)) or 1)]
     await asyncio.gather(*(c.request("GET", "/health", "", None) for c in connections))
+    gc.collect()
+    gc.disable()  # the load generator's own collector pauses would show up as server latency
     started = time.perf_counter()
     tasks = [asyncio.create_task(worker(c)) for c in connections]
     _, pending = await asyncio.wait(tasks, timeout=timeout_s)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    return Phase(name, concurrency, outcomes, time.perf_counter() - started, bool(pending))
+    wall = time.perf_counter() - started
+    gc.enable()
+    return Phase(name, concurrency, outcomes, wall, bool(pending))
 
 
 class Http:
