@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -91,17 +92,20 @@ class Visits:
             self._write(batch)
             for _ in batch:
                 self._queue.task_done()
-            threading.Event().wait(self.flush_s)  # let the next batch gather
+            time.sleep(self.flush_s)  # let the next batch gather
 
     def _write(self, batch: list[tuple[str, datetime, datetime | None, dict[str, Any]]]) -> None:
         latest = {reader: (reader, at, since) for reader, at, since, _ in batch}
-        try:
-            with write_lock(self.engine), self.engine.begin() as connection:
-                for reader, at, since in latest.values():
-                    self.readers.touch(reader, at, since, connection)
-                connection.execute(insert(BriefingRow), [row for *_, row in batch])
-        except Exception:  # keep serving; the next batch tries again with its own records
-            log.exception("could not record %d briefing requests", len(batch))
+        for attempt in range(1, 4):  # a database restart or a lock timeout: try again shortly
+            try:
+                with write_lock(self.engine), self.engine.begin() as connection:
+                    for reader, at, since in latest.values():
+                        self.readers.touch(reader, at, since, connection)
+                    connection.execute(insert(BriefingRow), [row for *_, row in batch])
+                return
+            except Exception:  # the writer must outlive a failed batch and keep serving
+                log.exception("could not record %d briefing requests (attempt %d)", len(batch), attempt)
+                time.sleep(0.5 * attempt)
 
 
 def _visit(reader_id: str, state: State, at: datetime, gap: timedelta) -> Visit:
