@@ -8,6 +8,7 @@ from briefing.grounding import (
     GroundingChecker,
     GroundingConfig,
     Support,
+    content_words,
     split_sentences,
 )
 from briefing.llm import (
@@ -73,6 +74,7 @@ __all__ = [
     "Support",
     "UnknownAdapter",
     "Variant",
+    "content_words",
     "make_generator",
     "packaged_gguf",
     "parse_points",

@@ -172,7 +172,7 @@ class AdminApi(Controller):
     ) -> dict[str, Any]:
         """Run a job now and wait for it; a failure is recorded and retried with backoff."""
         actor = _actor(request)
-        run = jobs.run_now(name, by=actor.id)
+        run = jobs.run_now(name)
         jobs.service.audit.write(actor.id, actor.role, "run-job", name, {"run": run["id"]})
         return run
 

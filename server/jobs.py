@@ -117,7 +117,7 @@ class Jobs:
             self.scheduler.shutdown(wait=True)
         self.leader.release()
 
-    def run_now(self, name: str, by: str) -> dict[str, Any]:
+    def run_now(self, name: str) -> dict[str, Any]:
         if name not in self.specs:
             raise NotFound(f"no job {name!r}; jobs are {', '.join(sorted(self.specs))}")
         return self._run(name, 1, "manual")

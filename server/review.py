@@ -13,7 +13,15 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from briefing import Evidence, EvidenceChunk, Status, Summary, SummarySentence, split_sentences
+from briefing import (
+    Evidence,
+    EvidenceChunk,
+    Status,
+    Summary,
+    SummarySentence,
+    content_words,
+    split_sentences,
+)
 from server.service import Actor, NotFound, Service
 
 MAX_EDIT_CHARS = 4000
@@ -133,7 +141,5 @@ def edit_diff(summary: Summary) -> str | None:
 
 
 def _evidence(sentence: SummarySentence, chunks: dict[str, EvidenceChunk]) -> SentenceEvidence:
-    from briefing.grounding import content_words
-
     cited = tuple(chunks[c] for c in sentence.citations if c in chunks)
     return SentenceEvidence(sentence, cited, tuple(sorted(content_words(sentence.text))))

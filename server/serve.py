@@ -82,7 +82,7 @@ def _load_demo(service: object, jobs: object) -> None:
     click.echo(f"demo readers: {added} new events")
     if isinstance(jobs, Jobs):
         click.echo("drafting summaries of the newest articles (job summarize-new) ...")
-        run = jobs.run_now("summarize-new", by="demo")
+        run = jobs.run_now("summarize-new")
         click.echo(f"  {run['outcome']}: {run['detail'] or run['error']}")
 
 

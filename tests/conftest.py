@@ -84,11 +84,6 @@ PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.
 DATABASES = ("sqlite", "postgresql")
 
 
-@pytest.fixture(params=DATABASES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield from _database(request.param, tmp_path)
-
-
 def _database(kind: str, tmp_path: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'briefing.db'}"
@@ -114,12 +109,18 @@ def _database(kind: str, tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Any]:
-    """A migrated database of each kind."""
+def migrated(kind: str, tmp_path: Path) -> Iterator[Any]:
+    """An engine on a migrated database of this kind (skips where PostgreSQL is absent)."""
     from server.db import connect, migrate
 
-    engine = connect(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+    for url in _database(kind, tmp_path):
+        engine = connect(url)
+        migrate(engine)
+        yield engine
+        engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A migrated database of each kind."""
+    yield from migrated(request.param, tmp_path)

@@ -281,7 +281,7 @@ def test_the_service_jobs_run_and_record_what_they_did(
     settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
     jobs = build_jobs(settings, service)
     for name in ("refresh-candidates", "refit-ranker", "retention", "precompute-briefings"):
-        run = jobs.run_now(name, by="test")
+        run = jobs.run_now(name)
         assert run["outcome"] == "ok", run["error"]
     assert jobs.runs("precompute-briefings")[0]["detail"]["readers"] >= 1
     # A precomputed briefing is served from the cache on the reader's next visit.

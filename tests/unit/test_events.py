@@ -18,7 +18,7 @@ from recsys import (
     record_events,
     validate_events,
 )
-from tests.conftest import DATABASES, _database
+from tests.conftest import DATABASES, migrated
 
 T0 = datetime(2026, 11, 16, 8, tzinfo=UTC)
 
@@ -77,14 +77,10 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventReposi
     if request.param in REPOSITORIES:
         yield REPOSITORIES[request.param](tmp_path)
         return
-    from server.db import connect, migrate
     from server.stores import SqlEventStore
 
-    for url in _database(request.param.removeprefix("sql-"), tmp_path):
-        engine = connect(url)
-        migrate(engine)
+    for engine in migrated(request.param.removeprefix("sql-"), tmp_path):
         yield SqlEventStore(engine)
-        engine.dispose()
 
 
 def test_add_is_idempotent_by_event_id(repo: EventRepository) -> None:

@@ -18,7 +18,7 @@ from briefing import (
     SummarySentence,
 )
 from briefing.summaries import summary_id
-from tests.conftest import DATABASES, _database
+from tests.conftest import DATABASES, migrated
 
 T0 = datetime(2026, 11, 19, 12, tzinfo=UTC)
 
@@ -52,14 +52,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SummaryRep
     if request.param in STORES:
         yield STORES[request.param](tmp_path)
         return
-    from server.db import connect, migrate
     from server.stores import SqlSummaryStore
 
-    for url in _database(request.param.removeprefix("sql-"), tmp_path):
-        engine = connect(url)
-        migrate(engine)
+    for engine in migrated(request.param.removeprefix("sql-"), tmp_path):
         yield SqlSummaryStore(engine)
-        engine.dispose()
 
 
 def test_a_summary_round_trips_unchanged(store: SummaryRepository) -> None:
