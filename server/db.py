@@ -158,12 +158,14 @@ _WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDic
 
 def write_lock(engine: Engine) -> AbstractContextManager[Any]:
     """Hold around a write transaction. SQLite has one writer at a time and makes the others
-    retry in growing sleeps (busy_timeout), which under 64 concurrent requests turned into
-    multi-second tails (bench/serve.py); queueing our writers on a lock instead keeps them short.
-    PostgreSQL has row locks and needs none."""
+    retry in sleeps (busy_timeout); our own threads queue on a lock instead, so none of them sleeps
+    past the moment the writer before it is done. PostgreSQL has row locks and needs none."""
     if engine.dialect.name != "sqlite":
         return nullcontext()
-    return _WRITERS.setdefault(engine, threading.Lock())
+    lock = _WRITERS.get(engine)
+    if lock is None:  # a WeakKeyDictionary lookup on every write; create the lock only once
+        lock = _WRITERS.setdefault(engine, threading.Lock())
+    return lock
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

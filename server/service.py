@@ -203,9 +203,10 @@ class Service:
     def ingest(self, records: Sequence[Article | RecordError]) -> IngestReport:
         with self.compose_lock:
             report = self.indexer.ingest(records)
-            current = self.indexer.index.get([r.id for r in records if isinstance(r, Article)])
-            for article_id, record in current.items():
-                self.summaries.retire(article_id, keep_hash=record.content_hash, at=self.clock())
+            if report.updated:  # summaries of the replaced versions leave the queue
+                current = self.indexer.index.get([r.id for r in records if isinstance(r, Article)])
+                for article_id, record in current.items():
+                    self.summaries.retire(article_id, keep_hash=record.content_hash, at=self.clock())
             if report.new or report.updated:
                 self.refresh_matrix(self.clock())
                 self.cache.drop(lambda b: False)
