@@ -41,8 +41,10 @@ from briefing import (
     GenerationParams,
     Generator,
     GeneratorConfig,
+    GroundingConfig,
     Summarizer,
     make_generator,
+    make_scorer,
     packaged_gguf,
     untrusted,
 )
@@ -199,11 +201,13 @@ def briefing_times(indexer: Indexer, generator: Generator) -> dict[str, Any]:
     load_readers(DEMO / "readers.jsonl", events)
     recommender = Recommender(CandidateMatrix.from_index(indexer.index, indexer.embedder.dim), events)
     recommender.refresh(recommender.matrix, now)
+    scorer = make_scorer("llamacpp", GroundingConfig.likelihood_model, cache_dir=Path("var/models"))
 
     def composer() -> Composer:
         store = FileSummaryStore(Path(tempfile.mkdtemp()) / "summaries")
         retriever = EvidenceRetriever(indexer.index, indexer.embedder)
-        summarizer = Summarizer(generator, retriever, EmbeddingLexicalChecker(indexer.embedder), store)
+        checker = EmbeddingLexicalChecker(indexer.embedder, scorer=scorer)  # the shipped checker
+        summarizer = Summarizer(generator, retriever, checker, store)
         return Composer(recommender, summarizer)
 
     # Nothing generated yet: every summary, the story update and the greeting are written now.

@@ -41,9 +41,11 @@ from briefing import (
     EvidenceRetriever,
     FileSummaryStore,
     GeneratorConfig,
+    GroundingConfig,
     Summarizer,
     Summary,
     make_generator,
+    make_scorer,
     split_sentences,
 )
 from indexing import Article, Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
@@ -110,10 +112,11 @@ def main() -> None:
     index = QdrantIndex.open(QdrantConfig(), embedder.dim)
     indexer = Indexer(index, embedder, Chunker(embedder.token_counter(), chunk_tokens=200, overlap_tokens=20))
     indexer.ingest([as_article(r, "en" if english else "nb") for r in rows])
+    scorer = make_scorer("llamacpp", GroundingConfig.likelihood_model, cache_dir=Path("var/models"))
     summarizer = Summarizer(
         make_generator(GeneratorConfig(threads=args.threads)),
         EvidenceRetriever(index, embedder),
-        EmbeddingLexicalChecker(embedder),
+        EmbeddingLexicalChecker(embedder, scorer=scorer),  # the shipped checker
         FileSummaryStore(Path(tempfile.mkdtemp())),
     )
     summarizer.summarize([rows[0]["id"]], prompt=prompt, refresh=True)  # load the model outside the clock

@@ -22,8 +22,10 @@ from briefing.llm import (
     Generator,
     GeneratorConfig,
     GeneratorUnavailable,
+    LikelihoodScorer,
     UnknownAdapter,
     make_generator,
+    make_scorer,
     packaged_gguf,
 )
 from briefing.prompts import PROMPTS, PromptRegistry, PromptTemplate, parse_points, untrusted
@@ -63,6 +65,7 @@ __all__ = [
     "GroundingChecker",
     "GroundingConfig",
     "InMemorySummaryStore",
+    "LikelihoodScorer",
     "PromptRegistry",
     "PromptTemplate",
     "Status",
@@ -76,6 +79,7 @@ __all__ = [
     "Variant",
     "content_words",
     "make_generator",
+    "make_scorer",
     "packaged_gguf",
     "parse_points",
     "split_sentences",

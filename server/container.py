@@ -16,8 +16,9 @@ from briefing import (
     SummarizerConfig,
     SummaryRepository,
     make_generator,
+    make_scorer,
 )
-from indexing import Chunker, Indexer, QdrantIndex, SentenceTransformerEmbedder
+from indexing import Chunker, Embedder, Indexer, QdrantIndex, SentenceTransformerEmbedder
 from recsys import CandidateMatrix, EventRepository, JsonlEventStore, Recommender
 from server.settings import Settings
 
@@ -78,10 +79,21 @@ def build_summarizer(
     return Summarizer(
         generator or build_generator(settings),
         EvidenceRetriever(indexer.index, indexer.embedder),
-        EmbeddingLexicalChecker(indexer.embedder, settings.grounding),
+        build_checker(settings, indexer.embedder),
         store or FileSummaryStore(settings.data_dir / "summaries"),
         config=SummarizerConfig(adapter=settings.llm_adapter),
     )
+
+
+def build_checker(settings: Settings, embedder: Embedder) -> EmbeddingLexicalChecker:
+    grounding = settings.grounding
+    scorer = make_scorer(
+        grounding.likelihood_backend,
+        grounding.likelihood_model,
+        cache_dir=settings.llm.cache_dir,
+        threads=settings.llm.threads,
+    )
+    return EmbeddingLexicalChecker(embedder, grounding, scorer)
 
 
 def build_composer(settings: Settings, recommender: Recommender, summarizer: Summarizer) -> Composer:

@@ -17,6 +17,8 @@
 | LLM_THREADS | (all cores) | CPU threads for llama.cpp and torch |
 | LLM_ADAPTERS / LLM_ADAPTER | (unset) | LoRA adapters `name=path,...` to load, and the one summaries use |
 | GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |
+| GROUNDING_LIKELIHOOD | llamacpp | the checker's LLM signal: llamacpp, transformers or off |
+| GROUNDING_MODEL | packaged:SmolLM2-135M-Instruct | the model it reads (its curve is fitted to this one) |
 | BRIEFING_ITEMS / BRIEFING_ALLOW_DRAFTS | 5 / true | items per briefing; may checked drafts show |
 | BRIEFING_LLM_GREETING | true | the LLM writes the greeting (false: a template, no LLM call) |
 | CHUNK_TOKENS / CHUNK_OVERLAP | 200 / 20 | chunk size and overlap in embedding-model tokens |
@@ -110,7 +112,9 @@ class Settings:
             llm=_llm(env, data_dir),
             llm_adapter=env.get("LLM_ADAPTER") or None,
             grounding=GroundingConfig(
-                threshold=_float(env, "GROUNDING_THRESHOLD", GroundingConfig.threshold)
+                threshold=_float(env, "GROUNDING_THRESHOLD", GroundingConfig.threshold),
+                likelihood_backend=env.get("GROUNDING_LIKELIHOOD", GroundingConfig.likelihood_backend),
+                likelihood_model=env.get("GROUNDING_MODEL", GroundingConfig.likelihood_model),
             ),
             briefing=BriefingPolicy(
                 items=_int(env, "BRIEFING_ITEMS", BriefingPolicy.items),

@@ -73,6 +73,14 @@ def llamacpp() -> Any:
 
 
 @pytest.fixture(scope="session")
+def llamacpp_scorer() -> Any:
+    """The grounding check's likelihood signal on the packaged GGUF (loaded once per run)."""
+    from briefing import make_scorer
+
+    return make_scorer("llamacpp", "packaged:SmolLM2-135M-Instruct", cache_dir=Path("unused"), threads=2)
+
+
+@pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Dequantized transformers copies of the packaged GGUF, made once per test run."""
     return tmp_path_factory.mktemp("models")

@@ -24,6 +24,7 @@ from briefing.llm.hf import TransformersGenerator, dequantized
 from briefing.llm.llamacpp import LlamaCppGenerator
 from briefing.llm.models import packaged_gguf
 from briefing.llm.openai_compat import OpenAIGenerator
+from briefing.llm.scoring import LikelihoodScorer, LlamaCppScorer, TransformersScorer, make_scorer
 
 __all__ = [
     "GENERATORS",
@@ -36,12 +37,16 @@ __all__ = [
     "Generator",
     "GeneratorConfig",
     "GeneratorUnavailable",
+    "LikelihoodScorer",
     "LlamaCppGenerator",
+    "LlamaCppScorer",
     "Message",
     "OpenAIGenerator",
     "TransformersGenerator",
+    "TransformersScorer",
     "UnknownAdapter",
     "dequantized",
     "make_generator",
+    "make_scorer",
     "packaged_gguf",
 ]

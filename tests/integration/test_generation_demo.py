@@ -16,6 +16,8 @@ from briefing import (
     EvidenceRetriever,
     FileSummaryStore,
     Generator,
+    GroundingConfig,
+    LikelihoodScorer,
     PromptRegistry,
     PromptTemplate,
     Status,
@@ -28,15 +30,20 @@ from tests.conftest import DEMO
 
 pytestmark = pytest.mark.slow
 NOW = datetime.fromisoformat("2026-11-19T23:00:00+01:00")
-THRESHOLD = 0.6
+THRESHOLD = GroundingConfig().threshold
 
 
 @pytest.fixture(scope="module")
-def summarizer(demo: Indexer, llamacpp: Generator, tmp_path_factory: pytest.TempPathFactory) -> Summarizer:
+def summarizer(
+    demo: Indexer,
+    llamacpp: Generator,
+    llamacpp_scorer: LikelihoodScorer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Summarizer:
     return Summarizer(
         llamacpp,
         EvidenceRetriever(demo.index, demo.embedder),
-        EmbeddingLexicalChecker(demo.embedder),
+        EmbeddingLexicalChecker(demo.embedder, scorer=llamacpp_scorer),  # the shipped checker
         FileSummaryStore(tmp_path_factory.mktemp("summaries")),
     )
 

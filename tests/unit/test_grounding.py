@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from briefing.grounding import EmbeddingLexicalChecker, Evidence, split_sentences, stated_facts
+from briefing import LikelihoodScorer
+from briefing.grounding import (
+    EmbeddingLexicalChecker,
+    Evidence,
+    GroundingConfig,
+    WordForms,
+    split_sentences,
+    stated_facts,
+)
 from indexing import SentenceTransformerEmbedder
 
 EVIDENCE = [
@@ -18,9 +26,11 @@ EVIDENCE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def checker(embedder: SentenceTransformerEmbedder) -> EmbeddingLexicalChecker:
-    return EmbeddingLexicalChecker(embedder)
+@pytest.fixture(scope="module", params=["with likelihood", "without"])
+def checker(request: pytest.FixtureRequest, embedder: SentenceTransformerEmbedder) -> EmbeddingLexicalChecker:
+    """Every known answer holds for the shipped checker and for the one without an LLM."""
+    scorer = request.getfixturevalue("llamacpp_scorer") if request.param == "with likelihood" else None
+    return EmbeddingLexicalChecker(embedder, scorer=scorer)
 
 
 def test_a_supported_sentence_passes_and_cites_its_chunk(checker: EmbeddingLexicalChecker) -> None:
@@ -81,3 +91,30 @@ def test_numbers_are_found_inside_words_like_decades(checker: EmbeddingLexicalCh
     evidence = [Evidence("cul-0016@abc#0", "The novel is told by a bookkeeper in the 1960s in Havnby.")]
     decade, year = checker.check(["The novel is set in the 1960s.", "The novel is set in 1970."], evidence)
     assert decade.missing == () and year.missing == ("1970",)
+
+
+def test_the_evidence_explains_what_it_states_better_than_an_invention(
+    embedder: SentenceTransformerEmbedder, llamacpp_scorer: LikelihoodScorer
+) -> None:
+    checker = EmbeddingLexicalChecker(embedder, scorer=llamacpp_scorer)
+    stated, invented = checker.likelihood(
+        ["Ingrid Solvik will miss four months after knee surgery.", "Ingrid Solvik crashed her car in Oslo."],
+        EVIDENCE,
+    )
+    assert stated > invented + 0.5
+
+
+def test_word_forms_match_across_inflections(embedder: SentenceTransformerEmbedder) -> None:
+    sentence = ["Fjordhav agrees to buy Nordvik Laks, valuing the farmer at NOK 4.1 billion."]
+    stems, words = (
+        EmbeddingLexicalChecker(embedder, GroundingConfig(stem_languages=langs)).check(sentence, EVIDENCE)[0]
+        for langs in (("english", "norwegian"), ())
+    )
+    # "agrees" meets "agreed" and "valuing" meets "values" only through their stems.
+    assert stems.score > words.score + 0.05
+    assert WordForms(["english"])("agrees") & WordForms(["english"])("agreed")
+
+
+def test_an_unknown_stemmer_language_is_a_clear_error(embedder: SentenceTransformerEmbedder) -> None:
+    with pytest.raises(ValueError, match=r"no Snowball stemmer for \['klingon'\]"):
+        EmbeddingLexicalChecker(embedder, GroundingConfig(stem_languages=("english", "klingon")))

@@ -1,0 +1,164 @@
+"""How likely a language model finds a text after a context: the grounding check's third signal.
+
+`LikelihoodScorer` contract (tests/unit/test_scorer_contract.py runs it on every scorer here):
+`logprobs(context, continuations, tail="")` returns, for each continuation in order, the
+natural-log probability of each of its tokens given context + tail and the tokens before it.
+Both scorers read the same GGUF file, so they agree to within quantization noise.
+
+Context and tail are evaluated once and every continuation is scored after them. A context too
+long for the window keeps its beginning (news puts the facts first); the tail (the question
+after a document) is never cut.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from briefing.llm.base import GeneratorUnavailable
+
+MAX_CONTINUATION_TOKENS = 128  # a sentence; longer ones are scored on their beginning
+
+
+class LikelihoodScorer(Protocol):
+    def logprobs(self, context: str, continuations: Sequence[str], tail: str = "") -> list[np.ndarray]: ...
+
+
+class LlamaCppScorer:
+    """The GGUF model through llama.cpp, with logits kept for every position."""
+
+    def __init__(self, model_path: Path, *, threads: int | None = None, context_tokens: int = 4096) -> None:
+        from llama_cpp import Llama
+
+        try:
+            self._llama: Any = Llama(
+                model_path=str(model_path),
+                n_ctx=context_tokens,
+                n_threads=threads,
+                logits_all=True,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise GeneratorUnavailable(f"llama.cpp cannot load {model_path}: {exc}") from exc
+        self.context_tokens = context_tokens
+        self._lock = threading.Lock()  # one llama.cpp context is not safe to share between threads
+
+    def logprobs(self, context: str, continuations: Sequence[str], tail: str = "") -> list[np.ndarray]:
+        if not continuations:
+            return []
+        llama = self._llama
+        conts = [self._tokens(c)[:MAX_CONTINUATION_TOKENS] or [llama.token_eos()] for c in continuations]
+        after = self._tokens(tail)
+        room = self.context_tokens - max(map(len, conts)) - len(after) - 1
+        prefix = list(llama.tokenize(context.encode(), add_bos=True, special=False))[:room] + after
+        prefix = prefix or [llama.token_bos()]  # the first token needs something to follow
+        out = []
+        with self._lock:
+            llama.reset()
+            self._eval_without_logits(prefix[:-1])
+            for tokens in conts:
+                # eval drops the cache past n_tokens, so the context stays and only its last
+                # token (whose logits predict the continuation's first) is evaluated again.
+                llama.n_tokens = len(prefix) - 1
+                llama.eval([prefix[-1], *tokens])
+                logits = np.asarray(llama.scores[len(prefix) - 1 : len(prefix) - 1 + len(tokens)], np.float64)
+                out.append(_log_softmax(logits)[np.arange(len(tokens)), tokens])
+        return out
+
+    def _eval_without_logits(self, tokens: list[int]) -> None:
+        """Evaluates the context without computing and copying its logits, which nobody reads:
+        half the time of a check on a 600-token article. llama-cpp-python fixes `logits_all`
+        at load time; its eval reads the private `_logits_all` per call, so it is switched off
+        here for the context only (where that attribute is missing, the logits are computed)."""
+        llama = self._llama
+        saved = getattr(llama, "_logits_all", None)
+        if saved is not None:
+            llama._logits_all = False
+        try:
+            llama.eval(tokens)
+        finally:
+            if saved is not None:
+                llama._logits_all = saved
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._llama.tokenize(text.encode(), add_bos=False, special=False))
+
+
+class TransformersScorer:
+    """The same model in transformers (dequantized once, see `dequantized`): the reference, for
+    checking the llama.cpp scorer and for models llama.cpp cannot load."""
+
+    def __init__(self, source: str, *, threads: int | None = None, context_tokens: int = 4096) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(source)
+            self._net: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        except OSError as exc:
+            raise GeneratorUnavailable(f"transformers cannot load {source!r}: {exc}") from exc
+        self.context_tokens = context_tokens
+        self._lock = threading.Lock()
+
+    def logprobs(self, context: str, continuations: Sequence[str], tail: str = "") -> list[np.ndarray]:
+        import torch
+
+        if not continuations:
+            return []
+        conts = [self._tokens(c)[:MAX_CONTINUATION_TOKENS] for c in continuations]
+        conts = [c or [self._tokenizer.eos_token_id] for c in conts]
+        after = self._tokens(tail)
+        room = self.context_tokens - max(map(len, conts)) - len(after) - 1
+        # With BOS where the model wants one.
+        prefix = list(self._tokenizer(context)["input_ids"])[:room] + after
+        prefix = prefix or [self._tokenizer.bos_token_id or self._tokenizer.eos_token_id]
+        out = []
+        # One plain forward pass per continuation, context included: slower than reusing the
+        # context's cache, but free of the cache API, which transformers keeps changing.
+        with self._lock, torch.inference_mode():
+            self._net.eval()
+            for tokens in conts:
+                logits = self._net(torch.tensor([prefix + tokens])).logits[0, len(prefix) - 1 : -1]
+                picked = torch.log_softmax(logits.double(), dim=-1)[torch.arange(len(tokens)), tokens]
+                out.append(picked.numpy())
+        return out
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted: np.ndarray = logits - logits.max(axis=-1, keepdims=True)
+    normalized: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return normalized
+
+
+SCORERS = ("llamacpp", "transformers", "off")
+
+
+def make_scorer(
+    backend: str, model: str, *, cache_dir: Path, threads: int | None = None
+) -> LikelihoodScorer | None:
+    """The scorer GROUNDING_LIKELIHOOD names, on GROUNDING_MODEL; None for `off`."""
+    from briefing.llm.hf import dequantized
+    from briefing.llm.models import gguf_path
+
+    if backend == "off":
+        return None
+    if backend == "transformers":
+        return TransformersScorer(dequantized(model, cache_dir), threads=threads)
+    if backend != "llamacpp":
+        raise ValueError(f"GROUNDING_LIKELIHOOD must be one of {', '.join(SCORERS)}, got {backend!r}")
+    path = gguf_path(model)
+    if path is None:
+        raise GeneratorUnavailable(
+            f"the llamacpp scorer needs a GGUF model, got {model!r} "
+            "(set GROUNDING_MODEL to a .gguf file, or GROUNDING_LIKELIHOOD=transformers)"
+        )
+    return LlamaCppScorer(path, threads=threads)

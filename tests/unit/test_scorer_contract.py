@@ -1,0 +1,95 @@
+"""The `LikelihoodScorer` contract on both scorers, real, on the packaged SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from briefing import GeneratorUnavailable, LikelihoodScorer, make_scorer
+from briefing.llm import LlamaCppScorer, TransformersScorer, dequantized, packaged_gguf
+from indexing import SentenceTransformerEmbedder
+from server.container import build_checker
+from server.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+CONTEXT = (
+    "Article:\nThe mayor of Oslo, Marianne Borgen, resigned on Tuesday after a dispute over the "
+    "city budget.\n\nOne-sentence summary of the article above:\n"
+)
+TOLD = "The mayor of Oslo resigned on Tuesday."
+UNTOLD = "The mayor of Bergen won an award for her cooking."
+
+
+@pytest.fixture(scope="module")
+def transformers_scorer(model_cache: Path) -> LikelihoodScorer:
+    scorer = make_scorer("transformers", "packaged:SmolLM2-135M-Instruct", cache_dir=model_cache, threads=2)
+    assert isinstance(scorer, TransformersScorer)
+    return scorer
+
+
+@pytest.fixture(params=["llamacpp", "transformers"])
+def scorer(request: pytest.FixtureRequest) -> LikelihoodScorer:
+    name = "llamacpp_scorer" if request.param == "llamacpp" else "transformers_scorer"
+    scorer: LikelihoodScorer = request.getfixturevalue(name)
+    return scorer
+
+
+def test_one_log_probability_per_token_of_each_continuation(scorer: LikelihoodScorer) -> None:
+    told, untold = scorer.logprobs(CONTEXT, [TOLD, UNTOLD])
+    assert 6 <= told.size <= 14 and 8 <= untold.size <= 16
+    assert np.all(told <= 0) and np.all(untold <= 0) and np.all(np.isfinite(told))
+    assert scorer.logprobs(CONTEXT, []) == []
+
+
+def test_what_the_context_says_is_more_likely_than_what_it_does_not(scorer: LikelihoodScorer) -> None:
+    told, untold = scorer.logprobs(CONTEXT, [TOLD, UNTOLD])
+    assert told.mean() > untold.mean() + 1.0
+
+
+def test_scores_do_not_depend_on_the_other_continuations(scorer: LikelihoodScorer) -> None:
+    [alone] = scorer.logprobs(CONTEXT, [TOLD])
+    _, after = scorer.logprobs(CONTEXT, [UNTOLD, TOLD])
+    np.testing.assert_allclose(alone, after, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["llamacpp", "transformers"])
+def test_a_context_longer_than_the_window_keeps_its_beginning(kind: str, model_cache: Path) -> None:
+    model = "packaged:SmolLM2-135M-Instruct"
+    small: LikelihoodScorer = (
+        LlamaCppScorer(packaged_gguf(), threads=2, context_tokens=256)
+        if kind == "llamacpp"
+        else TransformersScorer(dequantized(model, model_cache), threads=2, context_tokens=256)
+    )
+    long = CONTEXT.replace("budget.", "budget. " + "The weather was mild. " * 100)
+    told, untold = small.logprobs(long, [TOLD, UNTOLD])
+    assert np.all(np.isfinite(told)) and told.mean() > untold.mean()  # the mayor is still in view
+
+
+def test_llamacpp_agrees_with_the_transformers_reference(
+    llamacpp_scorer: LikelihoodScorer, transformers_scorer: LikelihoodScorer
+) -> None:
+    # The same GGUF weights: only llama.cpp's quantized matrix products differ.
+    for fast, reference in zip(
+        llamacpp_scorer.logprobs(CONTEXT, [TOLD, UNTOLD]),
+        transformers_scorer.logprobs(CONTEXT, [TOLD, UNTOLD]),
+        strict=True,
+    ):
+        assert fast.shape == reference.shape
+        assert abs(fast.mean() - reference.mean()) < 0.15
+
+
+def test_an_unknown_scorer_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="GROUNDING_LIKELIHOOD must be one of"):
+        make_scorer("bert", "packaged:SmolLM2-135M-Instruct", cache_dir=tmp_path)
+    assert make_scorer("off", "anything", cache_dir=tmp_path) is None
+
+
+def test_the_settings_choose_the_scorer(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    env = {"DATA_DIR": str(tmp_path)}
+    assert isinstance(build_checker(Settings.from_env(env), embedder).scorer, LlamaCppScorer)
+    assert build_checker(Settings.from_env({**env, "GROUNDING_LIKELIHOOD": "off"}), embedder).scorer is None
+    with pytest.raises(GeneratorUnavailable, match="needs a GGUF model"):
+        build_checker(Settings.from_env({**env, "GROUNDING_MODEL": str(tmp_path)}), embedder)
