@@ -74,6 +74,10 @@ def test_sentence_splitting_and_facts() -> None:
         "Then left.",
         "3 people stayed.",
     ]
+    assert split_sentences("locke will be confirmed on friday . he replaced allan johnston .") == [
+        "locke will be confirmed on friday .",
+        "he replaced allan johnston .",
+    ]
     assert {"1000", "Bergen"} <= stated_facts("The ferry to Bergen carried 1,000 people.")
 
 
