@@ -58,7 +58,8 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 	$(BIN)/python bench/recsys.py --data ../shared/datasets/mind_small --out bench/results/recsys_mind_small.json
 	$(BIN)/python bench/recsys.py --data ../shared/datasets/mind_small_raw_subset \
 		--out bench/results/recsys_mind_raw_subset.json
-	$(BIN)/python bench/grounding.py --data ../shared/datasets/frank --out bench/results/grounding.json
+	$(BIN)/python bench/grounding.py --data ../shared/datasets/frank --out bench/results/grounding.json \
+		--logprob-cache $(DATA_DIR)/frank_logprobs.sqlite
 	$(BIN)/python bench/llm.py --out bench/results/llm.json
 	$(BIN)/python bench/summaries.py --data ../shared/datasets/xsum --out bench/results/summaries_xsum.json
 	$(BIN)/python bench/summaries.py --data ../shared/datasets/norsumm --out bench/results/summaries_norsumm.json

@@ -4,8 +4,9 @@
 
 FRANK (research-only articles, read in place) has system summaries of CNN/DM and XSum articles
 with human factuality scores; a summary counts as unfaithful when its score is below 1. A
-summary's checker score is its weakest sentence's score against the whole article; its verdict
-is "supported" when every sentence is. ROC AUC and balanced accuracy are computed separately for
+summary's checker score is a soft minimum of its sentences' scores against the whole article
+(`soft_min`: the weakest sentence counts most, the others too); its verdict is "supported" when
+every sentence is. ROC AUC and balanced accuracy are computed separately for
 the CNN/DM and the XSum parts and then averaged (macro): pooled, the parts' different base rates
 make plain word overlap look good. Baselines in the same run: bigram precision of the summary
 against the article, and ROUGE-2 (F1) against the reference.
@@ -14,6 +15,11 @@ The checker is the shipped one (GroundingConfig defaults, likelihood signal on t
 SmolLM2 through llama.cpp); `checker_without_likelihood` is the same checker with no scorer. The
 likelihood curve and weight were chosen on FRANK's validation split, so every figure is also
 reported per split: the test split (350 of the 501 articles) is the held-out one.
+
+`--logprob-cache FILE` keeps the LLM's per-token log-probabilities in a SQLite file, keyed by
+model, context, tail and sentence: they depend on nothing else, so a rerun after a change to how
+the checker combines them (curve, weights, λ, aggregation) skips the LLM, which is most of the
+time. The seconds reported are those of the run itself, cached or not (`cached_logprobs` says).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import machine, write_results
 
 from briefing.grounding import EmbeddingLexicalChecker, Evidence, GroundingConfig, split_sentences
-from briefing.llm.scoring import SCORERS, make_scorer
+from briefing.llm.scoring import SCORERS, CachedScorer, make_scorer
 from indexing import SentenceTransformerEmbedder
 
 PARTS = ("cnndm", "xsum")
@@ -49,6 +56,10 @@ def main() -> None:
     config = GroundingConfig(likelihood_backend=args.likelihood)
     embedder = SentenceTransformerEmbedder()
     scorer = make_scorer(config.likelihood_backend, config.likelihood_model, cache_dir=args.model_cache)
+    cache = None
+    if scorer is not None and args.logprob_cache:
+        key = f"{args.likelihood}:{config.likelihood_model}"
+        scorer = cache = CachedScorer(scorer, args.logprob_cache, key=key)
     checkers = {"checker": EmbeddingLexicalChecker(embedder, config, scorer)}
     if scorer is not None:
         checkers["checker_without_likelihood"] = EmbeddingLexicalChecker(embedder, config)
@@ -63,6 +74,8 @@ def main() -> None:
         results[name] = evaluate(mine, "score", verdict="supported")
         scored = scored or mine
     results["summaries"] = len(scored)
+    if cache is not None:
+        results["cached_logprobs"] = {"hits": cache.hits, "misses": cache.misses}
     for name, key in (("baseline_bigram", "bigram"), ("baseline_rouge2", "rouge2")):
         results[name] = evaluate(scored, key, verdict=None)
     results["machine"] = machine()
@@ -86,6 +99,9 @@ def parse_args() -> argparse.Namespace:
         help="the checker's likelihood signal (off: embeddings and words only)",
     )
     parser.add_argument(
+        "--logprob-cache", type=Path, help="SQLite file that keeps the LLM's log-probabilities between runs"
+    )
+    parser.add_argument(
         "--model-cache", type=Path, default=Path("var/models"), help="dequantized models (transformers)"
     )
     return parser.parse_args()
@@ -105,13 +121,25 @@ def score_article(checker: EmbeddingLexicalChecker, row: dict[str, Any]) -> list
                 "part": row["source_dataset"],
                 "split": row["frank_split"],
                 "faithful": summary["frank_factuality"] >= 1.0,
-                "score": min(s.score for s in mine),
+                "score": soft_min([s.score for s in mine]),
                 "supported": all(s.supported for s in mine),
                 "bigram": bigram_precision(summary["summary"], row["article"]),
                 "rouge2": rouge2(summary["summary"], row["reference"]),
             }
         )
     return out
+
+
+SOFT_MIN_TEMPERATURE = 0.1
+
+
+def soft_min(scores: Sequence[float]) -> float:
+    """-T·log(mean(exp(-score/T))): the minimum as T goes to 0, the mean as T grows. On FRANK's
+    validation split (CNN/DM summaries have three sentences on average; XSum's one), macro AUC
+    0.781 with the plain minimum, 0.789 with T = 0.1 and with the mean, 0.788 with T = 0.05;
+    T = 0.1 keeps the weakest sentence decisive, as it is for a reader."""
+    values = np.asarray(scores, np.float64)
+    return float(-SOFT_MIN_TEMPERATURE * np.log(np.mean(np.exp(-values / SOFT_MIN_TEMPERATURE))))
 
 
 def tokens(text: str) -> list[str]:

@@ -18,11 +18,14 @@ The default checker combines up to three signals:
   whatever its wording; on FRANK's XSum part this is the strongest of the three
   (bench/grounding.py).
 A sentence that closely paraphrases an evidence sentence but flips its negation ("has resigned"
-against "has not resigned") is treated like one with a missing fact.
+against "has not resigned") is treated like one with a missing fact. What a negation negates is
+taken to be the next two content words: a summary that keeps "hosted a visit" and drops the
+clause "and said he could not be happier" has not flipped anything.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Sequence
@@ -47,26 +50,9 @@ _QUOTE = re.compile(r"[\"“]([^\"”]{8,}?)[\"”]")
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-ZÆØÅ][\wæøå'-]+")
 _STOP = STOPWORDS
 _NEGATION = {"not", "no", "never", "nor", "without", "cannot", "ikke", "aldri", "ingen", "uten"}
-_NEGATION |= {
-    w
-    for w in (
-        "isn't",
-        "wasn't",
-        "aren't",
-        "weren't",
-        "don't",
-        "doesn't",
-        "didn't",
-        "won't",
-        "hasn't",
-        "haven't",
-        "hadn't",
-        "can't",
-        "couldn't",
-        "shouldn't",
-        "wouldn't",
-    )
-}
+# "isn't", and "is n't" as tokenizers write it (FRANK's summaries); typographic apostrophe too.
+_CONTRACTED_NEGATION = ("n't", "n’t")  # noqa: RUF001
+_NEGATION_SCOPE = 2  # content words after a negation taken as what it negates
 
 
 @dataclass(frozen=True)
@@ -120,8 +106,18 @@ def content_words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP}
 
 
-def negated(text: str) -> bool:
-    return bool(_NEGATION & {w.lower() for w in _WORD.findall(text)})
+def negation_scopes(text: str) -> list[list[str]]:
+    """For each negation in the text, the content words it negates (the next two, or fewer at
+    the end): "the mayor has not resigned yet" gives [["resigned", "yet"]]."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    scopes = []
+    for n, word in enumerate(words):
+        if word in _NEGATION or word.endswith(_CONTRACTED_NEGATION):
+            after = (w for w in words[n + 1 :] if w not in _STOP and w not in _NEGATION)
+            scope = list(itertools.islice(after, _NEGATION_SCOPE))
+            if scope:
+                scopes.append(scope)
+    return scopes
 
 
 def stated_facts(sentence: str) -> set[str]:
@@ -214,11 +210,26 @@ class EmbeddingLexicalChecker:
         missing = tuple(sorted(f for f in stated_facts(sentence) if f" {_normalize(f)} " not in facts))
         best_sentence = units[max(singles, key=lambda i: sims[i])] if sims.size else ""
         paraphrase = meaning >= cfg.negation_similarity
-        if sims.size and paraphrase and negated(sentence) != negated(best_sentence):
+        if sims.size and paraphrase and self._flips_negation(sentence, best_sentence):
             missing += ("negation",)  # "the mayor has resigned" against "has not resigned"
         near = np.flatnonzero(sims >= meaning - cfg.cite_margin) if sims.size else np.zeros(0, np.int64)
         citations = tuple(dict.fromkeys(c for i in near for c in owners[i]))
         return Support(sentence, score, citations, missing, score >= cfg.threshold and not missing)
+
+    def _flips_negation(self, sentence: str, evidence: str) -> bool:
+        """Whether one side negates words the other states without negating them."""
+        return self._negates_what_other_states(sentence, evidence) or self._negates_what_other_states(
+            evidence, sentence
+        )
+
+    def _negates_what_other_states(self, text: str, other: str) -> bool:
+        stated = self._forms.of(content_words(other))
+        negated_there = self._forms.of({w for scope in negation_scopes(other) for w in scope})
+        return any(
+            all(self._forms(w) & stated for w in scope)
+            and not any(self._forms(w) & negated_there for w in scope)
+            for scope in negation_scopes(text)
+        )
 
 
 class WordForms:

@@ -24,10 +24,17 @@ from briefing.llm.hf import TransformersGenerator, dequantized
 from briefing.llm.llamacpp import LlamaCppGenerator
 from briefing.llm.models import packaged_gguf
 from briefing.llm.openai_compat import OpenAIGenerator
-from briefing.llm.scoring import LikelihoodScorer, LlamaCppScorer, TransformersScorer, make_scorer
+from briefing.llm.scoring import (
+    CachedScorer,
+    LikelihoodScorer,
+    LlamaCppScorer,
+    TransformersScorer,
+    make_scorer,
+)
 
 __all__ = [
     "GENERATORS",
+    "CachedScorer",
     "Chat",
     "Completion",
     "FallbackGenerator",

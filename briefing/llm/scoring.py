@@ -12,6 +12,8 @@ after a document) is never cut.
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,6 +135,40 @@ class TransformersScorer:
 
     def _tokens(self, text: str) -> list[int]:
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class CachedScorer:
+    """A `LikelihoodScorer` that keeps what the wrapped one computed in a SQLite file and asks it
+    only for continuations it has not scored after the same context and tail. `key` names the
+    model: scores depend on nothing else, as long as the context fits the window (a context cut
+    to make room for a longer continuation would be cut differently). For benchmarks that rerun
+    the checker with other weights: bench/grounding.py --logprob-cache."""
+
+    def __init__(self, scorer: LikelihoodScorer, path: Path, *, key: str) -> None:
+        self._scorer, self._key = scorer, key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS logprobs (key TEXT PRIMARY KEY, value BLOB)")
+        self.hits = self.misses = 0
+
+    def logprobs(self, context: str, continuations: Sequence[str], tail: str = "") -> list[np.ndarray]:
+        keys = [self._digest(context, tail, c) for c in continuations]
+        query = "SELECT key, value FROM logprobs WHERE key = ?"
+        rows = (self._db.execute(query, (k,)).fetchone() for k in keys)
+        found = dict(row for row in rows if row)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        fresh = self._scorer.logprobs(context, [continuations[i] for i in todo], tail) if todo else []
+        with self._db:
+            for i, values in zip(todo, fresh, strict=True):
+                found[keys[i]] = np.asarray(values, np.float64).tobytes()
+                self._db.execute("INSERT OR REPLACE INTO logprobs VALUES (?, ?)", (keys[i], found[keys[i]]))
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        return [np.frombuffer(found[k], np.float64) for k in keys]
+
+    def _digest(self, context: str, tail: str, continuation: str) -> str:
+        parts = (self._key, context, tail, continuation)
+        return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

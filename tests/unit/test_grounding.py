@@ -10,6 +10,7 @@ from briefing.grounding import (
     Evidence,
     GroundingConfig,
     WordForms,
+    negation_scopes,
     split_sentences,
     stated_facts,
 )
@@ -122,3 +123,31 @@ def test_word_forms_match_across_inflections(embedder: SentenceTransformerEmbedd
 def test_an_unknown_stemmer_language_is_a_clear_error(embedder: SentenceTransformerEmbedder) -> None:
     with pytest.raises(ValueError, match=r"no Snowball stemmer for \['klingon'\]"):
         EmbeddingLexicalChecker(embedder, GroundingConfig(stem_languages=("english", "klingon")))
+
+
+def test_a_negation_negates_the_words_after_it() -> None:
+    assert negation_scopes("The mayor has not resigned yet.") == [["resigned", "yet"]]
+    assert negation_scopes("the septum ring is n't a new trend .") == [["trend"]]  # "new" is a stopword
+    assert negation_scopes("It isn't. He said no.") == []
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        # The negated clause is left out; the rule before the scope flagged this.
+        "Jonjo O'Neill hosted a media visit at his Jackdaws Castle yard on Thursday and praised his horse.",
+        "jonjo o'neill could n't be happier with his horse .",  # tokenized contraction
+    ],
+)
+def test_leaving_out_a_negated_clause_or_tokenizing_a_contraction_flips_nothing(
+    checker: EmbeddingLexicalChecker, sentence: str
+) -> None:
+    evidence = [
+        Evidence(
+            "spo-0020@abc#0",
+            "Jonjo O'Neill hosted a media visit at his Jackdaws Castle yard on Thursday and said he "
+            "couldn't be happier with his horse.",
+        )
+    ]
+    [support] = checker.check([sentence], evidence)
+    assert "negation" not in support.missing

@@ -1,14 +1,15 @@
-"""The `LikelihoodScorer` contract on both scorers, real, on the packaged SmolLM2 GGUF."""
+"""The `LikelihoodScorer` contract on both scorers and the cache, real, on the packaged SmolLM2 GGUF."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from briefing import GeneratorUnavailable, LikelihoodScorer, make_scorer
-from briefing.llm import LlamaCppScorer, TransformersScorer, dequantized, packaged_gguf
+from briefing.llm import CachedScorer, LlamaCppScorer, TransformersScorer, dequantized, packaged_gguf
 from indexing import SentenceTransformerEmbedder
 from server.container import build_checker
 from server.settings import Settings
@@ -30,10 +31,12 @@ def transformers_scorer(model_cache: Path) -> LikelihoodScorer:
     return scorer
 
 
-@pytest.fixture(params=["llamacpp", "transformers"])
-def scorer(request: pytest.FixtureRequest) -> LikelihoodScorer:
-    name = "llamacpp_scorer" if request.param == "llamacpp" else "transformers_scorer"
+@pytest.fixture(params=["llamacpp", "transformers", "cached llamacpp"])
+def scorer(request: pytest.FixtureRequest, tmp_path: Path) -> LikelihoodScorer:
+    name = "transformers_scorer" if request.param == "transformers" else "llamacpp_scorer"
     scorer: LikelihoodScorer = request.getfixturevalue(name)
+    if request.param.startswith("cached"):
+        return CachedScorer(scorer, tmp_path / "logprobs.sqlite", key="llamacpp")
     return scorer
 
 
@@ -79,6 +82,31 @@ def test_llamacpp_agrees_with_the_transformers_reference(
     ):
         assert fast.shape == reference.shape
         assert abs(fast.mean() - reference.mean()) < 0.15
+
+
+class _Counting:
+    def __init__(self, scorer: LikelihoodScorer) -> None:
+        self.scorer, self.asked = scorer, 0
+
+    def logprobs(self, context: str, continuations: Sequence[str], tail: str = "") -> list[np.ndarray]:
+        self.asked += len(continuations)
+        return self.scorer.logprobs(context, continuations, tail)
+
+
+def test_the_cache_asks_only_for_what_it_has_not_scored(
+    llamacpp_scorer: LikelihoodScorer, tmp_path: Path
+) -> None:
+    counting = _Counting(llamacpp_scorer)
+    first = CachedScorer(counting, tmp_path / "logprobs.sqlite", key="llamacpp")
+    [told] = first.logprobs(CONTEXT, [TOLD])
+    again = CachedScorer(counting, tmp_path / "logprobs.sqlite", key="llamacpp")  # a later run
+    cached_told, untold = again.logprobs(CONTEXT, [TOLD, UNTOLD])
+    np.testing.assert_array_equal(cached_told, told)
+    assert untold.mean() < told.mean()
+    assert counting.asked == 2 and (again.hits, again.misses) == (1, 1)
+    other_model = CachedScorer(counting, tmp_path / "logprobs.sqlite", key="another model")
+    other_model.logprobs(CONTEXT, [TOLD])
+    assert counting.asked == 3
 
 
 def test_an_unknown_scorer_is_a_clear_error(tmp_path: Path) -> None:
