@@ -6,9 +6,9 @@ FRANK (research-only articles, read in place) has system summaries of CNN/DM and
 with human factuality scores; a summary counts as unfaithful when its score is below 1. A
 summary's checker score is a soft minimum of its sentences' scores against the whole article
 (`soft_min`: the weakest sentence counts most, the others too); its verdict is "supported" when
-every sentence is. ROC AUC and balanced accuracy are computed separately for
-the CNN/DM and the XSum parts and then averaged (macro): pooled, the parts' different base rates
-make plain word overlap look good. Baselines in the same run: bigram precision of the summary
+every sentence is. ROC AUC and balanced accuracy are computed separately for the CNN/DM and the
+XSum parts and then averaged (macro): pooled, the parts' different base rates make plain word
+overlap look good. Baselines in the same run: bigram precision of the summary
 against the article, and ROUGE-2 (F1) against the reference.
 
 The checker is the shipped one (GroundingConfig defaults, likelihood signal on the packaged

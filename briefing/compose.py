@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from briefing.grounding import Evidence, GroundingChecker
+from briefing.grounding import missing_facts
 from briefing.llm import GenerationError
 from briefing.summaries import Status, Summary, SummarySentence
 from briefing.summarize import Summarizer
@@ -239,7 +239,7 @@ class Composer:
         except GenerationError:
             return fallback
         line = answer[0].text.strip().split("\n")[0].strip(' "')
-        return line if _greeting_ok(line, items, self.summarizer.checker) else fallback
+        return line if _greeting_ok(line, items) else fallback
 
 
 def _source(summary: Summary) -> str:
@@ -250,12 +250,12 @@ def _source(summary: Summary) -> str:
     return str(summary.status.value)
 
 
-def _greeting_ok(line: str, items: Sequence[BriefingItem], checker: GroundingChecker) -> bool:
-    """A greeting may be warm but not factual: every name, number and quote must be in a title."""
+def _greeting_ok(line: str, items: Sequence[BriefingItem]) -> bool:
+    """A greeting may be warm but not factual: every name, number and quote must be in a title.
+    Only that rule applies (no support score: a greeting paraphrases nothing)."""
     if not line or len(line.split()) > 30 or not line.endswith((".", "!")):
         return False  # cut off, or more than a greeting
-    titles = [Evidence(i.article_id, i.title) for i in items]
-    return not checker.check([line], titles)[0].missing
+    return not missing_facts(line, " ".join(i.title for i in items))
 
 
 def _plain_greeting(n: int, since: datetime | None) -> str:

@@ -128,6 +128,21 @@ def stated_facts(sentence: str) -> set[str]:
     return numbers | names | quotes
 
 
+def missing_facts(sentence: str, evidence: str) -> tuple[str, ...]:
+    """The numbers, names and quotes the sentence states that the evidence does not contain:
+    the check's hard rule on its own, without embeddings or an LLM."""
+    return _missing_facts(sentence, _fact_haystack(evidence))
+
+
+def _fact_haystack(evidence: str) -> str:
+    # Numbers are compared as numbers ("1960" is in "the 1960s"), the rest as word sequences.
+    return _normalized(evidence) + " ".join(_numbers(evidence)) + " "
+
+
+def _missing_facts(sentence: str, haystack: str) -> tuple[str, ...]:
+    return tuple(sorted(f for f in stated_facts(sentence) if f" {_normalize(f)} " not in haystack))
+
+
 # The likelihood signal's two framings: the sentence after the evidence, and after nothing.
 EVIDENCE_HEAD = "Article:\n"
 EVIDENCE_TAIL = "\n\nOne-sentence summary of the article above:\n"
@@ -156,9 +171,8 @@ class EmbeddingLexicalChecker:
         vectors = self.embedder.embed_documents([*sentences, *units])
         similarity = vectors[: len(sentences)] @ vectors[len(sentences) :].T
         haystack = " ".join(e.text for e in evidence)
-        # Numbers are compared as numbers ("1960" is in "the 1960s"), the rest as word sequences.
         words = self._forms.of(content_words(haystack))
-        facts = _normalized(haystack) + " ".join(_numbers(haystack)) + " "
+        facts = _fact_haystack(haystack)
         gains = self.likelihood(sentences, evidence) if self.scorer and evidence else None
         return [
             self._support(
@@ -207,7 +221,7 @@ class EmbeddingLexicalChecker:
             likely = 1.0 / (1.0 + np.exp(-(gain - cfg.likelihood_center) / cfg.likelihood_scale))
             score = (1 - cfg.likelihood_weight) * score + cfg.likelihood_weight * likely
         score = float(np.clip(score, 0.0, 1.0))
-        missing = tuple(sorted(f for f in stated_facts(sentence) if f" {_normalize(f)} " not in facts))
+        missing = _missing_facts(sentence, facts)
         best_sentence = units[max(singles, key=lambda i: sims[i])] if sims.size else ""
         paraphrase = meaning >= cfg.negation_similarity
         if sims.size and paraphrase and self._flips_negation(sentence, best_sentence):

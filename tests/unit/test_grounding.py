@@ -10,6 +10,7 @@ from briefing.grounding import (
     Evidence,
     GroundingConfig,
     WordForms,
+    missing_facts,
     negation_scopes,
     split_sentences,
     stated_facts,
@@ -151,3 +152,13 @@ def test_leaving_out_a_negated_clause_or_tokenizing_a_contraction_flips_nothing(
     ]
     [support] = checker.check([sentence], evidence)
     assert "negation" not in support.missing
+
+
+def test_the_fact_rule_alone_needs_no_model() -> None:
+    titles = "Fjordhav buys Nordvik Laks for NOK 4.1 billion Solvik out for four months"
+    assert missing_facts("Good morning: Fjordhav and Nordvik Laks made a deal.", titles) == ()
+    assert missing_facts("Good morning: Fjordhav paid NOK 5 billion, says Kari Berg.", titles) == (
+        "5",
+        "Berg",
+        "Kari",
+    )
