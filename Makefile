@@ -61,8 +61,10 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 	$(BIN)/python bench/grounding.py --data ../shared/datasets/frank --out bench/results/grounding.json \
 		--logprob-cache $(DATA_DIR)/frank_logprobs.sqlite
 	$(BIN)/python bench/llm.py --out bench/results/llm.json
-	$(BIN)/python bench/summaries.py --data ../shared/datasets/xsum --out bench/results/summaries_xsum.json
-	$(BIN)/python bench/summaries.py --data ../shared/datasets/norsumm --out bench/results/summaries_norsumm.json
+	$(BIN)/python bench/summaries.py --data ../shared/datasets/xsum --out bench/results/summaries_xsum.json \
+		--outputs $(DATA_DIR)/summaries_xsum.jsonl
+	$(BIN)/python bench/summaries.py --data ../shared/datasets/norsumm --out bench/results/summaries_norsumm.json \
+		--outputs $(DATA_DIR)/summaries_norsumm.jsonl
 	$(BIN)/python bench/serve.py --database sqlite --out bench/results/serve_sqlite.json
 	$(BIN)/python bench/serve.py --database postgresql --out bench/results/serve_postgresql.json
 

@@ -16,6 +16,10 @@ SmolLM2 through llama.cpp); `checker_without_likelihood` is the same checker wit
 likelihood curve and weight were chosen on FRANK's validation split, so every figure is also
 reported per split: the test split (350 of the 501 articles) is the held-out one.
 
+`floor_sweep` rescores the checker's sentences for several values of `likelihood_floor` (the text
+score under which the likelihood cannot lift a sentence) and reports macro AUC and balanced
+accuracy per split: the shipped floor is the one chosen on the validation split.
+
 `--logprob-cache FILE` keeps the LLM's per-token log-probabilities in a SQLite file, keyed by
 model, context, tail and sentence: they depend on nothing else, so a rerun after a change to how
 the checker combines them (curve, weights, λ, aggregation) skips the LLM, which is most of the
@@ -32,6 +36,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +48,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import machine, write_results
 
-from briefing.grounding import EmbeddingLexicalChecker, Evidence, GroundingConfig, split_sentences
+from briefing.grounding import (
+    EmbeddingLexicalChecker,
+    Evidence,
+    GroundingConfig,
+    Support,
+    combined_score,
+    split_sentences,
+)
 from briefing.llm.scoring import SCORERS, CachedScorer, make_scorer
 from indexing import SentenceTransformerEmbedder
 
 PARTS = ("cnndm", "xsum")
+FLOORS = (0.0, 0.4, 0.45, 0.5, 0.55, 0.6)
 
 
 def main() -> None:
@@ -73,6 +86,8 @@ def main() -> None:
         results["seconds"][name] = round(time.perf_counter() - started, 1)
         results[name] = evaluate(mine, "score", verdict="supported")
         scored = scored or mine
+    if scorer is not None:
+        results["floor_sweep"] = floor_sweep(scored, config)
     results["summaries"] = len(scored)
     if cache is not None:
         results["cached_logprobs"] = {"hits": cache.hits, "misses": cache.misses}
@@ -123,6 +138,7 @@ def score_article(checker: EmbeddingLexicalChecker, row: dict[str, Any]) -> list
                 "faithful": summary["frank_factuality"] >= 1.0,
                 "score": soft_min([s.score for s in mine]),
                 "supported": all(s.supported for s in mine),
+                "sentences": mine,
                 "bigram": bigram_precision(summary["summary"], row["article"]),
                 "rouge2": rouge2(summary["summary"], row["reference"]),
             }
@@ -140,6 +156,30 @@ def soft_min(scores: Sequence[float]) -> float:
     T = 0.1 keeps the weakest sentence decisive, as it is for a reader."""
     values = np.asarray(scores, np.float64)
     return float(-SOFT_MIN_TEMPERATURE * np.log(np.mean(np.exp(-values / SOFT_MIN_TEMPERATURE))))
+
+
+def floor_sweep(scored: list[dict[str, Any]], config: GroundingConfig) -> dict[str, Any]:
+    """Macro AUC and balanced accuracy per split with each floor in FLOORS, from the same
+    sentences' text scores and likelihoods (`combined_score`, as the checker computes them)."""
+    out: dict[str, Any] = {"shipped": config.likelihood_floor}
+    for floor in FLOORS:
+        variant = replace(config, likelihood_floor=floor)
+        rows = [{**r, **_rescored(r["sentences"], variant)} for r in scored]
+        metrics = evaluate(rows, "score", verdict="supported")
+        out[f"{floor:g}"] = {
+            split: {
+                "auc_macro": round(metrics["by_split"][split]["auc_macro"], 4),
+                "balanced_accuracy_macro": round(metrics["by_split"][split]["balanced_accuracy_macro"], 4),
+            }
+            for split in ("validation", "test")
+        }
+    return out
+
+
+def _rescored(sentences: list[Support], config: GroundingConfig) -> dict[str, Any]:
+    scores = [combined_score(s.text_score, s.likelihood, config) for s in sentences]
+    supported = all(x >= config.threshold and not s.missing for x, s in zip(scores, sentences, strict=True))
+    return {"score": soft_min(scores), "supported": supported}
 
 
 def tokens(text: str) -> list[str]:
@@ -206,6 +246,16 @@ def print_table(r: dict[str, Any]) -> None:
             f"{name:<28}{auc['cnndm']:>11.3f}{auc['xsum']:>10.3f}{m['auc_macro']:>11.3f}"
             f"{m['balanced_accuracy_macro']:>15.3f}{m['by_split']['test']['auc_macro']:>23.3f}"
         )
+    if "floor_sweep" in r:
+        sweep = r["floor_sweep"]
+        print(f"\nlikelihood_floor (shipped {sweep['shipped']:g}): macro AUC and balanced accuracy per split")
+        print(f"{'floor':<8}{'AUC val':>9}{'bal.acc val':>13}{'AUC test':>10}{'bal.acc test':>14}")
+        for floor in FLOORS:
+            v, t = sweep[f"{floor:g}"]["validation"], sweep[f"{floor:g}"]["test"]
+            print(
+                f"{floor:<8g}{v['auc_macro']:>9.3f}{v['balanced_accuracy_macro']:>13.3f}"
+                f"{t['auc_macro']:>10.3f}{t['balanced_accuracy_macro']:>14.3f}"
+            )
 
 
 if __name__ == "__main__":

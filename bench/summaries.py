@@ -13,6 +13,11 @@ RAI used for its fine-tuned titler). With NorSumm's three Bokmål references eac
 best reference per measure. Also: the share of generated sentences the grounding check kept,
 the share of articles that fell back to an extractive sentence, seconds per article, and the
 lead sentence of each article as a baseline. XSum and NorSumm licences: see the datasets README.
+
+`--outputs FILE.jsonl` writes every article's outcome for review: the sentences shown (with
+support score, citations, extractive or not) and those the check dropped (with score and
+missing facts). It quotes the articles (extractive fallbacks), so keep it out of the
+repository, e.g. under var/ (the Makefile's choice).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,6 +109,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=300, help="first N articles (XSum protocol: 300)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--outputs", type=Path, help="JSONL: every article's shown and dropped sentences")
     args = parser.parse_args()
 
     name, rows = load(args.data, args.limit)
@@ -150,6 +157,8 @@ def main() -> None:
     }
     print_table(results)
     write_results(results, args.out)
+    if args.outputs:
+        write_outputs(summaries, args.outputs)
 
 
 class Scorer:
@@ -181,6 +190,19 @@ def grounding(summaries: list[Summary]) -> dict[str, float]:
         "extractive_fallback_share": round(sum(s.extractive for s in summaries) / len(summaries), 4),
         "mean_support_shown": round(float(np.mean([x.score for s in summaries for x in s.sentences])), 4),
     }
+
+
+def write_outputs(summaries: list[Summary], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        for s in summaries:
+            record = {
+                "id": s.article_id,
+                "shown": [asdict(x) for x in s.sentences],
+                "dropped": [asdict(x) for x in s.dropped],
+            }
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    print(f"wrote {path}")
 
 
 def print_table(results: dict[str, Any]) -> None:

@@ -17,6 +17,10 @@ The default checker combines up to three signals:
   per token; see `likelihood`). A sentence the evidence does not explain gains little from it,
   whatever its wording; on FRANK's XSum part this is the strongest of the three
   (bench/grounding.py).
+The likelihood can lower any sentence's score but raise only one whose words and meaning reach
+`likelihood_floor`: copied tokens (an id, a name) make a sentence likely after the evidence
+whatever else it says, and once let "The article xsum-34268361 is a great example of how a news
+article can be misleading and untrustworthy." through (bench/summaries.py on XSum).
 A sentence that closely paraphrases an evidence sentence but flips its negation ("has resigned"
 against "has not resigned") is treated like one with a missing fact. What a negation negates is
 taken to be the next two content words: a summary that keeps "hosted a visit" and drops the
@@ -65,6 +69,8 @@ class Evidence:
 class Support:
     sentence: str
     score: float
+    text_score: float  # words and meaning alone, before the likelihood (`combined_score`)
+    likelihood: float | None  # the likelihood signal mapped to [0, 1]; None without a scorer
     citations: tuple[str, ...]
     missing: tuple[str, ...]  # numbers, names and quotes the evidence does not contain
     supported: bool
@@ -95,6 +101,19 @@ class GroundingConfig:
     likelihood_prior_weight: float = 0.6  # λ in log p(s | evidence) - λ·log p(s)
     likelihood_center: float = -0.663
     likelihood_scale: float = 0.462
+    # Under this text score the likelihood cannot lift a sentence (`combined_score`). Chosen on
+    # FRANK's validation split (bench/grounding.py, `floor_sweep`).
+    likelihood_floor: float = 0.5
+
+
+def combined_score(text_score: float, likelihood: float | None, config: GroundingConfig) -> float:
+    """A sentence's support from its text score (words and meaning) and its likelihood, both in
+    [0, 1]. Under `likelihood_floor` the likelihood can only lower the score."""
+    if likelihood is None:
+        return text_score
+    w = config.likelihood_weight
+    score = (1 - w) * text_score + w * likelihood
+    return score if text_score >= config.likelihood_floor else min(score, text_score)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -216,11 +235,11 @@ class EmbeddingLexicalChecker:
         meaning = float(sims.max()) if sims.size else 0.0
         own = content_words(sentence)
         share = sum(bool(self._forms(w) & words) for w in own) / len(own) if own else 1.0
-        score = cfg.meaning_weight * meaning + (1 - cfg.meaning_weight) * share
+        text = float(np.clip(cfg.meaning_weight * meaning + (1 - cfg.meaning_weight) * share, 0.0, 1.0))
+        likely = None
         if gain is not None:
-            likely = 1.0 / (1.0 + np.exp(-(gain - cfg.likelihood_center) / cfg.likelihood_scale))
-            score = (1 - cfg.likelihood_weight) * score + cfg.likelihood_weight * likely
-        score = float(np.clip(score, 0.0, 1.0))
+            likely = float(1.0 / (1.0 + np.exp(-(gain - cfg.likelihood_center) / cfg.likelihood_scale)))
+        score = combined_score(text, likely, cfg)
         missing = _missing_facts(sentence, facts)
         best_sentence = units[max(singles, key=lambda i: sims[i])] if sims.size else ""
         paraphrase = meaning >= cfg.negation_similarity
@@ -228,7 +247,8 @@ class EmbeddingLexicalChecker:
             missing += ("negation",)  # "the mayor has resigned" against "has not resigned"
         near = np.flatnonzero(sims >= meaning - cfg.cite_margin) if sims.size else np.zeros(0, np.int64)
         citations = tuple(dict.fromkeys(c for i in near for c in owners[i]))
-        return Support(sentence, score, citations, missing, score >= cfg.threshold and not missing)
+        supported = score >= cfg.threshold and not missing
+        return Support(sentence, score, text, likely, citations, missing, supported)
 
     def _flips_negation(self, sentence: str, evidence: str) -> bool:
         """Whether one side negates words the other states without negating them."""

@@ -3,12 +3,14 @@
 Every generated sentence is checked against the evidence it was written from. Sentences under
 the threshold, or stating a number, name or quote the evidence lacks, are dropped (and kept
 aside for editors); an item left with nothing falls back to the article's own first sentence,
-marked extractive. Summaries are stored as drafts with the model, prompt and adapter versions,
+marked extractive. Sentences that repeat the prompt or describe the article instead of the news
+are removed before the check. Summaries are stored as drafts with the model, prompt and adapter versions,
 and reused when the same article version is asked for again with the same settings.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,7 +129,7 @@ class Summarizer:
     def _ground(self, request: Request, completion: Completion, seconds: float) -> Summary:
         template, record = request.template, request.record
         points = parse_points(completion.text, template.max_sentences)
-        sentences = [s for p in points for s in split_sentences(p) if not _echo(s, record.article.title)]
+        sentences = [s for p in points for s in split_sentences(p) if not _not_news(s, record.article.title)]
         evidence = [c.evidence() for c in request.evidence]
         supports = self.checker.check(_unique(sentences)[: template.max_sentences], evidence)
         kept = [_sentence(s) for s in supports if s.supported]
@@ -166,10 +168,20 @@ def _sentence(support: Support) -> SummarySentence:
     )
 
 
-def _echo(sentence: str, title: str) -> bool:
-    """Small models repeat the prompt: its title (shown with the item anyway) or its markup."""
+# "the article", "this text", "artikkelen", but not "the text of the bill" or "Article 50".
+_ABOUT_THE_TEXT = re.compile(
+    r"\b(?:the|this) (?:article|text|passage)\b(?! of\b)(?!\s*\d)|\b(?:artikkelen|teksten)\b", re.IGNORECASE
+)
+
+
+def _not_news(sentence: str, title: str) -> bool:
+    """Small models repeat the prompt (its title, shown with the item anyway, or its markup) or
+    describe their input instead of the news ("The article is a great example of ..."): the
+    likelihood signal favours such sentences when they copy the title, and they tell a reader
+    nothing."""
     plain = " ".join(sentence.lower().split()).strip(" .")
-    return plain.startswith(("title:", "<")) or plain == " ".join(title.lower().split()).strip(" .")
+    echo = plain.startswith(("title:", "<")) or plain == " ".join(title.lower().split()).strip(" .")
+    return echo or bool(_ABOUT_THE_TEXT.search(sentence))
 
 
 def _unique(sentences: list[str]) -> list[str]:

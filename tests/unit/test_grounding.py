@@ -10,6 +10,7 @@ from briefing.grounding import (
     Evidence,
     GroundingConfig,
     WordForms,
+    combined_score,
     missing_facts,
     negation_scopes,
     split_sentences,
@@ -162,3 +163,22 @@ def test_the_fact_rule_alone_needs_no_model() -> None:
         "Berg",
         "Kari",
     )
+
+
+def test_the_likelihood_lifts_only_sentences_whose_words_and_meaning_reach_the_floor() -> None:
+    config = GroundingConfig(likelihood_weight=0.5, likelihood_floor=0.5)
+    assert combined_score(0.55, 0.9, config) == pytest.approx(0.725)  # lifted above the threshold
+    assert combined_score(0.45, 0.9, config) == pytest.approx(0.45)  # copied tokens cannot lift it
+    assert combined_score(0.45, 0.1, config) == pytest.approx(0.275)  # but can still lower it
+    assert combined_score(0.45, None, config) == 0.45
+
+
+def test_scores_keep_their_parts(checker: EmbeddingLexicalChecker) -> None:
+    supports = checker.check(
+        ["Fjordhav agreed to buy Nordvik Laks.", "The article is a great example of misleading news."],
+        EVIDENCE,
+    )
+    for support in supports:
+        assert (support.likelihood is None) == (checker.scorer is None)
+        expected = combined_score(support.text_score, support.likelihood, checker.config)
+        assert support.score == pytest.approx(expected)
