@@ -4,8 +4,8 @@ Every generated sentence is checked against the evidence it was written from. Se
 the threshold, or stating a number, name or quote the evidence lacks, are dropped (and kept
 aside for editors); an item left with nothing falls back to the article's own first sentence,
 marked extractive. Sentences that repeat the prompt or describe the article instead of the news
-are removed before the check. Summaries are stored as drafts with the model, prompt and adapter versions,
-and reused when the same article version is asked for again with the same settings.
+are removed before the check. Summaries are stored as drafts with the model, prompt and adapter
+versions, and reused when the same article version is asked for again with the same settings.
 """
 
 from __future__ import annotations
