@@ -31,6 +31,8 @@ from briefing.llm import (
 from briefing.prompts import PROMPTS, PromptRegistry, PromptTemplate, parse_points, untrusted
 from briefing.retrieval import EvidenceChunk, EvidenceRetriever
 from briefing.summaries import (
+    FINAL,
+    REVIEWED,
     FileSummaryStore,
     InMemorySummaryStore,
     Status,
@@ -38,11 +40,13 @@ from briefing.summaries import (
     SummaryRepository,
     SummarySentence,
 )
-from briefing.summarize import Summarizer, SummarizerConfig
+from briefing.summarize import PartlyWritten, Summarizer, SummarizerConfig
 
 __all__ = [
+    "FINAL",
     "GENERATORS",
     "PROMPTS",
+    "REVIEWED",
     "VARIANTS",
     "Briefing",
     "BriefingItem",
@@ -65,6 +69,7 @@ __all__ = [
     "GroundingChecker",
     "GroundingConfig",
     "InMemorySummaryStore",
+    "PartlyWritten",
     "LikelihoodScorer",
     "PromptRegistry",
     "PromptTemplate",

@@ -5,14 +5,18 @@ For each story the recommender picks, the item text is
   newest article adds (evidence: that article; the read ones are named in the prompt);
 - otherwise the article's summary: an approved or edited one if an editor reviewed it, else a
   checked draft when the policy allows drafts, else the article's own first sentence.
-A one-line greeting opens the briefing; it must state no fact absent from the item titles.
-Composed briefings are cached per reader, variant, window and article versions, so a repeat
-visit costs one recommendation and one index lookup.
+Rejected and retracted texts are never used, whatever the policy. A one-line greeting opens the
+briefing; it must state no fact absent from the item titles.
+
+Composing a reader's request (`compose`) never runs the LLM: it uses the texts jobs have already
+written and stored, so a briefing costs one recommendation, one index lookup and a few reads.
+Jobs and the CLI call `compose(..., write=True)`, which first writes the missing drafts and story
+updates (and lets the LLM write the greeting). The service keeps the only cache of composed
+briefings; here only an article version's own first sentence is cached (the same for everyone).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -20,7 +24,7 @@ from typing import Any
 
 from briefing.grounding import missing_facts
 from briefing.llm import GenerationError
-from briefing.summaries import Status, Summary, SummarySentence
+from briefing.summaries import REVIEWED, Status, Summary, SummarySentence
 from briefing.summarize import Summarizer
 from indexing import ArticleRecord
 from recsys import Item, Recommender
@@ -35,8 +39,6 @@ class Variant:
     update_prompt: str = "update"
     greeting_prompt: str = "greeting"
 
-
-CACHE_SIZE = 10_000  # composed briefings kept (least recently used out first)
 
 VARIANTS = {
     v.name: v for v in (Variant("control"), Variant("one-sentence", article_prompt="article-one-sentence"))
@@ -62,7 +64,7 @@ class BriefingItem:
     section: str
     update: bool
     reason: str
-    source: str  # "approved", "edited", "draft", "update" or "extractive"
+    source: str  # "approved", "edited", "draft" or "extractive" (an update is flagged by `update`)
     summary_id: str | None
     model: str | None  # the model that wrote the text; None when copied from the article
     sentences: tuple[SummarySentence, ...]
@@ -103,96 +105,75 @@ class Composer:
         self.summarizer = summarizer
         self.policy = policy or BriefingPolicy()
         self.variants = variants or VARIANTS
-        self._cache: OrderedDict[tuple[Any, ...], Briefing] = OrderedDict()
         # An article version's own first sentence and its check: the same for every reader, and
-        # the costly part of an uncached briefing without LLM text (a retrieval and an embedding).
+        # the costly part of an uncached briefing (a retrieval and an embedding).
         self._extractive: dict[tuple[str, str], tuple[SummarySentence, ...]] = {}
 
     def compose(
-        self, reader_id: str, now: datetime, *, since: datetime | None = None, variant: str = "control"
+        self,
+        reader_id: str,
+        now: datetime,
+        *,
+        since: datetime | None = None,
+        variant: str = "control",
+        write: bool = False,
     ) -> Briefing:
+        """The reader's briefing from stored texts; with `write`, missing texts are generated first."""
         arm = self._variant(variant)
         profile = self.recommender.profile(reader_id, now)
         since = since or profile.last_visit
-        picked = self.recommender.recommend(reader_id, now, k=self.policy.items, since=since)
+        picked = self.recommender.recommend(reader_id, now, k=self.policy.items, since=since, profile=profile)
         versions = self.summarizer.retriever.index.get([i.article_id for i in picked])
-        key = (
-            reader_id,
-            arm.name,
-            since,
-            tuple(
-                (i.article_id, versions[i.article_id].content_hash)
-                for i in picked
-                if i.article_id in versions
-            ),
+        picked = [i for i in picked if i.article_id in versions]  # retracted since the matrix was built
+        reads = {i.article_id: _read(i, profile.history) for i in picked}
+        if write and self.policy.allow_drafts:
+            self._write_missing(picked, reads, arm)
+        items = tuple(
+            self._item(i, versions, self._text(i, versions[i.article_id], reads, arm)) for i in picked
         )
-        if key not in self._cache:
-            items = self._items(picked, versions, profile.history, arm)
-            greeting = self._greeting(items, since, arm)
-            models = tuple(sorted({i.model for i in items if i.model}))
-            self._cache[key] = Briefing(reader_id, now, since, arm.name, self.policy, greeting, items, models)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        return self._cache[key]
+        greeting = self._greeting(items, since, arm, llm=write)
+        models = tuple(sorted({i.model for i in items if i.model}))
+        return Briefing(reader_id, now, since, arm.name, self.policy, greeting, items, models)
 
-    def invalidate(self, article_id: str) -> int:
-        """Forget cached briefings citing this article (it was updated or retracted)."""
-        stale = [k for k, b in self._cache.items() if any(i.article_id == article_id for i in b.items)]
-        for k in stale:
-            del self._cache[k]
+    def invalidate(self, article_id: str) -> None:
+        """Forget the cached own words of an article (it was updated or retracted)."""
         for version in [v for v in self._extractive if v[0] == article_id]:
-            del self._extractive[version]
-        return len(stale)
-
-    def forget_reader(self, reader_id: str) -> None:
-        """Drop a reader's cached briefings (erasure)."""
-        for key in [k for k in self._cache if k[0] == reader_id]:
-            del self._cache[key]
+            self._extractive.pop(version, None)
 
     def _variant(self, name: str) -> Variant:
         if name not in self.variants:
             raise ValueError(f"unknown variant {name!r}; choose one of {sorted(self.variants)}")
         return self.variants[name]
 
-    def _items(
-        self,
-        picked: Sequence[Item],
-        versions: Mapping[str, ArticleRecord],
-        history: Sequence[Any],
-        arm: Variant,
-    ) -> tuple[BriefingItem, ...]:
-        reviewed = {i.article_id: self._reviewed(versions.get(i.article_id), arm) for i in picked}
-        fresh = [i.article_id for i in picked if not i.update and reviewed[i.article_id] is None]
-        drafts = (
-            self.summarizer.summarize(fresh, prompt=arm.article_prompt) if self.policy.allow_drafts else []
-        )
-        by_article = {s.article_id: s for s in drafts}
-        out = []
+    def _write_missing(self, picked: Sequence[Item], reads: Mapping[str, list[str]], arm: Variant) -> None:
+        """Drafts for picked articles that have none, and the story updates (jobs and CLI only)."""
+        fresh = [i.article_id for i in picked if not i.update]
+        self.summarizer.summarize(fresh, prompt=arm.article_prompt)
         for item in picked:
-            if item.update and self.policy.allow_drafts:  # an update is unreviewed generated text
-                read = [h.article.id for h in history if h.story_id == item.story_id]
-                summary = self.summarizer.update(item.article_id, read, prompt=arm.update_prompt)
-            else:
-                summary = reviewed[item.article_id] or by_article.get(item.article_id)
-            out.append(self._item(item, versions, summary))
-        return tuple(out)
+            if item.update:
+                self.summarizer.update(item.article_id, reads[item.article_id], prompt=arm.update_prompt)
 
-    def _reviewed(self, current: ArticleRecord | None, arm: Variant) -> Summary | None:
-        """An editor-approved (or edited) summary of this article version, by the arm's prompt."""
-        if current is None:
-            return None
+    def _text(
+        self, item: Item, current: ArticleRecord, reads: Mapping[str, list[str]], arm: Variant
+    ) -> Summary | None:
+        """The text to show for an item, or None for the article's own words."""
+        if item.update:
+            update = self.summarizer.stored_update(item.article_id, reads[item.article_id], arm.update_prompt)
+            if update is not None and self._shows(update):
+                return update
         prompt = self.summarizer.prompts.get(arm.article_prompt).id
-        return next(
-            (
-                s
-                for s in self.summarizer.store.find(current.article.id)
-                if s.status in (Status.APPROVED, Status.EDITED)
-                and s.prompt == prompt
-                and s.content_hash == current.content_hash
-            ),
-            None,
-        )
+        mine = [
+            s
+            for s in self.summarizer.store.find(current.article.id)
+            if s.kind == "article" and s.prompt == prompt and s.content_hash == current.content_hash
+        ]
+        reviewed = [s for s in mine if s.status in REVIEWED]
+        return next(iter(reviewed), None) or next((s for s in mine if self._shows(s)), None)
+
+    def _shows(self, summary: Summary) -> bool:
+        """Whether this policy lets a reader see the summary: reviewed, or a draft where drafts may
+        show; rejected and retracted text never."""
+        return summary.status in REVIEWED or (summary.status is Status.DRAFT and self.policy.allow_drafts)
 
     def _item(
         self, item: Item, versions: Mapping[str, ArticleRecord], summary: Summary | None
@@ -225,9 +206,11 @@ class Composer:
             self._extractive[version] = tuple(self.summarizer.extractive(record.article, chunks))
         return self._extractive[version]
 
-    def _greeting(self, items: Sequence[BriefingItem], since: datetime | None, arm: Variant) -> str:
+    def _greeting(
+        self, items: Sequence[BriefingItem], since: datetime | None, arm: Variant, *, llm: bool
+    ) -> str:
         fallback = _plain_greeting(len(items), since)
-        if not items or not self.policy.llm_greeting:
+        if not items or not llm or not self.policy.llm_greeting:
             return fallback
         template = self.summarizer.prompts.get(arm.greeting_prompt)
         topics = "; ".join(i.title for i in items)
@@ -243,11 +226,13 @@ class Composer:
 
 
 def _source(summary: Summary) -> str:
-    if summary.extractive:
-        return "extractive"
-    if summary.kind == "update":
-        return "update"
-    return str(summary.status.value)
+    """How the reader's page labels the text: reviewed (approved, edited), a draft, or quoted."""
+    return "extractive" if summary.extractive else str(summary.status.value)
+
+
+def _read(item: Item, history: Sequence[Any]) -> list[str]:
+    """The articles of this item's story the reader has read (for a story update)."""
+    return [h.article.id for h in history if h.story_id == item.story_id] if item.update else []
 
 
 def _greeting_ok(line: str, items: Sequence[BriefingItem]) -> bool:

@@ -1,11 +1,17 @@
 """Generated summaries, their review status and provenance, and where they are kept.
 
 `SummaryRepository` contract (tests/unit/test_summary_store.py runs it on every store):
-- `put(summary)` stores or replaces a summary by id, atomically (a crash leaves the old copy);
-- `get(id)` returns it or None; `find(article_id)` every summary of an article, newest first;
+- `put(summary)` stores a new draft, or replaces a stored *draft* of the same id (its version goes
+  up by one), atomically (a crash leaves the old copy); a summary with a decision is never
+  replaced by a draft: the stored one is kept and returned. `put` returns what is stored;
+- `decide(summary, expected_version)` stores an editor's decision only if the stored summary is
+  still at `expected_version` and not final (rejected or retracted); it returns the stored summary
+  (version + 1), or None when the state changed meanwhile (a conflict: the editor saw another state);
+- `get(id)` returns it or None; `find(article_id)` every summary of exactly that article, newest first;
 - `by_status(status)` the summaries in a review state, oldest first (the editors' queue).
-`FileSummaryStore` keeps one JSON file per summary (the CLI without a database);
-`server.stores.SqlSummaryStore` is the service's.
+A decision is final: rejected and retracted summaries are never shown to readers nor decided again.
+`FileSummaryStore` keeps one JSON file per summary (benchmarks without a database);
+`server.stores.SqlSummaryStore` is the service's and the CLI's.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 
 class Status(StrEnum):
@@ -27,7 +35,11 @@ class Status(StrEnum):
     APPROVED = "approved"
     EDITED = "edited"
     REJECTED = "rejected"
-    RETRACTED = "retracted"  # its article was retracted: never shown again
+    RETRACTED = "retracted"  # its article was retracted or replaced: never shown again
+
+
+FINAL = frozenset({Status.REJECTED, Status.RETRACTED})  # no decision changes these
+REVIEWED = frozenset({Status.APPROVED, Status.EDITED})  # an editor vouched for the text
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class Summary:
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
     original_text: str | None = None  # the generated text, once an editor has changed it
+    reason: str | None = None  # why an editor rejected it
+    version: int = 0  # goes up with every change; a decision names the version the editor saw
 
     @property
     def text(self) -> str:
@@ -70,8 +84,14 @@ class Summary:
     def extractive(self) -> bool:
         return all(s.extractive for s in self.sentences)
 
-    def with_status(self, status: Status, by: str | None = None, at: datetime | None = None) -> Summary:
-        return replace(self, status=status, reviewed_by=by, reviewed_at=at)
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    def with_status(
+        self, status: Status, by: str | None = None, at: datetime | None = None, reason: str | None = None
+    ) -> Summary:
+        return replace(self, status=status, reviewed_by=by, reviewed_at=at, reason=reason)
 
     def edited(self, sentences: tuple[SummarySentence, ...], by: str, at: datetime) -> Summary:
         """An editor's rewrite; the first generated text is kept as `original_text`."""
@@ -134,18 +154,45 @@ def summary_id(
 
 
 class SummaryRepository(Protocol):
-    def put(self, summary: Summary) -> None: ...
+    def put(self, summary: Summary) -> Summary: ...
+    def decide(self, summary: Summary, expected_version: int) -> Summary | None: ...
     def get(self, summary_id: str) -> Summary | None: ...
     def find(self, article_id: str) -> list[Summary]: ...
     def by_status(self, status: Status) -> list[Summary]: ...
 
 
+def merged_draft(stored: Summary | None, draft: Summary) -> Summary:
+    """What `put` keeps: the new draft (one version up), or the stored summary if it has a decision."""
+    if stored is None:
+        return replace(draft, version=0)
+    if stored.status is not Status.DRAFT:
+        return stored
+    return replace(draft, version=stored.version + 1)
+
+
+def decided(stored: Summary | None, summary: Summary, expected_version: int) -> Summary | None:
+    """What `decide` keeps, or None on a conflict."""
+    if stored is None or stored.final or stored.version != expected_version:
+        return None
+    return replace(summary, version=expected_version + 1)
+
+
 @dataclass
 class InMemorySummaryStore:
     items: dict[str, Summary] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def put(self, summary: Summary) -> None:
-        self.items[summary.id] = summary
+    def put(self, summary: Summary) -> Summary:
+        with self._lock:
+            kept = self.items[summary.id] = merged_draft(self.items.get(summary.id), summary)
+            return kept
+
+    def decide(self, summary: Summary, expected_version: int) -> Summary | None:
+        with self._lock:
+            kept = decided(self.items.get(summary.id), summary, expected_version)
+            if kept is not None:
+                self.items[summary.id] = kept
+            return kept
 
     def get(self, summary_id: str) -> Summary | None:
         return self.items.get(summary_id)
@@ -159,27 +206,49 @@ class InMemorySummaryStore:
 
 
 class FileSummaryStore:
-    """One JSON file per summary under `root/<article id>/`; writes go through a rename."""
+    """One JSON file per summary under `root/<article id>/`; writes go through an fsynced
+    temporary file and a rename, under a lock (one process: benchmarks, not the service)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
 
-    def put(self, summary: Summary) -> None:
+    def put(self, summary: Summary) -> Summary:
+        with self._lock:
+            kept = merged_draft(self.get(summary.id), summary)
+            self._write(kept)
+            return kept
+
+    def decide(self, summary: Summary, expected_version: int) -> Summary | None:
+        with self._lock:
+            kept = decided(self.get(summary.id), summary, expected_version)
+            if kept is not None:
+                self._write(kept)
+            return kept
+
+    def _write(self, summary: Summary) -> None:
         folder = self.root / _safe(summary.article_id)
         folder.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(summary.to_json(), out, ensure_ascii=False, indent=1)
+            out.flush()
+            os.fsync(out.fileno())  # the rename must not reach the disk before the data
         os.replace(tmp, folder / f"{_safe(summary.id)}.json")
 
     def get(self, summary_id: str) -> Summary | None:
         article_id = summary_id.rsplit("--", 1)[0]
         path = self.root / _safe(article_id) / f"{_safe(summary_id)}.json"
-        return _load(path) if path.is_file() else None
+        found = _load(path) if path.is_file() else None
+        return found if found is not None and found.id == summary_id else None
 
     def find(self, article_id: str) -> list[Summary]:
-        found = [_load(p) for p in (self.root / _safe(article_id)).glob("*.json")]
+        found = [
+            s
+            for p in (self.root / _safe(article_id)).glob("*.json")
+            if (s := _load(p)).article_id == article_id
+        ]
         return sorted(found, key=lambda s: s.created_at, reverse=True)
 
     def by_status(self, status: Status) -> list[Summary]:
@@ -194,4 +263,5 @@ def _load(path: Path) -> Summary:
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """A file name for an id, one to one ("x:1" and "x_1" stay apart; no "..")."""
+    return quote(name, safe="-_")

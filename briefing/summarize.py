@@ -6,6 +6,8 @@ aside for editors); an item left with nothing falls back to the article's own fi
 marked extractive. Sentences that repeat the prompt or describe the article instead of the news
 are removed before the check. Summaries are stored as drafts with the model, prompt and adapter
 versions, and reused when the same article version is asked for again with the same settings.
+Articles are written one at a time and each summary is stored as soon as it is checked, so a
+failure (a timeout, say) loses only its own article: `PartlyWritten` carries the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from briefing.grounding import GroundingChecker, Support, split_sentences
-from briefing.llm import Completion, Generator
+from briefing.llm import Completion, GenerationError, Generator
 from briefing.prompts import PROMPTS, PromptRegistry, PromptTemplate, parse_points, untrusted
 from briefing.retrieval import EvidenceChunk, EvidenceRetriever
 from briefing.summaries import Summary, SummaryRepository, SummarySentence, summary_id
@@ -33,6 +35,15 @@ class SummarizerConfig:
     # About 900 tokens: the top of a news article carries its facts, and on a CPU reading the
     # prompt is the slow part (bench/llm.py: 2.1 s to the first token for 1,500 prompt tokens).
     max_input_chars: int = 3500
+
+
+class PartlyWritten(GenerationError):
+    """Some summaries could not be written; `done` holds those that were (already stored)."""
+
+    def __init__(self, done: list[Summary], failed: dict[str, GenerationError]) -> None:
+        reasons = "; ".join(f"{article}: {error}" for article, error in failed.items())
+        super().__init__(f"{len(failed)} of {len(done) + len(failed)} summaries failed: {reasons}")
+        self.done, self.failed = done, failed
 
 
 @dataclass(frozen=True)
@@ -55,10 +66,14 @@ class Summarizer:
         *,
         prompts: PromptRegistry = PROMPTS,
         config: SummarizerConfig | None = None,
+        quote_checker: GroundingChecker | None = None,
     ) -> None:
         self.generator = generator
         self.retriever = retriever
         self.checker = checker
+        # The article's own sentences need no likelihood signal (an LLM pass each): readers'
+        # requests check them with `quote_checker` when one is given.
+        self.quote_checker = quote_checker or checker
         self.store = store
         self.prompts = prompts
         self.config = config or SummarizerConfig()
@@ -80,6 +95,21 @@ class Summarizer:
         self, article_id: str, read: Sequence[str], *, prompt: str | None = None, refresh: bool = False
     ) -> Summary | None:
         """What `article_id` adds to a story for a reader who read the articles in `read`."""
+        request = self._update_request(article_id, read, prompt)
+        if request is None:
+            return None
+        evidence = self.retriever.article(article_id, request.record.article.title)
+        return self._run([Request(request.record, evidence, request.template, request.basis)], refresh)[0]
+
+    def stored_update(
+        self, article_id: str, read: Sequence[str], prompt: str | None = None
+    ) -> Summary | None:
+        """The update `update` would return, if it has been written; never runs the LLM."""
+        request = self._update_request(article_id, read, prompt)
+        return None if request is None else self.store.get(self._id(request))
+
+    def _update_request(self, article_id: str, read: Sequence[str], prompt: str | None) -> Request | None:
+        """An update's request without its evidence (enough to name the summary)."""
         template = self.prompts.get(prompt or self.config.update_prompt)
         records = self.retriever.index.get([article_id, *read])
         if article_id not in records:
@@ -87,22 +117,26 @@ class Summarizer:
         basis = tuple(
             sorted((records[a] for a in read if a in records), key=lambda r: r.article.published_at)
         )
-        evidence = self.retriever.article(article_id, records[article_id].article.title)
-        return self._run([Request(records[article_id], evidence, template, basis)], refresh)[0]
+        return Request(records[article_id], [], template, basis)
 
     def _run(self, requests: list[Request], refresh: bool) -> list[Summary]:
-        ids = [self._id(r) for r in requests]
-        cached = {} if refresh else {i: s for i in ids if (s := self.store.get(i)) is not None}
-        todo = [r for r, i in zip(requests, ids, strict=True) if i not in cached]
+        done: dict[str, Summary] = {}
+        failed: dict[str, GenerationError] = {}
+        for request in requests:
+            stored = None if refresh else self.store.get(self._id(request))
+            try:
+                done[request.record.article.id] = stored or self._write(request)
+            except GenerationError as exc:
+                failed[request.record.article.id] = exc
+        if failed:
+            raise PartlyWritten(list(done.values()), failed)
+        return list(done.values())
+
+    def _write(self, request: Request) -> Summary:
         start = time.monotonic()
-        chats = [r.template.render(**self._fields(r)) for r in todo]
-        params = todo[0].template.params if todo else None
-        completions = self.generator.generate(chats, params, self.config.adapter) if params else []
-        for request, completion in zip(todo, completions, strict=True):
-            summary = self._ground(request, completion, (time.monotonic() - start) / len(todo))
-            self.store.put(summary)
-            cached[summary.id] = summary
-        return [cached[i] for i in ids]
+        chat = request.template.render(**self._fields(request))
+        (completion,) = self.generator.generate([chat], request.template.params, self.config.adapter)
+        return self.store.put(self._ground(request, completion, time.monotonic() - start))
 
     def _id(self, request: Request) -> str:
         record = request.record
@@ -155,7 +189,7 @@ class Summarizer:
         """The article's first sentence (its lead, when it has one), with its support and citation."""
         first = (split_sentences(article.lead or "") or split_sentences(article.body) or [article.title])[0]
         evidence = [c.evidence() for c in chunks]
-        support = self.checker.check([first], evidence)[0] if evidence else None
+        support = self.quote_checker.check([first], evidence)[0] if evidence else None
         citations = (
             support.citations if support and support.citations else tuple(c.chunk_id for c in chunks[:1])
         )

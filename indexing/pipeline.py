@@ -170,6 +170,10 @@ def reindex(
 
     Until the switch, searches use the old generation; if this dies midway the old generation
     keeps serving and the partial one is removed by the next re-index. Story ids are kept.
+    Writes made while it copies (ingest, updates, retractions) are not lost: before the switch
+    the new generation catches up with the old one, the last time holding the index's lock, so
+    no write lands between the last catch-up and the switch (embedded mode; a Qdrant server has
+    no lock across processes, and a write in that last instant is the one case left).
     Returns the number of articles re-indexed.
     """
     if not index.exists():
@@ -177,21 +181,46 @@ def reindex(
     staged = index.new_generation(embedder.dim)
     done = 0
     for batch in tqdm(_batches(index.scroll(), batch_size), desc="reindex", disable=not progress):
-        stories = {r.article.id: r.story_id for r in batch}
-        items = [
+        _copy(staged, batch, embedder, chunker)
+        done += len(batch)
+        if on_batch:
+            on_batch(done)
+    for _ in range(5):  # writes keep coming: catch up while they do, without blocking them
+        if not _catch_up(index, staged, embedder, chunker):
+            break
+    with index.locked():
+        _catch_up(index, staged, embedder, chunker)
+        index.promote(staged)
+    return index.count()[0]
+
+
+def _copy(
+    staged: QdrantIndex, records: Sequence[ArticleRecord], embedder: Embedder, chunker: Chunker
+) -> None:
+    stories = {r.article.id: r.story_id for r in records}
+    staged.upsert(
+        [
             IndexedArticle(
                 ArticleRecord(a, a.content_hash(), stories[a.id], len(chunks), _mean_unit(vectors)),
                 chunks,
                 vectors,
             )
-            for a, chunks, vectors in _embed([r.article for r in batch], chunker, embedder)
+            for a, chunks, vectors in _embed([r.article for r in records], chunker, embedder)
         ]
-        staged.upsert(items)
-        done += len(batch)
-        if on_batch:
-            on_batch(done)
-    index.promote(staged)
-    return done
+    )
+
+
+def _catch_up(index: QdrantIndex, staged: QdrantIndex, embedder: Embedder, chunker: Chunker) -> int:
+    """Make `staged` hold what `index` holds now; returns how many articles differed."""
+    current = {r.article.id: r for r in index.scroll()}
+    copied = {r.article.id: r.content_hash for r in staged.scroll()}
+    gone = [a for a in copied if a not in current]
+    changed = [r for a, r in current.items() if copied.get(a) != r.content_hash]
+    if gone:
+        staged.delete(gone)
+    for start in range(0, len(changed), 256):
+        _copy(staged, changed[start : start + 256], embedder, chunker)
+    return len(gone) + len(changed)
 
 
 def _embed(

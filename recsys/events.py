@@ -2,8 +2,9 @@
 
 `Event` is validated on the way in like articles are. `EventRepository` is the storage protocol
 (contract: tests/unit/test_event_repository_contract.py), small so the service can swap in SQL:
-- `add(events)` stores a batch all or nothing, idempotent by `event_id` (a retried batch is not
-  counted twice); it returns how many events were new;
+- `add(events)` stores a batch all or nothing, idempotent by (`reader_id`, `event_id`) (a retried
+  batch is not counted twice; two readers' clients may pick the same ids); it returns how many
+  events were new;
 - `for_reader(reader_id)` returns a reader's events in time order;
 - `all_events(since)` iterates every event at or after `since` (popularity, training);
 - `record_visit` / `last_visit` keep when a reader last saw their briefing.
@@ -15,7 +16,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Protocol, Self
@@ -27,6 +28,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -58,6 +60,16 @@ class Event(BaseModel):
     article_id: ArticleId
     at: AwareDatetime
     dwell_s: Annotated[float, Field(ge=0, le=MAX_DWELL_S)] | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _has_a_utc_time(cls, at: datetime) -> datetime:
+        # Events are stored and compared in UTC: 0001-01-01T00:30+01:00 has no UTC time (a 500).
+        try:
+            at.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the time leaves the calendar (years 1-9999) in UTC") from None
+        return at
 
     @model_validator(mode="after")
     def _dwell_only_on_reads(self) -> Self:
@@ -109,7 +121,7 @@ class InMemoryEventStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_id: dict[str, Event] = {}
+        self._by_id: dict[tuple[str, str], Event] = {}
         self._by_reader: dict[str, list[Event]] = {}
         self._visits: dict[str, datetime] = {}
 
@@ -122,7 +134,7 @@ class InMemoryEventStore:
     def _apply(self, events: Iterable[Event]) -> None:
         touched: set[str] = set()
         for event in events:
-            self._by_id[event.event_id] = event
+            self._by_id[(event.reader_id, event.event_id)] = event
             self._by_reader.setdefault(event.reader_id, []).append(event)
             touched.add(event.reader_id)
         for reader in touched:
@@ -186,10 +198,11 @@ class JsonlEventStore(InMemoryEventStore):
             os.fsync(out.fileno())
 
 
-def _unseen(events: Sequence[Event], seen: dict[str, Event]) -> list[Event]:
-    """Events not stored yet, first occurrence of each id in the batch."""
-    fresh: dict[str, Event] = {}
+def _unseen(events: Sequence[Event], seen: dict[tuple[str, str], Event]) -> list[Event]:
+    """Events not stored yet, first occurrence of each (reader, id) in the batch."""
+    fresh: dict[tuple[str, str], Event] = {}
     for event in events:
-        if event.event_id not in seen:
-            fresh.setdefault(event.event_id, event)
+        key = (event.reader_id, event.event_id)
+        if key not in seen:
+            fresh.setdefault(key, event)
     return list(fresh.values())

@@ -7,9 +7,11 @@ items with a reason ("because you read ...").
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from recsys.candidates import ArticleInfo, CandidateMatrix, Floats, Ints, popula
 from recsys.events import EventRepository, EventType
 from recsys.profiles import Profile, ProfileConfig, build_profile
 from recsys.rankers import Impression, Ranker, make_ranker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,61 +71,103 @@ def top_diverse(scores: Floats, vectors: np.ndarray, k: int, pool: int, diversit
     return [int(top[p]) for p in mmr(scores[top], vectors[top], k, diversity)]
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What requests score against: a candidate matrix and the rankers fitted for it. Swapped
+    whole (one attribute write), so a request that took one never sees half of the next."""
+
+    matrix: CandidateMatrix
+    rankers: Mapping[str, Ranker]
+
+
 class Recommender:
-    """Owns the candidate matrix (swap it with `refresh`) and the fitted rankers."""
+    """Owns the serving snapshot (swap it with `refresh` and `use_ranker`) and fits rankers."""
 
     def __init__(
         self, matrix: CandidateMatrix, events: EventRepository, config: RecsysConfig = RecsysConfig()
     ) -> None:
-        self.matrix = matrix
         self.events = events
         self.config = config
-        self._rankers: dict[str, Ranker] = {}
+        self._serving = Serving(matrix, {})
 
-    def refresh(self, matrix: CandidateMatrix, now: datetime) -> None:
-        """Swap in a new matrix (after ingest) with popularity from recent clicks."""
+    @property
+    def matrix(self) -> CandidateMatrix:
+        return self._serving.matrix
+
+    def refresh(self, matrix: CandidateMatrix, now: datetime, fit: Sequence[str] = ()) -> None:
+        """Swap in a new matrix (after ingest) with popularity from recent clicks; the rankers in
+        `fit` are fitted on it first, so no request waits for a fit (one that fails keeps the
+        ranker serving now)."""
         matrix.set_popularity(self.events.all_events(), now, self.config.popularity_half_life_hours)
-        self.matrix = matrix
-        self._rankers.clear()
+        rankers = {name: self._fit_or_keep(name, matrix) for name in fit}
+        self._serving = Serving(matrix, {k: v for k, v in rankers.items() if v is not None})
 
-    def lookup(self, ids: Sequence[str]) -> Mapping[str, ArticleInfo]:
-        return {i: self.matrix.infos[self.matrix.row[i]] for i in ids if i in self.matrix.row}
+    def lookup(self, ids: Sequence[str], matrix: CandidateMatrix | None = None) -> Mapping[str, ArticleInfo]:
+        m = matrix or self.matrix
+        return {i: m.infos[m.row[i]] for i in ids if i in m.row}
 
-    def profile(self, reader_id: str, now: datetime) -> Profile:
+    def profile(self, reader_id: str, now: datetime, matrix: CandidateMatrix | None = None) -> Profile:
+        m = matrix or self.matrix
         events = [e for e in self.events.for_reader(reader_id) if e.at <= now]
         last_visit = self.events.last_visit(reader_id)
-        return build_profile(reader_id, events, self.lookup, now, last_visit, self.config.profile)
+        lookup = partial(self.lookup, matrix=m)
+        return build_profile(reader_id, events, lookup, now, last_visit, self.config.profile)
 
     def ranker(self, name: str) -> Ranker:
-        if name not in self._rankers:
-            ranker = make_ranker(name)
-            ranker.fit(self.training_impressions(), self.matrix)
-            self._rankers[name] = ranker
-        return self._rankers[name]
+        """The serving ranker of this name, fitted now if it has not been (at startup).
+
+        A fit that fails (bad data in the logs) must not take the service down: the `content`
+        ranker, which learns nothing from the logs, serves under this name until a refit works."""
+        serving = self._serving
+        if name in serving.rankers:
+            return serving.rankers[name]
+        ranker = self._fit_or_keep(name, serving.matrix)
+        if ranker is None:
+            ranker = make_ranker("content")
+            ranker.fit([], serving.matrix)
+        self.use_ranker(name, ranker)
+        return ranker
 
     def use_ranker(self, name: str, ranker: Ranker) -> None:
         """Swap in a ranker fitted elsewhere (a scheduled refit), so requests never wait for a fit."""
-        self._rankers[name] = ranker
+        serving = self._serving
+        self._serving = Serving(serving.matrix, {**serving.rankers, name: ranker})
 
-    def training_impressions(self) -> list[Impression]:
+    def fit(self, name: str, matrix: CandidateMatrix | None = None) -> Ranker:
+        """A new ranker fitted on the current impressions (raises if the data cannot be used)."""
+        m = matrix or self.matrix
+        ranker = make_ranker(name)
+        ranker.fit(self.training_impressions(m), m)
+        return ranker
+
+    def _fit_or_keep(self, name: str, matrix: CandidateMatrix) -> Ranker | None:
+        try:
+            return self.fit(name, matrix)
+        except Exception:  # data the fit cannot use: keep what serves, and say so in the log
+            log.exception("fitting the %s ranker failed; the previous one keeps serving", name)
+            return self._serving.rankers.get(name)
+
+    def training_impressions(self, matrix: CandidateMatrix | None = None) -> list[Impression]:
         """Each reader's impressions, grouped by moment, with the reader's profile just before."""
+        m = matrix or self.matrix
         by_reader: dict[str, list[tuple[datetime, str]]] = {}
         clicked: set[tuple[str, str]] = set()
         for e in self.events.all_events():
-            if e.type is EventType.IMPRESSION and e.article_id in self.matrix.row:
+            if e.type is EventType.IMPRESSION and e.article_id in m.row:
                 by_reader.setdefault(e.reader_id, []).append((e.at, e.article_id))
             elif e.type is EventType.CLICK:
                 clicked.add((e.reader_id, e.article_id))
         events = list(self.events.all_events())
         half_life = self.config.popularity_half_life_hours
+        lookup = partial(self.lookup, matrix=m)
         out: list[Impression] = []
         for reader_id, shown in by_reader.items():
             history = self.events.for_reader(reader_id)
             for at in sorted({at for at, _ in shown}):
-                ids = [a for t, a in shown if t == at]
+                ids = list(dict.fromkeys(a for t, a in shown if t == at))  # one row per article
                 before = [e for e in history if e.at < at]
-                profile = build_profile(reader_id, before, self.lookup, at, None, self.config.profile)
-                rows = np.array([self.matrix.row[a] for a in ids], dtype=np.int64)
+                profile = build_profile(reader_id, before, lookup, at, None, self.config.profile)
+                rows = np.array([m.row[a] for a in ids], dtype=np.int64)
                 labels = np.array([(reader_id, a) in clicked for a in ids], dtype=np.int64)
                 index = {a: n for n, a in enumerate(ids)}
                 clicks, exposure = popularity_at(index, events, at.timestamp(), half_life)
@@ -136,20 +182,27 @@ class Recommender:
         k: int | None = None,
         ranker: str | None = None,
         since: datetime | None = None,
+        profile: Profile | None = None,
     ) -> list[Item]:
-        """Stories modified since `since` (default: the reader's last visit, or a day back)."""
-        profile = self.profile(reader_id, now)
+        """Stories modified since `since` (default: the reader's last visit, or a day back).
+        All of it is scored against one serving snapshot."""
+        name = ranker or self.config.ranker
+        scorer = self.ranker(name)
+        serving = self._serving
+        profile = profile or self.profile(reader_id, now, serving.matrix)
         since = since or profile.last_visit or now - timedelta(hours=self.config.first_visit_hours)
-        rows = self.matrix.candidates(since, now, profile.story_read_at, profile.languages)
-        return self.rank(profile, rows, now, k=k or self.config.k, ranker=ranker or self.config.ranker)
+        rows = serving.matrix.candidates(since, now, profile.story_read_at, profile.languages)
+        return self.rank(profile, rows, now, k=k or self.config.k, scorer=scorer, matrix=serving.matrix)
 
-    def rank(self, profile: Profile, rows: Ints, now: datetime, *, k: int, ranker: str) -> list[Item]:
-        scores = self.ranker(ranker).score(profile, self.matrix, rows, now.timestamp())
-        picked = top_diverse(scores, self.matrix.vectors[rows], k, self.config.pool, self.config.diversity)
-        return [self._item(profile, int(rows[p]), float(scores[p])) for p in picked]
+    def rank(
+        self, profile: Profile, rows: Ints, now: datetime, *, k: int, scorer: Ranker, matrix: CandidateMatrix
+    ) -> list[Item]:
+        scores = scorer.score(profile, matrix, rows, now.timestamp())
+        picked = top_diverse(scores, matrix.vectors[rows], k, self.config.pool, self.config.diversity)
+        return [self._item(profile, matrix, int(rows[p]), float(scores[p])) for p in picked]
 
-    def _item(self, profile: Profile, row: int, score: float) -> Item:
-        info = self.matrix.infos[row]
+    def _item(self, profile: Profile, matrix: CandidateMatrix, row: int, score: float) -> Item:
+        info = matrix.infos[row]
         update = info.story_id in profile.story_read_at
         return Item(
             story_id=info.story_id,

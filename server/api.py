@@ -13,7 +13,9 @@ from anyio import to_thread
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.plugins.prometheus import PrometheusController
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
@@ -22,9 +24,18 @@ from briefing import Status, Summary
 from server.auth import allow
 from server.jobs import Jobs
 from server.review import Review, ReviewItem
+from server.schema import EventIn, NoNul, as_record, problems
 from server.service import Actor, Service
 
 MAX_BATCH = 1000
+# What every route may answer besides its own: a NUL in the path or query (400, server.hardening),
+# no or a bad token (401), the wrong role or a forged browser write (403), the rate limit (429).
+ANY = problems(400, 401, 403, 429)
+BODY = problems(413, 415)  # routes taking a JSON body
+NOT_READY = ResponseSpec(dict[str, str], description="Some check failed: each names its state.")
+# The summary version the editor saw (from the queue or the summary): a decision applies only if
+# the summary is still at it. Without it, the decision applies to the summary as it is now.
+SeenVersion = Annotated[int | None, QueryParameter(ge=0, description="the summary version you decided on")]
 
 
 class Strict(BaseModel):
@@ -34,7 +45,7 @@ class Strict(BaseModel):
 class EventBatch(Strict):
     """Events are validated one by one (recsys.Event); a bad one rejects the whole batch."""
 
-    events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class EventsStored(BaseModel):
@@ -43,11 +54,11 @@ class EventsStored(BaseModel):
 
 
 class EditRequest(Strict):
-    text: Annotated[str, Field(min_length=1, max_length=4000)]
+    text: Annotated[str, Field(min_length=1, max_length=4000), NoNul]
 
 
 class RejectRequest(Strict):
-    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+    reason: Annotated[str, Field(min_length=1, max_length=1000), NoNul]
 
 
 class ArticlePush(Strict):
@@ -67,7 +78,7 @@ class ReaderApi(Controller):
     guards = [allow("reader")]
     tags = ["reader"]
 
-    @get("/briefing")
+    @get("/briefing", responses={**ANY, **problems(503)})
     async def briefing(
         self, request: Request[Any, Any, Any], service: NamedDependency[Service]
     ) -> Response[dict[str, Any]]:
@@ -79,12 +90,12 @@ class ReaderApi(Controller):
             served = await to_thread.run_sync(service.briefing, reader)
         return Response(served.body, headers={"X-Briefing-Cache": "hit" if served.cached else "miss"})
 
-    @post("/events", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post("/events", sync_to_thread=True, status_code=HTTP_200_OK, responses={**ANY, **BODY})
     def events(
         self, request: Request[Any, Any, Any], data: JSONBody[EventBatch], service: NamedDependency[Service]
     ) -> EventsStored:
         """Store a batch of your events; a retried batch (same event ids) is not counted twice."""
-        stored, duplicates = service.record_events(_actor(request), data.events)
+        stored, duplicates = service.record_events(_actor(request), [as_record(e) for e in data.events])
         return EventsStored(stored=stored, duplicates=duplicates)
 
 
@@ -93,43 +104,67 @@ class ReviewApi(Controller):
     guards = [allow("editor")]
     tags = ["editor"]
 
-    @get("/queue", sync_to_thread=True)
+    @get("/queue", sync_to_thread=True, responses=ANY)
     def queue(
         self, review: NamedDependency[Review], status: FromQuery[Status] = Status.DRAFT
     ) -> list[dict[str, Any]]:
         """Summaries waiting for a decision (or in another review state), oldest first."""
         return [_brief(s) for s in review.queue(status)]
 
-    @get("/summaries/{summary_id:str}", sync_to_thread=True)
+    @get("/summaries/{summary_id:str}", sync_to_thread=True, responses={**ANY, **problems(404)})
     def summary(self, review: NamedDependency[Review], summary_id: FromPath[str]) -> dict[str, Any]:
         """One summary with each sentence's support score and the evidence it cites."""
         return _review_item(review.item(summary_id))
 
-    @post("/summaries/{summary_id:str}/approve", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post(
+        "/summaries/{summary_id:str}/approve",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses={**ANY, **problems(404, 409)},
+    )
     def approve(
-        self, request: Request[Any, Any, Any], review: NamedDependency[Review], summary_id: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        review: NamedDependency[Review],
+        summary_id: FromPath[str],
+        version: SeenVersion = None,
     ) -> dict[str, Any]:
-        return _brief(review.approve(_actor(request), summary_id))
+        """Approve the summary as shown (`version`); 409 if it changed since or was rejected."""
+        return _brief(review.approve(_actor(request), summary_id, version))
 
-    @post("/summaries/{summary_id:str}/edit", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post(
+        "/summaries/{summary_id:str}/edit",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses={**ANY, **BODY, **problems(404, 409, 503)},
+    )
     def edit(
         self,
         request: Request[Any, Any, Any],
         review: NamedDependency[Review],
         summary_id: FromPath[str],
         data: JSONBody[EditRequest],
+        version: SeenVersion = None,
     ) -> dict[str, Any]:
-        return _review_item(review.item(review.edit(_actor(request), summary_id, data.text).id))
+        """Replace the text (each sentence is checked again); 409 if it changed since `version`."""
+        return _review_item(review.item(review.edit(_actor(request), summary_id, data.text, version).id))
 
-    @post("/summaries/{summary_id:str}/reject", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post(
+        "/summaries/{summary_id:str}/reject",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses={**ANY, **BODY, **problems(404, 409)},
+    )
     def reject(
         self,
         request: Request[Any, Any, Any],
         review: NamedDependency[Review],
         summary_id: FromPath[str],
         data: JSONBody[RejectRequest],
+        version: SeenVersion = None,
     ) -> dict[str, Any]:
-        return _brief(review.reject(_actor(request), summary_id, data.reason))
+        """Reject for good, with the reason; 409 if it changed since `version`."""
+        return _brief(review.reject(_actor(request), summary_id, data.reason, version))
 
 
 class AdminApi(Controller):
@@ -137,7 +172,7 @@ class AdminApi(Controller):
     guards = [allow("admin")]
     tags = ["admin"]
 
-    @post("/articles", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post("/articles", sync_to_thread=True, status_code=HTTP_200_OK, responses={**ANY, **BODY})
     def push(
         self, request: Request[Any, Any, Any], service: NamedDependency[Service], data: JSONBody[ArticlePush]
     ) -> dict[str, Any]:
@@ -145,28 +180,43 @@ class AdminApi(Controller):
         report = service.push_articles(_actor(request), data.articles)
         return {"new": report.new, "updated": report.updated, "unchanged": report.unchanged}
 
-    @delete("/articles/{article_id:str}", sync_to_thread=True, status_code=HTTP_200_OK)
+    @delete(
+        "/articles/{article_id:str}",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses={**ANY, **problems(404)},
+    )
     def retract(
         self, request: Request[Any, Any, Any], service: NamedDependency[Service], article_id: FromPath[str]
     ) -> dict[str, int]:
         """Retract an article: out of the index, its summaries retired, cached briefings dropped."""
         return service.retract(_actor(request), article_id)
 
-    @delete("/readers/{reader_id:str}", sync_to_thread=True, status_code=HTTP_200_OK)
+    @delete(
+        "/readers/{reader_id:str}",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses={**ANY, **problems(404)},
+    )
     def erase(
         self, request: Request[Any, Any, Any], service: NamedDependency[Service], reader_id: FromPath[str]
     ) -> dict[str, int]:
         """Erase a reader: events, profile and visits, served and cached briefings."""
         return service.erase(_actor(request), reader_id)
 
-    @get("/jobs", sync_to_thread=True)
+    @get("/jobs", sync_to_thread=True, responses={**ANY, **problems(503)})
     def jobs(
         self, jobs: NamedDependency[Jobs], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50
     ) -> dict[str, Any]:
         """The scheduled jobs and their recent runs (failures with their errors)."""
         return {"jobs": jobs.describe(), "runs": jobs.runs(limit=limit)}
 
-    @post("/jobs/{name:str}/run", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post(
+        "/jobs/{name:str}/run",
+        sync_to_thread=True,
+        status_code=HTTP_200_OK,
+        responses={**ANY, **problems(404, 503)},
+    )
     def run_job(
         self, request: Request[Any, Any, Any], jobs: NamedDependency[Jobs], name: FromPath[str]
     ) -> dict[str, Any]:
@@ -178,24 +228,35 @@ class AdminApi(Controller):
 
 
 class Probes(Controller):
+    """Public: no token (an empty security requirement overrides the app's bearer one)."""
+
     tags = ["operations"]
+    security = [{}]
 
     @get("/health")
     async def health(self) -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
 
-    @get("/ready", sync_to_thread=True)
+    @get("/ready", sync_to_thread=True, responses={503: NOT_READY})
     def ready(self, service: NamedDependency[Service], state: State) -> Response[dict[str, Any]]:
         """Index, database and model all answer (HTTP 503 otherwise)."""
         checks = {
             "index": _check(lambda: service.indexer.index.count()[0] >= 0),
             "database": _check(lambda: _ping(service)),
-            "model": _check(lambda: bool(service.summarizer.generator.model)),
+            "model": _check(service.summarizer.generator.ready),
             "scheduler": "ok" if state.get("scheduler_running") else "not running",
         }
         ok = all(v == "ok" for k, v in checks.items() if k != "scheduler")
         return Response(checks, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+class Metrics(PrometheusController):
+    """Prometheus metrics, for the admin role only: per-route counts and timings show who uses
+    what and when. A scraper sends an admin token (`briefing token prometheus --role admin`)."""
+
+    guards = [allow("admin")]
+    tags = ["operations"]
 
 
 def _ping(service: NamedDependency[Service]) -> bool:

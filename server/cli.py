@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from briefing import PROMPTS, VARIANTS, Briefing, GenerationError, Summarizer, Summary
+from briefing import PROMPTS, VARIANTS, Briefing, GenerationError, PartlyWritten, Summarizer, Summary
 from indexing import Hit, Indexer, IndexUnavailable, SearchFilter, open_source, pairwise_scores
 from indexing import reindex as run_reindex
 from recsys import RANKERS, Item, load_readers
@@ -145,10 +145,38 @@ def stories(since: datetime | None, min_size: int, threads: Path | None) -> None
 @main.command()
 @click.argument("article_ids", nargs=-1, required=True)
 def retract(article_ids: tuple[str, ...]) -> None:
-    """Remove articles and all their chunks from the index (a retraction)."""
-    with _indexer() as indexer:
-        removed = indexer.retract(article_ids)
-    click.echo(f"retracted {removed} of {len(article_ids)} articles")
+    """Retract articles, as the admin API does: out of the index, their summaries retired for
+    good (never shown, never decided again), briefings citing them dropped."""
+    from server.service import Actor, NotFound
+
+    with _service() as service:
+        for article_id in article_ids:
+            try:
+                done = service.retract(Actor(_operator(), "admin"), article_id)
+            except NotFound as exc:
+                click.echo(f"{article_id}: {exc}", err=True)
+                continue
+            click.echo(f"retracted {article_id}: {done['summaries']} summaries retired")
+
+
+@contextmanager
+def _service() -> Iterator[Any]:
+    """The service's parts on this machine's DATA_DIR (the same stores `briefing serve` uses)."""
+    from server.container import build_service
+
+    try:
+        service = build_service(Settings.from_env())
+    except (IndexUnavailable, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        yield service
+    finally:
+        service.close()
+        service.indexer.index.close()
+
+
+def _operator() -> str:
+    return os.environ.get("USER") or "cli"
 
 
 @main.command()
@@ -220,17 +248,26 @@ def _print_items(items: list[Item], explain: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the stored summaries as JSON lines.")
 def summarize(article_ids: tuple[str, ...], prompt: str, refresh: bool, as_json: bool) -> None:
     """Write grounded draft summaries of ARTICLE_IDS with the configured LLM (LLM_BACKEND) and
-    store them for review; every sentence shows its support score and cited chunks."""
+    store them for review; every sentence shows its support score and cited chunks. Each summary
+    is stored as soon as it is written: one that fails (an LLM timeout, say) loses only itself."""
     settings = Settings.from_env()
-    with _indexer() as indexer, _llm_errors():
-        summaries = build_summarizer(settings, indexer).summarize(
-            list(article_ids), prompt=prompt, refresh=refresh
-        )
-    missing = set(article_ids) - {s.article_id for s in summaries}
+    failed: dict[str, Exception] = {}
+    with _indexer() as indexer:
+        try:
+            summaries = build_summarizer(settings, indexer).summarize(
+                list(article_ids), prompt=prompt, refresh=refresh
+            )
+        except PartlyWritten as partial:
+            summaries, failed = partial.done, dict(partial.failed)
+        except GenerationError as exc:
+            raise click.ClickException(f"LLM: {exc}") from exc
+    missing = set(article_ids) - {s.article_id for s in summaries} - set(failed)
     for summary in summaries:
         click.echo(json.dumps(summary.to_json(), ensure_ascii=False) if as_json else _summary_text(summary))
-    if missing:
-        raise click.ClickException(f"not in the index: {', '.join(sorted(missing))}")
+    problems = [f"{a}: LLM: {e}" for a, e in failed.items()]
+    problems += [f"not in the index: {', '.join(sorted(missing))}"] if missing else []
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 @main.command()
@@ -246,15 +283,24 @@ def summarize(article_ids: tuple[str, ...], prompt: str, refresh: bool, as_json:
     help="Experiment arm: which prompts write the text.",
 )
 @click.option("--now", callback=_parse_time, help="Compose as of this ISO time (default: now).")
+@click.option(
+    "--write",
+    is_flag=True,
+    help="First write the missing drafts and story updates with the LLM, as the service's jobs do "
+    "(without it: what the service would show now, from stored texts).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the briefing as JSON.")
-def brief(reader: str, since: datetime | None, variant: str, now: datetime, as_json: bool) -> None:
+def brief(
+    reader: str, since: datetime | None, variant: str, now: datetime, write: bool, as_json: bool
+) -> None:
     """READER's briefing: the stories picked for them since their last visit, each with a grounded
-    summary (or, for a story they follow, what is new), citations and links."""
+    summary (or, for a story they follow, what is new), citations and links. It reads the same
+    stores as the service (DATABASE_URL), so editors' decisions show here too."""
     settings = Settings.from_env()
     with _indexer() as indexer, _llm_errors():
         recommender = build_recommender(settings, indexer, build_event_store(settings), now)
         composer = build_composer(settings, recommender, build_summarizer(settings, indexer))
-        briefing = composer.compose(reader, now, since=since, variant=variant)
+        briefing = composer.compose(reader, now, since=since, variant=variant, write=write)
     click.echo(
         json.dumps(briefing.to_json(), ensure_ascii=False, indent=1) if as_json else _briefing_text(briefing)
     )
@@ -287,7 +333,7 @@ def demo(query: str, reader: str) -> None:
             _print_items(recommender.recommend(who, DEMO_NOW, k=5), explain=True)
         summarizer = build_summarizer(settings, indexer)
         _demo_summaries(summarizer, grouped)
-        briefing = build_composer(settings, recommender, summarizer).compose(reader, DEMO_NOW)
+        briefing = build_composer(settings, recommender, summarizer).compose(reader, DEMO_NOW, write=True)
     click.echo(f"\n{_briefing_text(briefing)}")
 
 

@@ -10,7 +10,6 @@ from briefing import (
     Composer,
     EmbeddingLexicalChecker,
     EvidenceRetriever,
-    FileSummaryStore,
     Generator,
     Summarizer,
     SummarizerConfig,
@@ -19,10 +18,12 @@ from briefing import (
     make_scorer,
 )
 from indexing import Chunker, Embedder, Indexer, QdrantIndex, SentenceTransformerEmbedder
-from recsys import CandidateMatrix, EventRepository, JsonlEventStore, Recommender
+from recsys import CandidateMatrix, EventRepository, Recommender
 from server.settings import Settings
 
 if TYPE_CHECKING:  # the service pulls in SQLAlchemy; CLI commands that do not need it stay light
+    from sqlalchemy import Engine
+
     from server.jobs import Jobs
     from server.service import Service
 
@@ -51,19 +52,28 @@ def build_indexer(settings: Settings, embedder: SentenceTransformerEmbedder | No
     return Indexer(index, embedder, build_chunker(settings, embedder), settings.stories)
 
 
-def build_event_store(settings: Settings) -> JsonlEventStore:
-    return JsonlEventStore(settings.data_dir / "events.jsonl")
-
-
 def build_recommender(
     settings: Settings, indexer: Indexer, events: EventRepository, now: datetime
 ) -> Recommender:
-    """A recommender over the articles modified in the recent window, popularity as of `now`."""
-    since = now - timedelta(days=settings.recsys_window_days)
-    matrix = CandidateMatrix.from_index(indexer.index, indexer.embedder.dim, since)
+    """A recommender over the articles modified in the recent window, popularity as of `now`,
+    with the configured ranker fitted (a fit that fails is logged and a fallback serves)."""
+    matrix = candidates(settings, indexer, now)
     recommender = Recommender(matrix, events, settings.recsys)
-    recommender.refresh(matrix, now)
+    recommender.refresh(matrix, now, fit=[settings.recsys.ranker])
+    recommender.ranker(settings.recsys.ranker)  # the fallback, if that fit failed
     return recommender
+
+
+def candidates(settings: Settings, indexer: Indexer, now: datetime) -> CandidateMatrix:
+    since = now - timedelta(days=settings.recsys_window_days)
+    return CandidateMatrix.from_index(indexer.index, indexer.embedder.dim, since)
+
+
+def refresh_recommender(
+    settings: Settings, indexer: Indexer, recommender: Recommender, now: datetime
+) -> None:
+    """A new candidate matrix with the configured ranker fitted on it, swapped in whole."""
+    recommender.refresh(candidates(settings, indexer, now), now, fit=[settings.recsys.ranker])
 
 
 def build_generator(settings: Settings) -> Generator:
@@ -80,8 +90,9 @@ def build_summarizer(
         generator or build_generator(settings),
         EvidenceRetriever(indexer.index, indexer.embedder),
         build_checker(settings, indexer.embedder),
-        store or FileSummaryStore(settings.data_dir / "summaries"),
+        store or build_summary_store(settings),
         config=SummarizerConfig(adapter=settings.llm_adapter),
+        quote_checker=EmbeddingLexicalChecker(indexer.embedder, settings.grounding),
     )
 
 
@@ -94,6 +105,28 @@ def build_checker(settings: Settings, embedder: Embedder) -> EmbeddingLexicalChe
         threads=settings.llm.threads,
     )
     return EmbeddingLexicalChecker(embedder, grounding, scorer)
+
+
+def build_engine(settings: Settings) -> Engine:
+    """The SQL database (DATABASE_URL, SQLite under DATA_DIR by default), migrated to the newest
+    schema: the service and the CLI read and write the same stores."""
+    from server.db import connect, migrate
+
+    engine = connect(settings.database_url)
+    migrate(engine)
+    return engine
+
+
+def build_event_store(settings: Settings, engine: Engine | None = None) -> EventRepository:
+    from server.stores import SqlEventStore
+
+    return SqlEventStore(engine or build_engine(settings))
+
+
+def build_summary_store(settings: Settings, engine: Engine | None = None) -> SummaryRepository:
+    from server.stores import SqlSummaryStore
+
+    return SqlSummaryStore(engine or build_engine(settings))
 
 
 def build_composer(settings: Settings, recommender: Recommender, summarizer: Summarizer) -> Composer:
@@ -114,12 +147,10 @@ def build_service(
 ) -> Service:
     """Everything the service runs on: SQL storage (migrated to the newest schema), the index,
     the recommender over the recent window, the summarizer and the composer."""
-    from server.db import connect, migrate
     from server.service import Service
     from server.stores import Readers, SqlEventStore, SqlSummaryStore
 
-    engine = connect(settings.database_url)
-    migrate(engine)
+    engine = build_engine(settings)
     indexer = indexer or build_indexer(settings)
     clock = build_clock(settings)
     events, summaries = SqlEventStore(engine), SqlSummaryStore(engine)
@@ -127,11 +158,7 @@ def build_service(
     summarizer = build_summarizer(settings, indexer, generator, summaries)
 
     def refresh(now: datetime) -> None:
-        since = now - timedelta(days=settings.recsys_window_days)
-        recommender.refresh(CandidateMatrix.from_index(indexer.index, indexer.embedder.dim, since), now)
-        recommender.ranker(settings.recsys.ranker)  # fit now, not in the next reader's request
-
-    recommender.ranker(settings.recsys.ranker)
+        refresh_recommender(settings, indexer, recommender, now)
 
     return Service(
         engine=engine,
@@ -166,7 +193,12 @@ def build_jobs(settings: Settings, service: Service) -> Jobs:
             "draft summaries of new articles",
             j.summarize_new(config.summarize_per_run),
         ),
-        j.JobSpec("precompute-briefings", hour, "compose active readers' next briefing", j.precompute),
+        j.JobSpec(
+            "precompute-briefings",
+            hour,
+            "write active readers' missing texts and compose their next briefing",
+            j.precompute(),
+        ),
         j.JobSpec(
             "collect-garbage", 600, "a full garbage collection off the request path", j.collect_garbage
         ),

@@ -64,9 +64,11 @@ class ReaderRow(Base):
 
 
 class EventRow(Base):
+    """A reader's event; event ids are the client's, unique per reader (idempotent retries)."""
+
     __tablename__ = "events"
+    reader_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    reader_id: Mapped[str] = mapped_column(String(100), index=True)
     type: Mapped[str] = mapped_column(String(20))
     article_id: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(index=True)
@@ -93,6 +95,8 @@ class SummaryRow(Base):
     reviewed_by: Mapped[str | None] = mapped_column(String(100))
     reviewed_at: Mapped[datetime | None]
     original_text: Mapped[str | None] = mapped_column(Text)  # the generated text an editor changed
+    reason: Mapped[str | None] = mapped_column(Text)  # why it was rejected
+    version: Mapped[int] = mapped_column(Integer, default=0)  # optimistic concurrency for decisions
 
 
 class BriefingRow(Base):

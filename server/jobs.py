@@ -3,7 +3,8 @@
 Every run is a row in `job_runs` (start, end, outcome, error, what it did). A failed run is retried
 with exponential backoff up to `retries` times, each retry its own row, and the admin endpoint
 lists them. One scheduler per deployment: the process holding the leader lock (a PostgreSQL
-advisory lock, or a file lock under DATA_DIR for SQLite) schedules; others only serve. Jobs call
+advisory lock, or a file lock under DATA_DIR for SQLite) schedules; the others serve and keep
+trying the lock, so one of them takes over when the leader dies or loses it (`Jobs`). Jobs call
 the same `Service` methods the API and CLI use, so their writes are the same atomic ones.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,13 +23,22 @@ from typing import IO, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
+from briefing import GenerationError
 from indexing import Article, open_source
-from recsys import make_ranker
 from server.service import NotFound, Service
 
 log = logging.getLogger(__name__)
-ADVISORY_KEY = 0x6272_6965_66  # "brief": one scheduler per database
+# "brie" and the schema: one scheduler per deployment, and deployments (or test runs) that share a
+# PostgreSQL database in separate schemas do not block each other. Advisory locks are per database.
+ADVISORY_KEY = 0x6272_6965
+_TRY_LOCK = text("select pg_try_advisory_lock(:k, hashtext(current_schema()))")
+_UNLOCK = text("select pg_advisory_unlock(:k, hashtext(current_schema()))")
+_HOLDS = text(
+    "select exists(select 1 from pg_locks where locktype = 'advisory' and granted"
+    " and pid = pg_backend_pid() and classid = :k)"
+)
 
 
 @dataclass(frozen=True)
@@ -38,22 +50,32 @@ class JobSpec:
 
 
 class Leader:
-    """Whether this process schedules: first to take the lock wins; it is held until `release`."""
+    """The lock that makes one process per deployment the scheduler.
+
+    PostgreSQL: a session-level advisory lock on a connection of its own, in autocommit mode so it
+    never sits "idle in transaction" (an open transaction would keep VACUUM from removing dead rows
+    for the process lifetime). The lock lives exactly as long as that session, so `held()` asks
+    the server through the same connection: a terminated backend or a restarted server fails the
+    query, and the lock is then presumed lost. SQLite: an flock on DATA_DIR/scheduler.lock, which
+    the kernel drops when the process dies.
+    """
 
     def __init__(self, engine: Engine, lock_dir: Path) -> None:
         self.engine, self.lock_dir = engine, lock_dir
         self._held: Connection | IO[str] | None = None
 
+    @property
+    def path(self) -> Path:
+        return self.lock_dir / "scheduler.lock"
+
     def acquire(self) -> bool:
+        """Takes the lock if it is free; whether this process holds it now (also if it already did)."""
+        if self._held is not None:
+            return self.held()
         if self.engine.dialect.name == "postgresql":
-            connection = self.engine.connect()
-            if connection.execute(text("select pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar():
-                self._held = connection
-                return True
-            connection.close()
-            return False
+            return self._acquire_advisory()
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-        handle = (self.lock_dir / "scheduler.lock").open("w")
+        handle = self.path.open("w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -62,16 +84,67 @@ class Leader:
         self._held = handle
         return True
 
-    def release(self) -> None:
+    def _acquire_advisory(self) -> bool:
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            won = bool(connection.execute(_TRY_LOCK, {"k": ADVISORY_KEY}).scalar())
+        except BaseException:
+            connection.close()
+            raise
+        if not won:
+            connection.close()
+            return False
+        self._held = connection
+        return True
+
+    def held(self) -> bool:
+        """Whether this process still holds the lock, by one cheap look; a lost lock is let go."""
+        if self._held is None:
+            return False
         if isinstance(self._held, Connection):
-            self._held.execute(text("select pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
-            self._held.close()
-        elif self._held is not None:
-            self._held.close()  # closing drops the flock
-        self._held = None
+            try:
+                holds = bool(self._held.execute(_HOLDS, {"k": ADVISORY_KEY}).scalar())
+            except SQLAlchemyError as exc:  # a terminated backend, a restarted server, no network
+                log.warning("the scheduler lock's connection failed: %s", str(exc).splitlines()[0])
+                holds = False
+        else:
+            holds = self._same_file(self._held)
+        if not holds:
+            self.release()
+        return holds
+
+    def _same_file(self, handle: IO[str]) -> bool:
+        """An flock is on the file, not its name: if the file was removed or replaced, another
+        process can lock the new one, so this one must stop counting on its lock."""
+        try:
+            return os.fstat(handle.fileno()).st_ino == self.path.stat().st_ino
+        except OSError:
+            return False
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if isinstance(held, Connection):
+            try:
+                held.execute(_UNLOCK, {"k": ADVISORY_KEY})
+            except SQLAlchemyError:
+                held.invalidate()  # the session is gone, and its lock with it
+            held.close()
+        elif held is not None:
+            held.close()  # closing drops the flock
 
 
 class Jobs:
+    """The scheduler and its records. Every process competes for the leader lock: the winner
+    schedules, the others keep trying every `leader_check_s` and take over when it is free; the
+    leader checks the lock as often and stops scheduling the moment it is lost (runs in flight
+    finish on their threads; nothing new starts), then competes again. Manual runs (`run_now`)
+    run in any process.
+
+    A new leader marks the scheduled runs a dead leader left `running` as `abandoned`, and every
+    leader does so for any run still `running` after `stale_after_s` (a manual run whose process
+    died): only the leader schedules, so no live process will end those rows.
+    """
+
     def __init__(
         self,
         service: Service,
@@ -80,42 +153,48 @@ class Jobs:
         retries: int = 3,
         backoff_s: float = 30.0,
         lock_dir: Path = Path("var"),
+        leader_check_s: float = 5.0,
+        stale_after_s: float = 6 * 3600.0,
     ) -> None:
         self.service = service
         self.specs = {s.name: s for s in specs}
         self.retries, self.backoff_s = retries, backoff_s
-        self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True})
+        self.leader_check_s, self.stale_after_s = leader_check_s, stale_after_s
+        self.scheduler = self._scheduler()
         self.leader = Leader(service.engine, lock_dir)
         self._busy = {name: threading.Lock() for name in self.specs}
+        self._state = threading.Lock()  # leadership changes: the watcher thread, start and stop
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._in_flight: set[int] = set()  # this process's runs: never abandoned by it
+        self._swept = 0.0  # when this leader last looked for stale runs (monotonic)
         for spec in specs:
             service.runs.register(spec.name, spec.every_s, spec.description)
 
     @property
     def running(self) -> bool:
+        """Whether this process schedules now (it holds the leader lock)."""
         return bool(self.scheduler.running)
 
     def start(self) -> bool:
-        """Schedule every job if this process is the leader; returns whether it is."""
-        if not self.leader.acquire():
-            log.info("another process runs the scheduler; this one only serves")
-            return False
-        for spec in self.specs.values():
-            if spec.every_s > 0:
-                self.scheduler.add_job(
-                    self._run,
-                    "interval",
-                    seconds=spec.every_s,
-                    args=[spec.name, 1, "schedule"],
-                    id=spec.name,
-                    max_instances=1,
-                )
-        self.scheduler.start()
-        return True
+        """Competes for the leader lock, now and every `leader_check_s` from then on; returns
+        whether this process leads now."""
+        self._stopping.clear()
+        self._step()
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="jobs-leader", daemon=True)
+            self._watcher.start()
+        return self.running
 
     def stop(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
-        self.leader.release()
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
+        with self._state:
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=True)
+            self.leader.release()
 
     def run_now(self, name: str) -> dict[str, Any]:
         if name not in self.specs:
@@ -140,9 +219,74 @@ class Jobs:
         job = self.scheduler.get_job(name) if self.scheduler.running else None
         return job.next_run_time.isoformat() if job and job.next_run_time else None
 
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.leader_check_s):
+            self._step()
+
+    def _step(self) -> None:
+        """One look at the lock: a leader that lost it stops, a process that wins it leads."""
+        with self._state:
+            try:
+                if not self.running:
+                    if self.leader.acquire():
+                        self._lead()
+                elif not self.leader.held():
+                    self._follow()
+                elif time.monotonic() - self._swept > min(600.0, self.stale_after_s / 4):
+                    self._sweep(scheduled_too=False)
+            except Exception:  # the database may be down for a while: keep watching
+                log.exception(
+                    "the scheduler's leader check failed; trying again in %.0f s", self.leader_check_s
+                )
+
+    def _lead(self) -> None:
+        self._sweep(scheduled_too=True)
+        self.scheduler = self._scheduler()
+        for spec in self.specs.values():
+            if spec.every_s > 0:
+                self.scheduler.add_job(
+                    self._run,
+                    "interval",
+                    seconds=spec.every_s,
+                    args=[spec.name, 1, "schedule"],
+                    id=spec.name,
+                    max_instances=1,
+                )
+        self.scheduler.start()
+        log.info("this process now runs the scheduler")
+
+    def _follow(self) -> None:
+        log.warning("the scheduler's leader lock was lost; this process stops scheduling")
+        self.scheduler.shutdown(wait=False)  # runs in flight finish; their retries are not scheduled
+
+    def _sweep(self, *, scheduled_too: bool) -> None:
+        """Marks runs no live process will finish as abandoned (see the class docstring)."""
+        keep = set(self._in_flight)
+        runs, at = self.service.runs, datetime.now(UTC)
+        marked = runs.abandon(
+            at - timedelta(seconds=self.stale_after_s),
+            keep=keep,
+            reason=f"abandoned: still running after {self.stale_after_s:.0f} s",
+        )
+        if scheduled_too:
+            marked += runs.abandon(
+                at,
+                triggers=("schedule", "retry"),
+                keep=keep,
+                reason="abandoned: the scheduler that started it stopped before it ended",
+            )
+        if marked:
+            log.warning("marked %d job runs abandoned", marked)
+        self._swept = time.monotonic()
+
+    def _scheduler(self) -> BackgroundScheduler:
+        # a fresh one per term as leader: apscheduler 3 keeps a stopped scheduler's jobs pending
+        return BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True})
+
     def _run(self, name: str, attempt: int, trigger: str) -> dict[str, Any]:
         with self._busy[name]:  # a manual run waits for a scheduled one of the same job
             run_id = self.service.runs.start(name, attempt, trigger)
+            self._in_flight.add(run_id)
             try:
                 detail = self.specs[name].run(self.service)
             except Exception as exc:
@@ -152,13 +296,16 @@ class Jobs:
                 self._retry(name, attempt)
             else:
                 self.service.runs.finish(run_id, "ok", None, detail)
-        return self.service.runs.runs(name, limit=1)[0] | {"id": run_id}
+            finally:
+                self._in_flight.discard(run_id)
+        return self.service.runs.get(run_id)
 
     def _retry(self, name: str, attempt: int) -> None:
-        if attempt > self.retries or not self.scheduler.running:
+        scheduler = self.scheduler  # a leader that loses the lock meanwhile retries nothing
+        if attempt > self.retries or not scheduler.running:
             return
         delay = self.backoff_s * 2 ** (attempt - 1)
-        self.scheduler.add_job(
+        scheduler.add_job(
             self._run,
             "date",
             run_date=datetime.now(UTC) + timedelta(seconds=delay),
@@ -190,31 +337,42 @@ def refresh_candidates(service: Service) -> dict[str, Any]:
 
 
 def refit_ranker(service: Service) -> dict[str, Any]:
-    """Fit on the current impressions beside the serving ranker, then swap it in."""
+    """Fit on the current impressions beside the serving ranker, then swap it in; a fit that
+    fails leaves the serving ranker in place (the run fails and is retried)."""
     recommender = service.recommender
     name = recommender.config.ranker
-    impressions = recommender.training_impressions()
-    ranker = make_ranker(name)
-    ranker.fit(impressions, recommender.matrix)
-    recommender.use_ranker(name, ranker)
-    return {"ranker": name, "impressions": len(impressions)}
+    matrix = recommender.matrix
+    recommender.use_ranker(name, recommender.fit(name, matrix))
+    return {"ranker": name, "candidates": len(matrix.infos)}
 
 
-def summarize_new(limit: int) -> Callable[[Service], dict[str, Any]]:
-    """Drafts for the newest articles in the candidate window whose current version has none."""
+def summarize_new(limit: int, budget_s: float = 300.0) -> Callable[[Service], dict[str, Any]]:
+    """Drafts for the newest articles in the candidate window whose current version has none,
+    one at a time and outside every service lock (readers, retractions and reviews never wait
+    for it); the run stops starting new articles after `budget_s`."""
 
     def run(service: Service) -> dict[str, Any]:
+        deadline = time.monotonic() + budget_s
         infos = sorted(service.recommender.matrix.infos, key=lambda i: i.article.published_at, reverse=True)
-        todo = [i.article for i in infos if not _has_summary(service, i.article)][:limit]
-        for article in todo:  # one at a time, so readers' briefings interleave with the LLM
-            with service.compose_lock:
+        todo = [i.article for i in infos if not has_summary(service, i.article)][:limit]
+        done = failed = 0
+        for article in todo:
+            if time.monotonic() > deadline:
+                break
+            try:
                 service.summarizer.summarize([article.id])
-        return {"summarized": len(todo), "waiting": max(0, len(infos) - len(todo))}
+            except GenerationError as exc:
+                log.warning("summarize-new: %s", exc)
+                failed += 1
+                continue
+            service.retire_stale(article.id)  # retracted or replaced while the LLM wrote
+            done += 1
+        return {"summarized": done, "failed": failed, "waiting": max(0, len(todo) - done - failed)}
 
     return run
 
 
-def _has_summary(service: Service, article: Article) -> bool:
+def has_summary(service: Service, article: Article) -> bool:
     current = article.content_hash()
     return any(s.content_hash == current and s.kind == "article" for s in service.summaries.find(article.id))
 
@@ -227,8 +385,14 @@ def collect_garbage(service: Service) -> dict[str, Any]:
     return {"collected": gc.collect()}
 
 
-def precompute(service: Service) -> dict[str, Any]:
-    return service.precompute()
+def precompute(budget_s: float = 600.0) -> Callable[[Service], dict[str, Any]]:
+    """Active readers' next briefings, their missing drafts and story updates written first;
+    the run stops starting readers after `budget_s` (the next run goes on)."""
+
+    def run(service: Service) -> dict[str, Any]:
+        return service.precompute(deadline=time.monotonic() + budget_s)
+
+    return run
 
 
 def retention(events_days: float, briefings_days: float) -> Callable[[Service], dict[str, Any]]:

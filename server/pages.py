@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 from litestar.params import FromPath, FromQuery, URLEncodedBody
@@ -25,15 +25,36 @@ from server.service import Actor, Service
 _WORD = re.compile(r"(\w+)")
 
 
+class Form(BaseModel):
+    """A posted page form: only its own fields, plus the CSRF token that server.hardening checks."""
+
+    model_config = ConfigDict(extra="forbid")
+    csrf_token: str = Field("", alias="_csrf_token", max_length=200)
+
+
+class LoginForm(Form):
+    token: str = Field(min_length=1, max_length=4000)
+
+
 @get("/login", sync_to_thread=False, include_in_schema=False)
-def login(request: Request[Any, Any, Any], token: FromQuery[str]) -> Response[Any]:
+def login_page(token: FromQuery[str] = "") -> Template:
+    """The sign-in form, with a link's token filled in. Only its button signs in: a GET that set
+    the cookie would let any site sign a visitor in as someone else (login CSRF)."""
+    return Template("login.html", context={"token": token}, headers={"Cache-Control": "no-store"})
+
+
+@post("/login", sync_to_thread=False, include_in_schema=False)
+def login(request: Request[Any, Any, Any], data: URLEncodedBody[LoginForm]) -> Redirect:
     """Exchange a token from `briefing token` (or `make run`'s links) for a session cookie."""
     try:
-        actor = read_token(request.app.state.jwt_key, token)
+        actor = read_token(request.app.state.jwt_key, data.token)
     except NotAuthorizedException:
-        raise NotAuthorizedException("this sign-in link is invalid or has expired") from None
-    response = Redirect(HOME[actor.role])
-    response.set_cookie(COOKIE, f"Bearer {token}", httponly=True, samesite="strict", max_age=7 * 86400)
+        raise NotAuthorizedException("this sign-in token is invalid or has expired") from None
+    response = Redirect(HOME[actor.role], status_code=303)
+    secure = request.app.state.secure_cookies
+    response.set_cookie(
+        COOKIE, f"Bearer {data.token}", httponly=True, samesite="strict", secure=secure, max_age=7 * 86400
+    )
     return response
 
 
@@ -47,9 +68,10 @@ class ReaderPages(Controller):
         return Template("briefing.html", context={"b": served.briefing, "reader": request.user.id})
 
 
-class ReviewForm(BaseModel):
+class ReviewForm(Form):
     model_config = ConfigDict(extra="forbid")
     action: str = Field(pattern="^(approve|edit|reject)$")
+    version: int = Field(ge=0)  # the version shown: the decision is conditional on it
     text: str = Field("", max_length=4000)
     reason: str = Field("", max_length=1000)
 
@@ -79,11 +101,11 @@ class EditorPages(Controller):
     ) -> Redirect:
         actor: Actor = request.user
         if data.action == "approve":
-            review.approve(actor, summary_id)
+            review.approve(actor, summary_id, data.version)
         elif data.action == "edit":
-            review.edit(actor, summary_id, data.text)
+            review.edit(actor, summary_id, data.text, data.version)
         else:
-            review.reject(actor, summary_id, data.reason or "rejected on the review page")
+            review.reject(actor, summary_id, data.reason, data.version)
         return Redirect(f"/editor/summaries/{summary_id}", status_code=303)
 
 

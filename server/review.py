@@ -1,7 +1,10 @@
 """Editors' review of generated text: the queue, one summary with its evidence, and decisions.
 
 An approval, an edit or a rejection is written to the audit log and drops every cached briefing
-citing the article, so the reader's next briefing shows the decision. An edit keeps the generated
+citing the article, so the reader's next briefing shows the decision. A decision is conditional on
+the state the editor saw (the summary's version, sent back by the page and the API): if anything
+changed in between (a retraction, another editor, a new draft), it is refused as a conflict and
+nothing is overwritten. Rejected and retracted summaries are final. An edit keeps the generated
 text as `original_text` and is checked against the article like generated text is, so the editor
 sees each new sentence's support and the reader still gets citations; the editor's words are
 kept even when a sentence scores low (a person vouched for them), and the page says so.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from briefing import (
@@ -68,34 +72,49 @@ class Review:
             diff=edit_diff(summary),
         )
 
-    def approve(self, actor: Actor, summary_id: str) -> Summary:
-        return self._decide(actor, summary_id, Status.APPROVED, {})
+    def approve(self, actor: Actor, summary_id: str, version: int | None = None) -> Summary:
+        summary = self._open(summary_id, version)
+        approved = summary.with_status(Status.APPROVED, actor.id, self._now())
+        return self._save(actor, summary, approved, "approved", {})
 
-    def reject(self, actor: Actor, summary_id: str, reason: str) -> Summary:
-        return self._decide(actor, summary_id, Status.REJECTED, {"reason": reason})
+    def reject(self, actor: Actor, summary_id: str, reason: str, version: int | None = None) -> Summary:
+        summary = self._open(summary_id, version)
+        reason = " ".join(reason.split())
+        if not reason:
+            raise ReviewConflict("say why the summary is rejected")
+        rejected = summary.with_status(Status.REJECTED, actor.id, self._now(), reason=reason)
+        return self._save(actor, summary, rejected, "rejected", {"reason": reason})
 
-    def edit(self, actor: Actor, summary_id: str, text: str) -> Summary:
-        summary = self._open(summary_id)
+    def edit(self, actor: Actor, summary_id: str, text: str, version: int | None = None) -> Summary:
+        summary = self._open(summary_id, version)
         text = " ".join(text.split())
         if not text:
             raise ReviewConflict("the edited text is empty; reject the summary instead")
         if len(text) > MAX_EDIT_CHARS:
             raise ReviewConflict(f"the edited text has {len(text)} characters; at most {MAX_EDIT_CHARS}")
-        sentences = self._checked(summary, split_sentences(text))
-        edited = summary.edited(sentences, by=actor.id, at=self.service.clock())
-        self._save(actor, edited, "edit", {"diff": edit_diff(edited) or ""})
-        return edited
+        edited = summary.edited(self._checked(summary, split_sentences(text)), by=actor.id, at=self._now())
+        return self._save(actor, summary, edited, "edit", {"diff": edit_diff(edited) or ""})
 
-    def _decide(self, actor: Actor, summary_id: str, status: Status, detail: dict[str, Any]) -> Summary:
-        summary = self._open(summary_id)
-        decided = summary.with_status(status, by=actor.id, at=self.service.clock())
-        self._save(actor, decided, status.value, detail)
-        return decided
+    def _now(self) -> datetime:
+        return self.service.clock()
 
-    def _save(self, actor: Actor, summary: Summary, action: str, detail: dict[str, Any]) -> None:
-        self.service.summaries.put(summary)
-        self.service.forget_article(summary.article_id)
-        self.service.audit.write(actor.id, actor.role, action, summary.id, detail)
+    def _save(
+        self, actor: Actor, seen: Summary, decision: Summary, action: str, detail: dict[str, Any]
+    ) -> Summary:
+        """Store the decision only if the summary is still as the editor saw it."""
+        stored = self.service.summaries.decide(decision, expected_version=seen.version)
+        if stored is None:
+            now = self.service.summaries.get(seen.id)
+            state = f"{now.status.value} (version {now.version})" if now else "gone"
+            raise ReviewConflict(
+                f"summary {seen.id!r} changed since version {seen.version} was shown: it is now {state}; "
+                "reload it and decide again"
+            )
+        self.service.forget_article(stored.article_id)
+        self.service.audit.write(
+            actor.id, actor.role, action, stored.id, {**detail, "version": stored.version}
+        )
+        return stored
 
     def _get(self, summary_id: str) -> Summary:
         summary = self.service.summaries.get(summary_id)
@@ -103,10 +122,20 @@ class Review:
             raise NotFound(f"no summary {summary_id!r}")
         return summary
 
-    def _open(self, summary_id: str) -> Summary:
+    def _open(self, summary_id: str, version: int | None) -> Summary:
+        """The summary to decide on; `version` is the one the editor saw (None: as it is now)."""
         summary = self._get(summary_id)
         if summary.status is Status.RETRACTED:
             raise ReviewConflict(f"summary {summary_id!r} is of a retracted or replaced article version")
+        if summary.status is Status.REJECTED:
+            raise ReviewConflict(
+                f"summary {summary_id!r} was rejected by {summary.reviewed_by}; that is final"
+            )
+        if version is not None and version != summary.version:
+            raise ReviewConflict(
+                f"summary {summary_id!r} changed since version {version} was shown: it is now "
+                f"{summary.status.value} (version {summary.version}); reload it and decide again"
+            )
         return summary
 
     def _chunks(self, summary: Summary) -> dict[str, EvidenceChunk]:

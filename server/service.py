@@ -1,24 +1,32 @@
 """What the service does, independent of HTTP: handlers and scheduled jobs both call these.
 
-`Service` owns the pipeline parts built by `server.container` and the SQL records. It keeps a
-cache of composed briefings by (reader, variant, since); a retraction, an update or an editor's
-decision drops every cached briefing citing that article, and an ingest drops them all (new
-stories may now rank first). Composition (and with it the LLM and the embedded Qdrant) runs one
-at a time; cached briefings, events and reviews do not wait for it.
+`Service` owns the pipeline parts built by `server.container` and the SQL records. It keeps the
+one cache of composed briefings, by (reader, variant, since); a retraction, an update or an
+editor's decision drops every cached briefing citing that article, and an ingest drops them all
+(new stories may now rank first). A briefing composed while something was invalidated is served
+but not cached, so a dropped text cannot come back through a slow composition.
+
+A reader's request composes from stored texts and never waits for the LLM; concurrent first
+requests of one reader compose once (single flight). Index writes (ingest, retraction) take
+`write_lock` among themselves only: jobs run the LLM outside every lock, so a retraction or an
+erasure never queues behind generation or composition.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
-from briefing import Briefing, Composer, Summarizer
+from briefing import Briefing, Composer, GenerationError, Summarizer
 from indexing import Article, Indexer, IngestReport, RecordError, validate_record
 from recsys import Recommender, record_events
 from server.stores import (
@@ -33,6 +41,7 @@ from server.stores import (
 from server.visits import Visits
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 class NotFound(LookupError):
@@ -67,12 +76,19 @@ class Served:
 
 
 class BriefingCache:
-    """Composed briefings by (reader, variant, since), least recently used out first."""
+    """Composed briefings by (reader, variant, since), least recently used out first.
+
+    `epoch()` before composing and `put(..., epoch)` after: a drop in between makes the put a
+    no-op, because the briefing may have been composed from text that was dropped meanwhile."""
 
     def __init__(self, size: int = 100_000) -> None:
         self.size = size
         self._items: OrderedDict[tuple[Any, ...], tuple[Briefing, dict[str, Any]]] = OrderedDict()
         self._lock = threading.Lock()
+        self._epoch = 0
+
+    def epoch(self) -> int:
+        return self._epoch
 
     def get(self, key: tuple[Any, ...]) -> tuple[Briefing, dict[str, Any]] | None:
         with self._lock:
@@ -81,16 +97,18 @@ class BriefingCache:
                 self._items.move_to_end(key)
             return found
 
-    def put(self, key: tuple[Any, ...], briefing: Briefing) -> dict[str, Any]:
+    def put(self, key: tuple[Any, ...], briefing: Briefing, epoch: int) -> dict[str, Any]:
         body = briefing.to_json()
         with self._lock:
-            self._items[key] = (briefing, body)
+            if epoch == self._epoch:
+                self._items[key] = (briefing, body)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return body
 
     def drop(self, keep: Callable[[Briefing], bool]) -> int:
         with self._lock:
+            self._epoch += 1
             stale = [k for k, (b, _) in self._items.items() if not keep(b)]
             for key in stale:
                 del self._items[key]
@@ -125,7 +143,9 @@ class Service:
         self.served, self.audit, self.runs = BriefingLog(engine), AuditLog(engine), JobRuns(engine)
         self.visits = Visits(engine, readers)
         self.cache = BriefingCache()
-        self.compose_lock = threading.Lock()
+        self.write_lock = threading.Lock()  # ingest and retraction, one at a time
+        self._flights: dict[tuple[Any, ...], threading.Lock] = {}
+        self._flights_lock = threading.Lock()
 
     def close(self) -> None:
         """Write what is still queued (visits and served briefings)."""
@@ -150,30 +170,61 @@ class Service:
         visit = self.visits.current(reader_id, now)
         key = (reader_id, self.variant, visit.since)
         found = self.cache.get(key)
+        cached = found is not None
         if found is None:
-            briefing = self.compose(reader_id, now, visit.since)
-            body = self.cache.put(key, briefing)
-        else:
-            briefing, body = found
-        self.visits.record(briefing, now, visit.since, cached=found is not None)
-        return Served(briefing, body, found is not None)
+            with self._flight(key):  # a second request for the same briefing waits for the first
+                found = self.cache.get(key)
+                if found is None:
+                    epoch = self.cache.epoch()
+                    briefing = self.compose(reader_id, now, visit.since)
+                    found = (briefing, self.cache.put(key, briefing, epoch))
+        self.visits.record(found[0], now, visit.since, cached=cached)
+        return Served(found[0], found[1], cached)
 
-    def compose(self, reader_id: str, now: datetime, since: datetime | None) -> Briefing:
-        with self.compose_lock:
-            return self.composer.compose(reader_id, now, since=since, variant=self.variant)
+    @contextmanager
+    def _flight(self, key: tuple[Any, ...]) -> Iterator[None]:
+        with self._flights_lock:
+            lock = self._flights.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                yield
+        finally:
+            with self._flights_lock:
+                if not lock.locked():
+                    self._flights.pop(key, None)
 
-    def precompute(self, active_days: float = 7.0) -> dict[str, int]:
-        """Compose the next visit's briefing for every recently active reader."""
+    def compose(self, reader_id: str, now: datetime, since: datetime | None, write: bool = False) -> Briefing:
+        """From stored texts; `write` (jobs only) generates missing ones first, with the LLM."""
+        return self.composer.compose(reader_id, now, since=since, variant=self.variant, write=write)
+
+    def precompute(self, active_days: float = 7.0, deadline: float | None = None) -> dict[str, int]:
+        """Write the missing texts of every recently active reader's next briefing and cache it,
+        one reader at a time; stops at `deadline` (time.monotonic) and says how many are left."""
         now = self.clock()
-        done = 0
+        done = failed = 0
         self.visits.flush()
-        for reader_id in self.readers.active(now - timedelta(days=active_days)):
+        readers = self.readers.active(now - timedelta(days=active_days))
+        for n, reader_id in enumerate(readers):
+            if deadline is not None and time.monotonic() > deadline:
+                return {
+                    "readers": done,
+                    "failed": failed,
+                    "left": len(readers) - n,
+                    "cached": len(self.cache),
+                }
             since = self.visits.current(reader_id, now + self.visits.session_gap * 2).since
             key = (reader_id, self.variant, since)
             if self.cache.get(key) is None:
-                self.cache.put(key, self.compose(reader_id, now, since))
+                epoch = self.cache.epoch()
+                try:
+                    briefing = self.compose(reader_id, now, since, write=True)
+                except GenerationError as exc:  # the LLM failed for one reader: the others go on
+                    log.warning("precomputing %s's briefing: %s", reader_id, exc)
+                    failed += 1
+                    continue
+                self.cache.put(key, briefing, epoch)
                 done += 1
-        return {"readers": done, "cached": len(self.cache)}
+        return {"readers": done, "failed": failed, "left": 0, "cached": len(self.cache)}
 
     def record_events(self, actor: Actor, raws: Sequence[Any]) -> tuple[int, int]:
         """Store a reader's batch (all or nothing); returns (new, already stored)."""
@@ -201,19 +252,20 @@ class Service:
         return report
 
     def ingest(self, records: Sequence[Article | RecordError]) -> IngestReport:
-        with self.compose_lock:
+        with self.write_lock:
             report = self.indexer.ingest(records)
             if report.updated:  # summaries of the replaced versions leave the queue
                 current = self.indexer.index.get([r.id for r in records if isinstance(r, Article)])
                 for article_id, record in current.items():
                     self.summaries.retire(article_id, keep_hash=record.content_hash, at=self.clock())
+                    self.composer.invalidate(article_id)
             if report.new or report.updated:
                 self.refresh_matrix(self.clock())
                 self.cache.drop(lambda b: False)
         return report
 
     def retract(self, actor: Actor, article_id: str) -> dict[str, int]:
-        with self.compose_lock:
+        with self.write_lock:
             removed = self.indexer.retract([article_id])
             if not removed:
                 raise NotFound(f"article {article_id!r} is not in the index")
@@ -225,15 +277,24 @@ class Service:
         return detail
 
     def forget_article(self, article_id: str) -> int:
-        """Drop every cached briefing citing this article (composer's and ours)."""
+        """Drop every cached briefing citing this article."""
         self.composer.invalidate(article_id)
         return self.cache.drop(lambda b: all(i.article_id != article_id for i in b.items))
+
+    def retire_stale(self, article_id: str) -> int:
+        """Retire summaries of versions no longer in the index (a job wrote one while the article
+        was updated or retracted); returns how many."""
+        record = self.indexer.index.get([article_id]).get(article_id)
+        keep = record.content_hash if record else None
+        retired = self.summaries.retire(article_id, keep_hash=keep, at=self.clock())
+        if retired:
+            self.forget_article(article_id)
+        return retired
 
     def erase(self, actor: Actor, reader_id: str) -> dict[str, int]:
         self.visits.forget(reader_id)
         counts = erase_reader(self.engine, reader_id)
         counts["cached_briefings"] = self.cache.drop(lambda b: b.reader_id != reader_id)
-        self.composer.forget_reader(reader_id)
         if not any(counts.values()):
             raise NotFound(f"reader {reader_id!r} has no data")
         self.audit.write(actor.id, actor.role, "erase", reader_id, counts)

@@ -9,7 +9,7 @@ Every write is one transaction, so a crash leaves either the old rows or the new
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from briefing import Briefing, Status, Summary
+from briefing import FINAL, Briefing, Status, Summary
 from recsys import Event, EventType
 from server.db import (
     AuditRow,
@@ -50,15 +50,15 @@ class SqlEventStore:
         self._insert = _insert(engine)
 
     def add(self, events: Sequence[Event]) -> int:
-        """All or nothing; events already stored (same event_id) are skipped, not counted."""
-        rows = list({e.event_id: _event_row(e) for e in reversed(events)}.values())[::-1]
+        """All or nothing; events already stored (same reader and event id) are skipped, not counted."""
+        rows = list({(e.reader_id, e.event_id): _event_row(e) for e in reversed(events)}.values())[::-1]
         stored = 0
         with write_lock(self.engine), self.engine.begin() as connection:
             for start in range(0, len(rows), _BATCH):
                 statement = (
                     self._insert(EventRow)
                     .values(rows[start : start + _BATCH])
-                    .on_conflict_do_nothing(index_elements=["event_id"])
+                    .on_conflict_do_nothing(index_elements=["reader_id", "event_id"])
                     .returning(EventRow.event_id)
                 )
                 stored += len(connection.execute(statement).all())
@@ -168,13 +168,48 @@ class Readers:
 
 
 class SqlSummaryStore:
+    """Drafts are written with `put`, decisions with `decide`: a conditional UPDATE on the version
+    the editor saw, so a retraction or another editor's decision in between is never overwritten."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._session = _sessions(engine)
+        self._insert = _insert(engine)
 
-    def put(self, summary: Summary) -> None:
-        with write_lock(self.engine), self._session.begin() as session:
-            session.merge(_summary_row(summary))
+    def put(self, summary: Summary) -> Summary:
+        """Insert a draft, or replace a stored draft (version + 1); a decided summary stays."""
+        row = _summary_values(summary)
+        changed = {k: v for k, v in row.items() if k not in ("id", "version")}
+        statement = (
+            self._insert(SummaryRow)
+            .values(row)
+            .on_conflict_do_update(
+                index_elements=["id"],
+                set_={**changed, "version": SummaryRow.version + 1},
+                where=SummaryRow.status == Status.DRAFT.value,
+            )
+        )
+        with write_lock(self.engine), self.engine.begin() as connection:
+            connection.execute(statement)
+        stored = self.get(summary.id)
+        assert stored is not None
+        return stored
+
+    def decide(self, summary: Summary, expected_version: int) -> Summary | None:
+        values = {k: v for k, v in _summary_values(summary).items() if k != "id"}
+        statement = (
+            update(SummaryRow)
+            .where(
+                SummaryRow.id == summary.id,
+                SummaryRow.version == expected_version,
+                SummaryRow.status.not_in([s.value for s in FINAL]),
+            )
+            .values({**values, "version": expected_version + 1})
+        )
+        with write_lock(self.engine), self.engine.begin() as connection:
+            if connection.execute(statement).rowcount != 1:
+                return None
+        return self.get(summary.id)
 
     def get(self, summary_id: str) -> Summary | None:
         with self._session() as session:
@@ -201,7 +236,12 @@ class SqlSummaryStore:
         statement = (
             update(SummaryRow)
             .where(SummaryRow.article_id == article_id, SummaryRow.status != Status.RETRACTED.value)
-            .values(status=Status.RETRACTED.value, reviewed_by="retraction", reviewed_at=at)
+            .values(
+                status=Status.RETRACTED.value,
+                reviewed_by="retraction",
+                reviewed_at=at,
+                version=SummaryRow.version + 1,
+            )
         )
         if keep_hash is not None:
             statement = statement.where(SummaryRow.content_hash != keep_hash).values(reviewed_by="update")
@@ -209,21 +249,23 @@ class SqlSummaryStore:
             return int(connection.execute(statement).rowcount)
 
 
-def _summary_row(s: Summary) -> SummaryRow:
+def _summary_values(s: Summary) -> dict[str, Any]:
     data = s.to_json()
-    return SummaryRow(
+    return {
         **{k: getattr(s, k) for k in ("id", "kind", "article_id", "content_hash", "prompt", "model")},
-        adapter=s.adapter,
-        status=s.status.value,
-        created_at=s.created_at,
-        seconds=s.seconds,
-        basis=list(s.basis),
-        sentences=data["sentences"],
-        dropped=data["dropped"],
-        reviewed_by=s.reviewed_by,
-        reviewed_at=s.reviewed_at,
-        original_text=s.original_text,
-    )
+        "adapter": s.adapter,
+        "status": s.status.value,
+        "created_at": s.created_at,
+        "seconds": s.seconds,
+        "basis": list(s.basis),
+        "sentences": data["sentences"],
+        "dropped": data["dropped"],
+        "reviewed_by": s.reviewed_by,
+        "reviewed_at": s.reviewed_at,
+        "original_text": s.original_text,
+        "reason": s.reason,
+        "version": s.version,
+    }
 
 
 def _summary(row: SummaryRow) -> Summary:
@@ -239,6 +281,8 @@ def _summary(row: SummaryRow) -> Summary:
             "reviewed_by": row.reviewed_by,
             "reviewed_at": row.reviewed_at.isoformat() if row.reviewed_at else None,
             "original_text": row.original_text,
+            "reason": row.reason,
+            "version": row.version,
         }
     )
 
@@ -330,9 +374,34 @@ class JobRuns:
             return int(row.id)
 
     def finish(self, run_id: int, outcome: str, error: str | None, detail: dict[str, Any]) -> None:
+        """Records how a run ended; this overwrites `abandoned`, for a run that outlived the guess."""
         with write_lock(self.engine), self._session.begin() as session:
             row = session.get_one(JobRunRow, run_id)
             row.ended_at, row.outcome, row.error, row.detail = now(), outcome, error, detail
+
+    def get(self, run_id: int) -> dict[str, Any]:
+        with self._session() as session:
+            return _run(session.get_one(JobRunRow, run_id))
+
+    def abandon(
+        self,
+        started_before: datetime,
+        *,
+        triggers: Sequence[str] | None = None,
+        keep: Collection[int] = (),
+        reason: str,
+    ) -> int:
+        """Marks runs still `running` that started before `started_before` (only those with one of
+        `triggers`, if given; never the ids in `keep`) as `abandoned`: the process running them is
+        gone, so nothing else would ever end them. Returns how many it marked."""
+        query = update(JobRunRow).where(JobRunRow.outcome == "running", JobRunRow.started_at < started_before)
+        if triggers is not None:
+            query = query.where(JobRunRow.trigger.in_(triggers))
+        if keep:
+            query = query.where(JobRunRow.id.not_in(keep))
+        with write_lock(self.engine), self.engine.begin() as connection:
+            marked = connection.execute(query.values(outcome="abandoned", ended_at=now(), error=reason))
+            return int(marked.rowcount)
 
     def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         query = select(JobRunRow).order_by(JobRunRow.id.desc()).limit(limit)

@@ -1,5 +1,6 @@
 """A running service for the API, job and browser tests: the demo newsroom in in-memory Qdrant,
-SQL storage on the database under test, the real embedder and LLM, a clock at the demo's end."""
+SQL storage on the database under test, the real embedder and LLM, a clock at the demo's end.
+The briefing policy is the shipped default (checked drafts may show) unless a test says otherwise."""
 
 from __future__ import annotations
 
@@ -37,7 +38,6 @@ def demo_service(
             "DATABASE_URL": database_url,
             "CLOCK_START": DEMO_CLOCK,
             "JWT_SECRET": SECRET,
-            "BRIEFING_ALLOW_DRAFTS": "false",  # reviewed text or the article's own words: no LLM waits
             "RATE_LIMIT_PER_MINUTE": "0",
             **env,
         }

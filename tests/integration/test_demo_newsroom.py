@@ -114,3 +114,25 @@ def test_reindex_switches_only_when_complete(
     names = {c.name for c in index.client.get_collections().collections}
     assert names == {"news_chunks_g3", "news_articles_g3"}  # the crashed generation 2 is gone
     index.close()
+
+
+def test_writes_during_a_reindex_reach_the_new_generation(
+    embedder: SentenceTransformerEmbedder, chunker: Chunker, demo_articles: list[Article]
+) -> None:
+    index = QdrantIndex.open(QdrantConfig(), embedder.dim)
+    indexer = Indexer(index, embedder, chunker)
+    first, later, gone, changed = demo_articles[:30], demo_articles[30], demo_articles[3], demo_articles[5]
+    indexer.ingest(first)
+    fixed = changed.model_copy(update={"title": changed.title + " (corrected)"})
+
+    def meanwhile(done: int) -> None:  # an ingest, an update and a retraction during the copy
+        if done == 10:
+            indexer.ingest([later, fixed])
+            indexer.retract([gone.id])
+
+    reindex(index, embedder, chunker, batch_size=10, on_batch=meanwhile)
+    records = index.get([later.id, gone.id, changed.id])
+    assert later.id in records and gone.id not in records
+    assert records[changed.id].article.title.endswith("(corrected)")
+    assert {r.article.id for r in index.scroll()} == {a.id for a in first} - {gone.id} | {later.id}
+    index.close()

@@ -90,6 +90,14 @@ def test_add_is_idempotent_by_event_id(repo: EventRepository) -> None:
     assert repo.for_reader("nobody") == []
 
 
+def test_event_ids_are_per_reader(repo: EventRepository) -> None:
+    """r01's event "e1" must not make r02's "e1" a duplicate: r02's event would be lost."""
+    assert repo.add([event(1)]) == 1
+    assert repo.add([event(1, reader_id="r2")]) == 1
+    assert [e.reader_id for e in repo.for_reader("r2")] == ["r2"]
+    assert repo.add([event(1, reader_id="r2")]) == 0  # r2's retry is still idempotent
+
+
 def test_all_events_since(repo: EventRepository) -> None:
     repo.add([event(1), event(5, reader_id="r2")])
     assert {e.event_id for e in repo.all_events()} == {"e1", "e5"}
