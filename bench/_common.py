@@ -1,4 +1,8 @@
-"""What every benchmark does the same way: describe the machine, write the JSON results."""
+"""What every benchmark does the same way: describe the machine, write the JSON results.
+
+Every result file records the commit it ran on (and whether the tree had uncommitted changes),
+when, and the settings that shape the figures (`args`: the command line; each benchmark adds
+the service settings it fixes), so a regression can be traced to a commit."""
 
 from __future__ import annotations
 
@@ -21,7 +25,32 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(results: dict[str, Any], out: Path) -> None:
+def provenance() -> dict[str, Any]:
+    """The commit, a dirty flag and the time: what a figure is to be compared against."""
+    import subprocess
+    from datetime import UTC, datetime
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_results(results: dict[str, Any], out: Path, args: Any = None) -> None:
+    """Write `results` with the run's provenance and, when given, its command-line arguments."""
+    results = {"provenance": provenance(), **results}
+    if args is not None:
+        results.setdefault("args", {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out}")

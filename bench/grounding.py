@@ -95,7 +95,7 @@ def main() -> None:
         results[name] = evaluate(scored, key, verdict=None)
     results["machine"] = machine()
     print_table(results)
-    write_results(results, args.out)
+    write_results(results, args.out, args)
 
 
 def parse_args() -> argparse.Namespace:

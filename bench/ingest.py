@@ -83,7 +83,7 @@ def main() -> None:
         "settings": {"batch_size": args.batch_size, "ingest_batch": args.ingest_batch, "store": "path="},
     }
     print_table(results)
-    write_results(results, args.out)
+    write_results(results, args.out, args)
 
 
 def parse_args() -> argparse.Namespace:

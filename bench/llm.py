@@ -78,7 +78,7 @@ def main() -> None:
     if args.openai_only:  # a separate run while the vLLM server holds the CPU
         results["openai"] = openai_speed(args, chats)
         print(json.dumps(results["openai"], indent=1))
-        write_results(results, args.out)
+        write_results(results, args.out, args)
         return
     llamacpp = make_generator(config)
     results["raw"], results["llamacpp"] = raw_vs_backend(llamacpp, chats, args.threads, args.rounds)
@@ -89,7 +89,7 @@ def main() -> None:
     results["openai"] = openai_speed(args, chats)
     results["briefing"] = briefing_times(indexer, llamacpp)
     print_table(results)
-    write_results(results, args.out)
+    write_results(results, args.out, args)
 
 
 def demo_index(embedder: SentenceTransformerEmbedder) -> Indexer:

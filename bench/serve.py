@@ -14,10 +14,11 @@ for each concurrency level C:
 - briefing_uncached: GET /v1/briefing for readers the service has never served (first visit;
   they sent the level's events), each expected to answer `X-Briefing-Cache: miss`;
 - briefing_cached: the same readers again within the visit (`--cached-rounds` passes), expected `hit`.
-The policy measured: BRIEFING_ALLOW_DRAFTS=false and BRIEFING_LLM_GREETING=false, so no request
-calls the LLM (items show reviewed text or the article's own words; a template greeting), and
-SUMMARIZE_PER_RUN=0 (no drafting before or during the run). The load generator shares the
-machine's cores with the server.
+The policy measured is the shipped default (checked drafts may show; the LLM greeting is on, but
+only jobs run the LLM): `briefing serve --demo` drafts summaries of the newest articles before it
+answers /ready, and its scheduler runs as deployed during the run. No request calls the LLM: a
+briefing composes from stored drafts, reviewed text or the article's own words. The load
+generator shares the machine's cores with the server.
 """
 
 from __future__ import annotations
@@ -61,10 +62,10 @@ DEMO = ROOT / "data" / "demo"
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 JWT_SECRET = "bench-serve-" + "k" * 40  # fixed and >= 32 bytes: the bench signs reader tokens too
 POLICY = {
-    "allow_drafts": False,
-    "llm_greeting": False,
-    "summarize_per_run": 0,
-    "text": "no LLM on the request path: reviewed text or the article's own words, template greeting",
+    "allow_drafts": True,
+    "llm_greeting": True,
+    "jobs": True,
+    "text": "shipped defaults: stored drafts may show, the LLM runs only in jobs, scheduler on",
 }
 READY_TIMEOUT_S = 300.0
 VISIT_S = float(os.environ.get("SESSION_MINUTES", "30")) * 60  # the server inherits SESSION_MINUTES
@@ -130,7 +131,7 @@ def main() -> None:
     results = summarize(phases, levels, args, startup_s)
     results["server_log"] = str(work / "server.log")
     print_table(phases, results)
-    write_results(results, args.out)
+    write_results(results, args.out, args)
 
 
 def parse_args() -> argparse.Namespace:
@@ -195,9 +196,6 @@ def server_env(url: str, work: Path, port: int) -> dict[str, str]:
         PORT=str(port),
         JWT_SECRET=JWT_SECRET,
         RATE_LIMIT_PER_MINUTE="0",  # one client address (and a token per reader) makes the load
-        SUMMARIZE_PER_RUN="0",
-        BRIEFING_ALLOW_DRAFTS="false",
-        BRIEFING_LLM_GREETING="false",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
@@ -578,9 +576,11 @@ def targets(results: dict[str, Any], top: str) -> dict[str, Any]:
     p99 = cached["p99_ms"].get(top)
     ev = results["events"]
     clean = cached["errors"].get(top) == 0 and cached["hit_ratio"].get(top) == 1.0
+    first = results["briefing_uncached"]["p50_ms"].get("1")
     return {
         "at_concurrency": int(top),
         "cached_p99_ms_lt_50": {"value": p99, "met": p99 is not None and p99 < 50 and clean},
+        "uncached_p50_ms_lt_200_at_1": {"value": first, "met": first is not None and first < 200},
         "events_per_s_ge_1000_lost_0": {
             "value": ev["per_s"],
             "lost": ev["lost"],
@@ -661,9 +661,11 @@ def print_table(phases: list[Phase], results: dict[str, Any]) -> None:
         print(row(phase))
     t = results["targets"]
     cached, ev = t["cached_p99_ms_lt_50"], t["events_per_s_ge_1000_lost_0"]
+    first = t["uncached_p50_ms_lt_200_at_1"]
     print(
         f"targets at C={t['at_concurrency']}: cached p99 {cached['value']} ms < 50: {cached['met']}; "
-        f"events {ev['value']}/s >= 1000 with lost {ev['lost']}: {ev['met']}"
+        f"events {ev['value']}/s >= 1000 with lost {ev['lost']}: {ev['met']}; "
+        f"uncached p50 at C=1 {first['value']} ms < 200: {first['met']}"
     )
 
 

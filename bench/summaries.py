@@ -156,7 +156,7 @@ def main() -> None:
         ],
     }
     print_table(results)
-    write_results(results, args.out)
+    write_results(results, args.out, args)
     if args.outputs:
         write_outputs(summaries, args.outputs)
 

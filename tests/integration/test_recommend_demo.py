@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import pytest
@@ -54,3 +55,56 @@ def test_norwegian_reader_gets_norwegian(recommender: Recommender) -> None:
 def test_explanations_name_what_was_read(recommender: Recommender) -> None:
     reasons = [i.reason for i in recommender.recommend("r01", NOW, k=5)]
     assert any(r.startswith("because you read “") for r in reasons), reasons
+
+
+def test_requests_score_one_snapshot_while_refreshes_swap_it(demo: Indexer) -> None:
+    """Refreshes (ingest, the hourly job) swap the matrix and rankers while requests score: each
+    request must see one whole snapshot (reading the matrix twice across a swap raised IndexError)."""
+    store = InMemoryEventStore()
+    load_readers(DEMO / "readers.jsonl", store)
+    full = CandidateMatrix.from_index(demo.index, demo.embedder.dim)
+    small = CandidateMatrix(full.infos[:20], demo.embedder.dim)
+    recommender = Recommender(full, store)
+    recommender.refresh(full, NOW, fit=["learned"])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            for matrix in (small, full):
+                recommender.refresh(matrix, NOW, fit=["learned"])
+
+    def read() -> None:
+        try:
+            for _ in range(150):
+                for reader in ("r01", "r02", "r20"):
+                    recommender.recommend(reader, NOW, k=5, ranker="learned")
+        except BaseException as exc:  # the assertion below reports it
+            errors.append(exc)
+
+    swapper = threading.Thread(target=swap)
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    swapper.start()
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    stop.set()
+    swapper.join()
+    assert errors == []
+
+
+def test_a_fit_that_fails_keeps_the_serving_ranker(demo: Indexer) -> None:
+    store = InMemoryEventStore()
+    load_readers(DEMO / "readers.jsonl", store)
+    recommender = Recommender(CandidateMatrix.from_index(demo.index, demo.embedder.dim), store)
+    recommender.refresh(recommender.matrix, NOW, fit=["learned"])
+    serving = recommender.ranker("learned")
+
+    def broken(*_: object) -> list[object]:
+        raise IndexError("bad data in the logs")
+
+    recommender.training_impressions = broken  # type: ignore[method-assign]
+    recommender.refresh(recommender.matrix, NOW, fit=["learned"])
+    assert recommender.ranker("learned") is serving
+    assert recommender.recommend("r01", NOW, k=5)
