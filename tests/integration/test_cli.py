@@ -45,7 +45,21 @@ def test_ingest_search_stories_retract(runner: CliRunner, tmp_path: Path) -> Non
     assert "no matches" in runner.invoke(main, ["search", "sea bath", "--section", "sport"]).stdout
 
     assert "1 stories in all" in runner.invoke(main, ["stories"]).stdout
-    assert "retracted 1 of 1" in runner.invoke(main, ["retract", "cli-1"]).stdout
+    # a draft in the service's store (the same DATA_DIR database): the CLI's retraction runs the
+    # admin API's cascade and retires it for good
+    from dataclasses import replace
+
+    from briefing import Status
+    from server.container import build_summary_store
+    from server.settings import Settings
+    from tests.unit.test_summary_store import make_summary
+
+    store = build_summary_store(Settings.from_env())
+    draft = store.put(replace(make_summary("cli-1"), id="cli-1--000000000001"))
+    result = runner.invoke(main, ["retract", "cli-1", "nope-1"])
+    assert "retracted cli-1: 1 summaries retired" in result.stdout, result.output
+    assert "nope-1: article 'nope-1' is not in the index" in result.stderr
+    assert store.get(draft.id).status is Status.RETRACTED  # type: ignore[union-attr]
     assert "no matches" in runner.invoke(main, ["search", "sea bath"]).stdout
 
 
