@@ -8,7 +8,7 @@ one matrix never see a half-refreshed state; the owner swaps in a new one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -111,11 +111,16 @@ class CandidateMatrix:
 
 
 def popularity_at(
-    rows: dict[str, int], events: Iterable[Event], now: float, half_life_hours: float
+    rows: Mapping[str, int], events: Iterable[Event], now: float, half_life_hours: float
 ) -> tuple[Floats, Floats]:
-    """(decayed clicks, decayed impressions) per row from the events before `now`."""
-    clicks = np.zeros(len(rows), dtype=np.float64)
-    shown = np.zeros(len(rows), dtype=np.float64)
+    """(decayed clicks, decayed impressions) per row from the events before `now`, in any order.
+
+    The arrays have a slot for every row `rows` names, up to its largest: a mapping built from a
+    list that repeats an article (the event API accepts the same article twice in one impression)
+    names fewer articles than its largest row, and sizing by its length raised IndexError."""
+    size = max(rows.values(), default=-1) + 1
+    clicks = np.zeros(size, dtype=np.float64)
+    shown = np.zeros(size, dtype=np.float64)
     for event in events:
         row = rows.get(event.article_id)
         at = event.at.timestamp()
