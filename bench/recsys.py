@@ -6,9 +6,18 @@ DIR holds MIND `news.tsv` with `impressions.jsonl` (a `variant` per impression) 
 `behaviors.tsv`, or EB-NeRD's `articles.parquet`, `behaviors.parquet` and `history.parquet`
 anywhere below it (research-only data, read in place; see recsys/datasets.py). Each impression
 is scored separately and AUC, MRR, nDCG@5 and nDCG@10 are averaged over impressions (the MIND
-protocol), with 95% bootstrap intervals. Impressions are split in two by a seeded shuffle of
-their ids: the learned ranker trains on the first half and every ranker is scored on the second;
-popularity counts come from the first half only. MIND has no publication times: no recency row.
+protocol), with 95% bootstrap intervals; tied scores count as a random order of the tied.
+
+Impressions are split in two: by time where every impression has one (the earlier half trains,
+and every test impression is later than every training one), else by a seeded shuffle of their
+ids. The learned ranker trains on the first half and every ranker is scored on the second.
+Popularity and exposure (clicks and impressions per news) come from the training half, each
+impression id counted once however many variants list it; a training row is fitted with the
+counts of the other training impressions (by time: of the earlier ones) so its own click never
+feeds its features. MIND has no publication times: no recency row.
+
+The JSON records the git commit it ran on, any uncommitted change to the code that shapes it,
+and the settings.
 
 Latency: one reader against 1k, 10k and 100k synthetic candidates (384-d), ranker + MMR.
 """
@@ -17,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import os
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,11 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import machine, write_results
 
-from indexing import Article, SentenceTransformerEmbedder
+from indexing import PACKAGED_MINILM, Article, SentenceTransformerEmbedder
 from recsys import (
     ArticleInfo,
     CandidateMatrix,
     Event,
+    EventType,
     Impression,
     Profile,
     RecsysConfig,
@@ -47,13 +59,18 @@ from recsys import (
     mmr,
 )
 from recsys.datasets import LoggedImpression, load_logs
-from recsys.evaluation import METRICS, impression_metrics, summarize
+from recsys.evaluation import METRICS, impression_metrics, summarize, variant_kinds
 from recsys.recommend import top_diverse
 
 T0 = datetime(2019, 11, 15, tzinfo=UTC)
 NOW = (T0 + timedelta(hours=1)).timestamp()
 DIVERSITY = 0.3
+SPLIT_SEED = 13
+RANDOM_SEED = 0
+BOOTSTRAP = {"resamples": 1000, "seed": 0}  # recsys.evaluation.summarize's defaults
+ROOT = Path(__file__).resolve().parent.parent
 Scorer = Callable[[Profile, dict[str, Any]], np.ndarray]
+Counts = tuple[np.ndarray, np.ndarray]  # clicks, impressions
 
 
 def main() -> None:
@@ -65,17 +82,20 @@ def main() -> None:
         [ArticleInfo(a, a.id, v) for a, v in zip(articles, vectors, strict=True)], vectors.shape[1]
     )
     impressions = prepare(logs.impressions, matrix)
-    train, test = split(impressions)
-    matrix.popularity, matrix.exposure = counts(train, matrix)
+    timed = all(i["timed"] for i in impressions)
+    train, test = split(impressions, timed)
+    matrix.popularity, matrix.exposure = counts(train, len(matrix))
     profiles = {imp["key"]: profile(imp, matrix) for imp in impressions}
 
     learned = make_ranker("learned")
-    learned.fit([training_example(i, profiles, matrix) for i in train], matrix)
+    past = training_counts(train, len(matrix), timed)
+    learned.fit([training_example(i, profiles, past[i["key"]]) for i in train], matrix)
     rankers = scorers(matrix, learned, with_recency=logs.source == "ebnerd")
     results: dict[str, Any] = {
         "data": str(args.data),
         "format": logs.source,
-        "split": split_description(train, test),
+        "split": split_description(train, test, timed),
+        **provenance(args, timed, len(logs.impressions), len(articles)),
     }
     # An impression listed under several variants counts once overall, once per variant below.
     unique = list({i["id"]: i for i in test}.values())
@@ -103,7 +123,7 @@ def embed(articles: list[Article], cache: Path) -> np.ndarray:
     key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     path = cache / f"mind-{key}.npy"
     if path.exists():
-        return np.load(path)
+        return np.asarray(np.load(path))
     vectors = SentenceTransformerEmbedder().embed_documents(texts, progress=True)
     cache.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
@@ -115,7 +135,7 @@ def prepare(logged: list[LoggedImpression], matrix: CandidateMatrix) -> list[dic
     out = []
     for n, imp in enumerate(logged):
         known = [(c, y) for c, y in zip(imp.candidates, imp.labels, strict=True) if c in matrix.row]
-        now = imp.at or datetime.fromtimestamp(NOW, UTC)
+        now = imp.at or datetime.fromtimestamp(NOW, UTC)  # all at one moment when not logged
         before = now - timedelta(hours=1)  # a history without times happened before the impression
         out.append(
             {
@@ -126,42 +146,124 @@ def prepare(logged: list[LoggedImpression], matrix: CandidateMatrix) -> list[dic
                 "rows": np.array([matrix.row[c] for c, _ in known], dtype=np.int64),
                 "labels": np.array([y for _, y in known], dtype=np.int64),
                 "now": now,
+                "timed": imp.at is not None,
             }
         )
     return out
 
 
-def split(impressions: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Half the impression ids train, half test; a repeated impression stays on one side."""
+def split(
+    impressions: list[dict[str, Any]], timed: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train and test halves; a repeated impression (one id, several variants) stays on one side."""
+    if timed:
+        # The earlier half trains; impressions at the cut all test, so no test one is earlier.
+        cut = sorted(i["now"] for i in impressions)[len(impressions) // 2]
+        return [i for i in impressions if i["now"] < cut], [i for i in impressions if i["now"] >= cut]
     ids = sorted({i["id"] for i in impressions})
-    random.Random(13).shuffle(ids)
+    random.Random(SPLIT_SEED).shuffle(ids)
     train_ids = set(ids[: len(ids) // 2])
     return [i for i in impressions if i["id"] in train_ids], [
         i for i in impressions if i["id"] not in train_ids
     ]
 
 
-def split_description(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> str:
+def split_description(train: list[dict[str, Any]], test: list[dict[str, Any]], timed: bool) -> str:
+    how = (
+        "impressions split by time: test ones all later than training ones"
+        if timed
+        else f"impression ids shuffled (seed {SPLIT_SEED}) and halved"
+    )
     return (
-        f"impression ids shuffled (seed 13) and halved: learned ranker fitted on {len(train)} impressions, "
+        f"{how}: learned ranker fitted on {len(train)} impressions, "
         f"all rankers scored on the other {len({i['id'] for i in test})} (distinct ids); "
-        "popularity and exposure = clicks and impressions in the training half"
+        "popularity and exposure = clicks and impressions in the training half, each impression id once; "
+        "a training row's counts leave out its own impression id"
+        + (" and every impression not before it" if timed else "")
     )
 
 
-def counts(impressions: list[dict[str, Any]], matrix: CandidateMatrix) -> tuple[np.ndarray, np.ndarray]:
-    """Clicks and impressions of each news in `impressions`."""
-    clicked = np.zeros(len(matrix), dtype=np.float64)
-    shown = np.zeros(len(matrix), dtype=np.float64)
+def provenance(args: argparse.Namespace, timed: bool, impressions: int, articles: int) -> dict[str, Any]:
+    """What a rerun needs to get the same numbers: the code's commit and the settings."""
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        # Uncommitted edits to the code that shapes the numbers (others may be mid-edit).
+        "uncommitted": git("status", "--porcelain", "--", "bench", "recsys", "indexing").splitlines(),
+        "settings": {
+            "logged_impressions": impressions,
+            "articles": articles,
+            "split": "time" if timed else f"impression-id shuffle, seed {SPLIT_SEED}",
+            "train_share_of_ids": 0.5,
+            "embedder": PACKAGED_MINILM,
+            "learned_ranker": f"logistic regression, C={getattr(make_ranker('learned'), 'c', None)}",
+            "diversity": DIVERSITY,
+            "random_scorer_seed": RANDOM_SEED,
+            "bootstrap": BOOTSTRAP,
+            "ties": "expected value over a random order of tied scores (MRR, nDCG); AUC counts ties half",
+            "untimed_now": None if timed else datetime.fromtimestamp(NOW, UTC).isoformat(),
+            "history_without_time": "1 hour before the impression",
+        },
+    }
+
+
+def git(*command: str) -> str:
+    try:
+        done = subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
+def logged(impressions: list[dict[str, Any]]) -> dict[int, dict[int, int]]:
+    """Each impression id once, as row -> label: listed under several variants it is still one
+    display, and its clicks must neither count twice nor survive leaving one copy out."""
+    out: dict[int, dict[int, int]] = {}
     for imp in impressions:
-        np.add.at(clicked, imp["rows"], imp["labels"])
-        np.add.at(shown, imp["rows"], 1.0)
-    return clicked, shown
+        seen = out.setdefault(imp["id"], {})
+        for row, label in zip(imp["rows"].tolist(), imp["labels"].tolist(), strict=True):
+            seen[row] = max(seen.get(row, 0), label)
+    return out
+
+
+def add(totals: Counts, seen: dict[int, int], sign: float = 1.0) -> None:
+    rows = np.fromiter(seen, dtype=np.int64, count=len(seen))  # distinct rows: plain += is safe
+    totals[0][rows] += sign * np.fromiter(seen.values(), dtype=np.float64, count=len(seen))
+    totals[1][rows] += sign
+
+
+def counts(impressions: list[dict[str, Any]], n: int) -> Counts:
+    """Clicks and impressions of each of the `n` news in `impressions`, each impression id once."""
+    totals = (np.zeros(n), np.zeros(n))
+    for seen in logged(impressions).values():
+        add(totals, seen)
+    return totals
+
+
+def training_counts(train: list[dict[str, Any]], n: int, timed: bool) -> dict[int, Counts]:
+    """The counts each training impression (by key) is fitted with, at its rows: those of the other
+    impression ids, or by time those of the strictly earlier ones. Its own click never counts."""
+    by_id = logged(train)
+    if not timed:
+        totals = counts(train, n)
+        return {i["key"]: leave_out(totals, by_id[i["id"]], i["rows"]) for i in train}
+    running = (np.zeros(n), np.zeros(n))
+    out: dict[int, Counts] = {}
+    for _, moment in itertools.groupby(sorted(train, key=lambda i: i["now"]), key=lambda i: i["now"]):
+        group = list(moment)
+        out |= {i["key"]: (running[0][i["rows"]], running[1][i["rows"]]) for i in group}
+        for impression_id in {i["id"] for i in group}:
+            add(running, by_id[impression_id])
+    return out
+
+
+def leave_out(totals: Counts, seen: dict[int, int], rows: np.ndarray) -> Counts:
+    own_clicks = np.array([seen[r] for r in rows.tolist()], dtype=np.float64)
+    return totals[0][rows] - own_clicks, totals[1][rows] - 1.0
 
 
 def profile(imp: dict[str, Any], matrix: CandidateMatrix) -> Profile:
     events = [
-        Event(event_id=f"{imp['key']}-{n}", reader_id="r", type="click", article_id=a, at=at)
+        Event(event_id=f"{imp['key']}-{n}", reader_id="r", type=EventType.CLICK, article_id=a, at=at)
         for n, (a, at) in enumerate(imp["history"])
         if at < imp["now"]
     ]
@@ -169,17 +271,13 @@ def profile(imp: dict[str, Any], matrix: CandidateMatrix) -> Profile:
     return build_profile("r", events, lookup, imp["now"])
 
 
-def training_example(
-    imp: dict[str, Any], profiles: dict[int, Profile], matrix: CandidateMatrix
-) -> Impression:
-    # Leave this impression out of the counts it is trained with: they would leak its labels.
+def training_example(imp: dict[str, Any], profiles: dict[int, Profile], past: Counts) -> Impression:
     rows, labels = imp["rows"], imp["labels"]
-    clicked, shown = matrix.popularity[rows] - labels, matrix.exposure[rows] - 1
-    return Impression(profiles[imp["key"]], rows, labels, imp["now"].timestamp(), clicked, shown)
+    return Impression(profiles[imp["key"]], rows, labels, imp["now"].timestamp(), *past)
 
 
 def scorers(matrix: CandidateMatrix, learned: Any, *, with_recency: bool) -> dict[str, Scorer]:
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(RANDOM_SEED)
 
     def ranker(name: str) -> Scorer:
         r = learned if name == "learned" else make_ranker(name)
@@ -213,15 +311,10 @@ def evaluate(
 
 
 def by_kind(rows: list[tuple[dict[str, Any], dict[str, float]]]) -> dict[str, Any]:
-    """Final-pipeline metrics by reader kind, read from the `variant` field."""
+    """Final-pipeline metrics by reader kind, as the `variant` field names it (none: no group)."""
     groups: dict[str, list[dict[str, float]]] = {}
     for imp, metrics in rows:
-        variant = imp["variant"]
-        if not variant:
-            continue
-        cold = "warm (history > 5)" if "non_cold_user" in variant else "cold (history <= 5)"
-        topic = "no topic match" if "not_match_topic" in variant else "topic match"
-        for kind in (cold, topic):
+        for kind in variant_kinds(imp["variant"]):
             groups.setdefault(kind, []).append(metrics)
     return {
         kind: summarize(metrics).as_dict() for kind, metrics in sorted(groups.items()) if len(metrics) > 1
