@@ -69,6 +69,7 @@ SPLIT_SEED = 13
 RANDOM_SEED = 0
 BOOTSTRAP = {"resamples": 1000, "seed": 0}  # recsys.evaluation.summarize's defaults
 ROOT = Path(__file__).resolve().parent.parent
+CODE = ("bench/recsys.py", "bench/_common.py", "recsys", "indexing")  # what shapes the numbers
 Scorer = Callable[[Profile, dict[str, Any]], np.ndarray]
 Counts = tuple[np.ndarray, np.ndarray]  # clicks, impressions
 
@@ -188,7 +189,7 @@ def provenance(args: argparse.Namespace, timed: bool, impressions: int, articles
     return {
         "commit": git("rev-parse", "HEAD"),
         # Uncommitted edits to the code that shapes the numbers (others may be mid-edit).
-        "uncommitted": git("status", "--porcelain", "--", "bench", "recsys", "indexing").splitlines(),
+        "uncommitted": git("status", "--porcelain", "--", *CODE).splitlines(),
         "settings": {
             "logged_impressions": impressions,
             "articles": articles,
