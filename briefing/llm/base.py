@@ -6,9 +6,17 @@
   adapter the backend does not know raises `UnknownAdapter`;
 - `stream(chat, params, adapter=None)` yields the text of one answer piece by piece; the pieces
   join to what `generate` returns for the same chat and greedy params;
-- a call that runs past `params.timeout_s` raises `GenerationTimeout`; a backend that cannot be
-  reached or loaded raises `GeneratorUnavailable`. Both are `GenerationError`s with a message a
-  person can act on.
+- every call has one time limit: the backend's configured `timeout_s` (LLM_TIMEOUT_S), or
+  `params.timeout_s` where that is shorter. Generation stops at the limit, not after it, and what
+  was written by then is kept: each answer the limit cut is returned with `finish_reason="timeout"`
+  (its text may be empty for chats of a batch the limit reached before they began). Only a call
+  that produced no text at all raises `GenerationTimeout` (so a caller never mistakes an empty
+  answer for a finished one); a stream cut by the limit simply ends, or raises `GenerationTimeout`
+  if it yielded nothing. Callers that need whole sentences check `finish_reason`;
+- `ready()` answers a cheap probe of the model (a tokenization, or the server's model list) and
+  returns True, or raises `GeneratorUnavailable` saying why it cannot answer (like redis' ping);
+- a backend that cannot be reached or loaded raises `GeneratorUnavailable`. Errors are
+  `GenerationError`s with a message a person can act on.
 Chat templates come from the model's own tokenizer (GGUF metadata or tokenizer_config.json).
 """
 
@@ -50,7 +58,13 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
-    timeout_s: float = 60.0
+    # None: the backend's configured limit (LLM_TIMEOUT_S). A value only tightens that limit, so
+    # a prompt template cannot outlast what the operator configured.
+    timeout_s: float | None = None
+
+    def limit(self, configured: float) -> float:
+        """The time limit of a call with these params on a backend configured with `configured`."""
+        return configured if self.timeout_s is None else min(self.timeout_s, configured)
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
-    finish_reason: str  # "stop" or "length"
+    finish_reason: str  # "stop", "length", or "timeout" (cut at the time limit)
 
 
 class Generator(Protocol):
@@ -73,6 +87,8 @@ class Generator(Protocol):
 
     def stream(self, chat: Chat, params: GenerationParams, adapter: str | None = None) -> Iterator[str]: ...
 
+    def ready(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -82,7 +98,7 @@ class GeneratorConfig:
     model: str = "packaged:SmolLM2-135M-Instruct"  # GGUF/HF path, hub id, or served model name
     base_url: str = "http://127.0.0.1:8011/v1"  # openai backend
     api_key: str | None = None
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # every call's time limit (LLM_TIMEOUT_S); see GenerationParams.timeout_s
     threads: int | None = None  # CPU threads (llama.cpp, torch); None: all cores
     context_tokens: int = 2048
     cache_dir: Path = Path("var/models")  # dequantized models (transformers backend)
@@ -103,9 +119,21 @@ class Deadline:
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
-    def check(self, what: str) -> None:
-        if self.passed():
-            raise GenerationTimeout(f"{what} took longer than {self.seconds:g} s (LLM_TIMEOUT_S)")
+    def remaining(self) -> float:
+        return max(0.0, self.seconds - self.elapsed())
+
+    def expired(self, what: str) -> GenerationTimeout:
+        return GenerationTimeout(
+            f"{what} wrote nothing within {self.seconds:g} s (LLM_TIMEOUT_S or the call's timeout_s)"
+        )
+
+
+def kept(completions: list[Completion], deadline: Deadline, what: str) -> list[Completion]:
+    """The completions of a call, unless the time limit left all of them empty (see the protocol)."""
+    cut = [c for c in completions if c.finish_reason == "timeout"]
+    if cut and not any(c.text.strip() for c in completions):
+        raise deadline.expired(what)
+    return completions
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -148,6 +176,14 @@ class FallbackGenerator:
         if first is not None:
             yield first
             yield from pieces
+
+    def ready(self) -> bool:
+        """Ready while either answers: the fallback exists to serve while the primary is down."""
+        try:
+            return self.primary.ready()
+        except GeneratorUnavailable as exc:
+            log.warning("%s; %s would answer instead", exc, self.fallback.model)
+            return self.fallback.ready()
 
 
 GeneratorFactory = Callable[[GeneratorConfig], Generator]

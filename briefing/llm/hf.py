@@ -4,6 +4,7 @@ A GGUF model (the packaged SmolLM2 by default) is dequantized to float32 by tran
 saved as safetensors under the cache folder; later loads read that copy in well under a second.
 A hub id or a local folder of a transformers model loads as it is. Batches are padded on the
 left and decoded together; adapters are switched per call (`disable_adapter` for the base model).
+The time limit is a stopping criterion checked after every decoding step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from briefing.llm.base import (
     GeneratorUnavailable,
     UnknownAdapter,
     cut_at_stop,
+    kept,
     register,
 )
 from briefing.llm.models import gguf_path, slug
@@ -55,7 +57,12 @@ def dequantized(model: str, cache_dir: Path) -> str:
 
 class TransformersGenerator:
     def __init__(
-        self, source: str, *, adapters: Mapping[str, Path] | None = None, threads: int | None = None
+        self,
+        source: str,
+        *,
+        adapters: Mapping[str, Path] | None = None,
+        threads: int | None = None,
+        timeout_s: float = 60.0,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -63,6 +70,7 @@ class TransformersGenerator:
         if threads:
             torch.set_num_threads(threads)
         self.source = source
+        self.timeout_s = timeout_s
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
             base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
@@ -78,26 +86,32 @@ class TransformersGenerator:
     def model(self) -> str:
         return Path(self.source).name
 
+    def ready(self) -> bool:
+        """The model is loaded with the generator; tokenizing a word checks its tokenizer answers."""
+        if not self.tokenizer("ready", add_special_tokens=False)["input_ids"]:
+            raise GeneratorUnavailable(f"the tokenizer of {self.source!r} answers nothing")
+        return True
+
     def generate(
         self, chats: Sequence[Chat], params: GenerationParams, adapter: str | None = None
     ) -> list[Completion]:
         if not chats:
             return []
-        deadline = Deadline(params.timeout_s)
+        deadline = Deadline(params.limit(self.timeout_s))
         batch = self._encode(chats)
         with self._lock, self._adapter(adapter):
             out = self.net.generate(**batch, **self._sampling(params, deadline))
-        deadline.check(f"transformers generation of {len(chats)} chats")
         width = batch["input_ids"].shape[1]
         masks = batch["attention_mask"]
-        return [
+        done = [
             self._completion(masks[n], out[n, width:], params, adapter, deadline) for n in range(len(chats))
         ]
+        return kept(done, deadline, f"transformers generation of {len(chats)} chats")
 
     def stream(self, chat: Chat, params: GenerationParams, adapter: str | None = None) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
-        deadline = Deadline(params.timeout_s)
+        deadline = Deadline(params.limit(self.timeout_s))
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = {**self._encode([chat]), **self._sampling(params, deadline), "streamer": streamer}
         with self._lock, self._adapter(adapter):
@@ -112,7 +126,8 @@ class TransformersGenerator:
                     break
                 yield piece
             worker.join()
-        deadline.check("transformers stream")
+        if not text and deadline.passed():
+            raise deadline.expired("transformers stream")
 
     def _encode(self, chats: Sequence[Chat]) -> Any:
         texts = [
@@ -152,6 +167,9 @@ class TransformersGenerator:
         ids = [int(t) for t in new]
         end = next((i for i, t in enumerate(ids) if t in ends), None)
         ended = end is not None
+        # A row without an end, a stop string or max_tokens can only have been cut by the deadline:
+        # the batch decodes until every row is done otherwise.
+        finish = "stop" if ended else "length" if len(ids) >= params.max_tokens else "timeout"
         ids = ids[:end]
         decoded = str(self.tokenizer.decode(ids, skip_special_tokens=True))
         text, stopped = cut_at_stop(decoded, params.stop)
@@ -161,7 +179,7 @@ class TransformersGenerator:
             prompt_tokens=int(mask.sum()),
             completion_tokens=len(ids),
             seconds=deadline.elapsed(),
-            finish_reason="stop" if ended or stopped else "length",
+            finish_reason="stop" if stopped else finish,
         )
 
     def _adapter(self, adapter: str | None) -> Any:
@@ -190,4 +208,6 @@ def _with_adapters(base: Any, adapters: Mapping[str, Path]) -> Any:
 @register("transformers")
 def _build(config: GeneratorConfig) -> TransformersGenerator:
     source = dequantized(config.model, config.cache_dir)
-    return TransformersGenerator(source, adapters=config.adapters, threads=config.threads)
+    return TransformersGenerator(
+        source, adapters=config.adapters, threads=config.threads, timeout_s=config.timeout_s
+    )

@@ -3,12 +3,17 @@
 llama.cpp decodes one sequence at a time here, so a batch is answered in turn; its chat template
 is the one stored in the GGUF. LoRA adapters must be GGUF adapters and are fixed at load time,
 so each named adapter gets its own model instance, created on first use.
+
+The chat is rendered with llama-cpp-python's own formatter for the GGUF's template and sent to
+`create_completion`, because only that call takes stopping criteria (`create_chat_completion`
+does not): the time limit is one of them, so decoding ends at the deadline with the text so far.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +25,16 @@ from briefing.llm.base import (
     GeneratorConfig,
     GeneratorUnavailable,
     UnknownAdapter,
+    kept,
     register,
 )
 from briefing.llm.models import gguf_path
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    llama: Any
+    template: Any  # llama_cpp's Jinja2ChatFormatter over the GGUF's chat template
 
 
 class LlamaCppGenerator:
@@ -33,12 +45,14 @@ class LlamaCppGenerator:
         threads: int | None = None,
         context_tokens: int = 2048,
         adapters: Mapping[str, Path] | None = None,
+        timeout_s: float = 60.0,
     ) -> None:
         self.model_path = model_path
         self.threads = threads
         self.context_tokens = context_tokens
         self.adapters = dict(adapters or {})
-        self._models: dict[str | None, Any] = {}
+        self.timeout_s = timeout_s
+        self._models: dict[str | None, _Loaded] = {}
         self._lock = threading.Lock()  # one llama.cpp context is not safe to share between threads
 
     @property
@@ -46,17 +60,20 @@ class LlamaCppGenerator:
         return self.model_path.stem
 
     def llama(self, adapter: str | None = None) -> Any:
+        return self._loaded(adapter).llama
+
+    def _loaded(self, adapter: str | None) -> _Loaded:
         if adapter is not None and adapter not in self.adapters:
             raise UnknownAdapter(f"llamacpp serves no adapter {adapter!r}; it has {sorted(self.adapters)}")
         if adapter not in self._models:
             self._models[adapter] = self._load(self.adapters.get(adapter) if adapter else None)
         return self._models[adapter]
 
-    def _load(self, lora: Path | None) -> Any:
+    def _load(self, lora: Path | None) -> _Loaded:
         from llama_cpp import Llama  # heavy: loaded on first use only
 
         try:
-            return Llama(
+            llama = Llama(
                 model_path=str(self.model_path),
                 n_ctx=self.context_tokens,
                 n_threads=self.threads,
@@ -65,71 +82,121 @@ class LlamaCppGenerator:
             )
         except (ValueError, RuntimeError) as exc:
             raise GeneratorUnavailable(f"llama.cpp cannot load {self.model_path}: {exc}") from exc
+        return _Loaded(llama, _chat_template(llama, self.model_path))
+
+    def ready(self) -> bool:
+        """Tokenizes a word with the loaded model (loading it first if no call has yet).
+
+        Tokenizing reads only the vocabulary, not the context a generation is using, so a probe
+        does not wait for the lock while a long generation holds it (probes have short timeouts)."""
+        loaded = self._models.get(None)
+        if loaded is None:
+            with self._lock:
+                loaded = self._loaded(None)
+        if not loaded.llama.tokenize(b"ready", add_bos=False):
+            raise GeneratorUnavailable(f"llama.cpp's tokenizer for {self.model_path} answers nothing")
+        return True
 
     def generate(
         self, chats: Sequence[Chat], params: GenerationParams, adapter: str | None = None
     ) -> list[Completion]:
-        return [self._complete(chat, params, adapter) for chat in chats]
+        deadline = Deadline(params.limit(self.timeout_s))
+        done = [self._complete(chat, params, adapter, deadline) for chat in chats]
+        return kept(done, deadline, f"llamacpp generation of {len(chats)} chats")
 
-    def _complete(self, chat: Chat, params: GenerationParams, adapter: str | None) -> Completion:
-        deadline = Deadline(params.timeout_s)
+    def _complete(
+        self, chat: Chat, params: GenerationParams, adapter: str | None, deadline: Deadline
+    ) -> Completion:
+        late = _Late(deadline)
         with self._lock:
-            llama = self.llama(adapter)
-            out = llama.create_chat_completion(
-                messages=[dict(m) for m in chat],
-                logits_processor=_stop_when(deadline, llama.token_eos()),
-                **_sampling(params),
-            )
-        deadline.check(f"llamacpp generation ({out['usage']['completion_tokens']} tokens)")
+            # a chat of a batch the deadline reached before it began is not started at all
+            out = None if deadline.passed() else self._create(chat, params, adapter, late, stream=False)
+        if out is None:
+            return Completion("", self._name(adapter), 0, 0, deadline.elapsed(), "timeout")
         choice = out["choices"][0]
         return Completion(
-            text=choice["message"]["content"] or "",
+            text=choice["text"] or "",
             model=self._name(adapter),
             prompt_tokens=out["usage"]["prompt_tokens"],
             completion_tokens=out["usage"]["completion_tokens"],
             seconds=deadline.elapsed(),
-            finish_reason=choice["finish_reason"] or "stop",
+            finish_reason="timeout" if late.cut else choice["finish_reason"] or "stop",
         )
 
     def stream(self, chat: Chat, params: GenerationParams, adapter: str | None = None) -> Iterator[str]:
-        deadline = Deadline(params.timeout_s)
+        deadline = Deadline(params.limit(self.timeout_s))
+        late = _Late(deadline)
+        wrote = False
         with self._lock:
-            chunks = self.llama(adapter).create_chat_completion(
-                messages=[dict(m) for m in chat], stream=True, **_sampling(params)
-            )
-            for chunk in chunks:
-                deadline.check("llamacpp stream")
-                piece = chunk["choices"][0]["delta"].get("content")
+            for chunk in self._create(chat, params, adapter, late, stream=True):
+                piece = chunk["choices"][0]["text"]
                 if piece:
+                    wrote = True
                     yield piece
+        if late.cut and not wrote:
+            raise deadline.expired("llamacpp stream")
+
+    def _create(
+        self, chat: Chat, params: GenerationParams, adapter: str | None, late: _Late, *, stream: bool
+    ) -> Any:
+        """What `create_chat_completion` does for a GGUF template, plus the deadline as a criterion."""
+        from llama_cpp import StoppingCriteriaList
+
+        loaded = self._loaded(adapter)
+        rendered = loaded.template(messages=[dict(m) for m in chat])
+        prompt = loaded.llama.tokenize(
+            rendered.prompt.encode(), add_bos=not rendered.added_special, special=True
+        )
+        stop = [*params.stop, *([rendered.stop] if isinstance(rendered.stop, str) else rendered.stop or [])]
+        return loaded.llama.create_completion(
+            prompt=prompt,
+            stream=stream,
+            stop=stop or None,
+            stopping_criteria=StoppingCriteriaList([late, *(rendered.stopping_criteria or [])]),
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+        )
 
     def _name(self, adapter: str | None) -> str:
         return f"{self.model}+{adapter}" if adapter else self.model
 
 
-def _sampling(params: GenerationParams) -> dict[str, Any]:
-    return {
-        "max_tokens": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "seed": params.seed,
-        "stop": list(params.stop) or None,
-    }
+class _Late:
+    """A stopping criterion that ends decoding once the deadline passes, and remembers that it did.
+
+    llama-cpp-python asks the criteria once per sampled token and, after its loop, once more
+    with the same tokens; that repeated question gets the earlier answer, so an answer that ended
+    on its own just before the deadline is not reported as cut."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        self.cut = False
+        self._seen = -1
+
+    def __call__(self, tokens: Any, logits: Any) -> bool:
+        if len(tokens) != self._seen:
+            self._seen = len(tokens)
+            self.cut = self.deadline.passed()
+        return self.cut
 
 
-def _stop_when(deadline: Deadline, eos: int) -> Any:
-    """Ends the answer once the deadline passes: the chat API has no stopping criteria, but it
-    runs logits processors before every token, so past the deadline only end-of-text remains."""
-    import numpy as np
-    from llama_cpp import LogitsProcessorList
+def _chat_template(llama: Any, path: Path) -> Any:
+    """The formatter `Llama` itself builds for the GGUF's chat template (same tokens, same stops)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    def late(_tokens: Any, scores: Any) -> Any:
-        if deadline.passed():
-            scores = np.full_like(scores, -np.inf)
-            scores[eos] = 0.0
-        return scores
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise GeneratorUnavailable(f"{path} has no chat template in its GGUF metadata")
 
-    return LogitsProcessorList([late])
+    def text(token: int) -> str:
+        return llama.detokenize([token], special=True).decode(errors="replace") if token != -1 else ""
+
+    eos = llama.token_eos()
+    return Jinja2ChatFormatter(
+        template, eos_token=text(eos), bos_token=text(llama.token_bos()), stop_token_ids=[eos]
+    )
 
 
 @register("llamacpp")
@@ -141,5 +208,9 @@ def _build(config: GeneratorConfig) -> LlamaCppGenerator:
             "org/repo:file.gguf, or packaged:SmolLM2-135M-Instruct (or LLM_BACKEND=transformers)"
         )
     return LlamaCppGenerator(
-        path, threads=config.threads, context_tokens=config.context_tokens, adapters=config.adapters
+        path,
+        threads=config.threads,
+        context_tokens=config.context_tokens,
+        adapters=config.adapters,
+        timeout_s=config.timeout_s,
     )

@@ -4,6 +4,11 @@ vLLM serves LoRA adapters as extra model names (`--lora-modules name=path`), so 
 chosen by sending its name as `model`. A batch is sent as concurrent requests, which vLLM's
 continuous batching decodes together. Connection failures become `GeneratorUnavailable` and slow
 answers `GenerationTimeout`, which the fallback wrapper (LLM_FALLBACK) turns into a local answer.
+
+The time limit is the HTTP timeout of each request (what remains of the call's deadline). A
+non-streamed answer arrives whole or not at all, so a request cut by the limit contributes an
+empty answer marked "timeout" (the server drops the request when the client hangs up); a stream
+keeps the pieces it received.
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ import httpx
 from briefing.llm.base import (
     Chat,
     Completion,
+    Deadline,
     GenerationError,
     GenerationParams,
     GenerationTimeout,
     GeneratorConfig,
     GeneratorUnavailable,
     UnknownAdapter,
+    kept,
     register,
 )
+
+PROBE_TIMEOUT_S = 2.0  # readiness probes must answer fast; a server this slow to list models is not ready
 
 
 class OpenAIGenerator:
@@ -38,10 +47,12 @@ class OpenAIGenerator:
         api_key: str | None = None,
         concurrency: int = 8,
         transport: httpx.BaseTransport | None = None,
+        timeout_s: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.served_model = model
         self.concurrency = concurrency
+        self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=self.base_url, headers=headers, transport=transport)
 
@@ -52,18 +63,31 @@ class OpenAIGenerator:
     def generate(
         self, chats: Sequence[Chat], params: GenerationParams, adapter: str | None = None
     ) -> list[Completion]:
+        deadline = Deadline(params.limit(self.timeout_s))
         if len(chats) <= 1:
-            return [self._complete(c, params, adapter) for c in chats]
-        with ThreadPoolExecutor(min(self.concurrency, len(chats))) as pool:
-            return list(pool.map(lambda c: self._complete(c, params, adapter), chats))
+            done = [self._complete(c, params, adapter, deadline) for c in chats]
+        else:
+            with ThreadPoolExecutor(min(self.concurrency, len(chats))) as pool:
+                done = list(pool.map(lambda c: self._complete(c, params, adapter, deadline), chats))
+        return kept(done, deadline, f"the LLM server at {self.base_url}")
 
-    def _complete(self, chat: Chat, params: GenerationParams, adapter: str | None) -> Completion:
+    def _complete(
+        self, chat: Chat, params: GenerationParams, adapter: str | None, deadline: Deadline
+    ) -> Completion:
         start = time.monotonic()
-        with _Translate(self.base_url):
-            response = self.client.post(
-                "/chat/completions", json=self._body(chat, params, adapter), timeout=params.timeout_s
-            )
-            _raise_for_status(response, adapter)
+        try:
+            if deadline.passed():  # a chat queued behind a slow batch
+                raise deadline.expired(f"the LLM server at {self.base_url}")
+            with _Translate(self.base_url):
+                response = self.client.post(
+                    "/chat/completions",
+                    json=self._body(chat, params, adapter),
+                    timeout=deadline.remaining(),
+                )
+                _raise_for_status(response, adapter)
+        except GenerationTimeout:
+            # the other chats of the batch may have finished; `kept` raises if none did
+            return Completion("", adapter or self.served_model, 0, 0, time.monotonic() - start, "timeout")
         body = response.json()
         choice, usage = body["choices"][0], body.get("usage") or {}
         return Completion(
@@ -76,10 +100,26 @@ class OpenAIGenerator:
         )
 
     def stream(self, chat: Chat, params: GenerationParams, adapter: str | None = None) -> Iterator[str]:
+        deadline = Deadline(params.limit(self.timeout_s))
+        wrote = False
+        try:
+            for piece in self._pieces(chat, params, adapter, deadline):
+                wrote = True
+                yield piece
+        except GenerationTimeout:
+            if not wrote:
+                raise
+        # leaving the `with` in `_pieces` at the deadline closes the connection: the server stops
+
+    def _pieces(
+        self, chat: Chat, params: GenerationParams, adapter: str | None, deadline: Deadline
+    ) -> Iterator[str]:
         body = {**self._body(chat, params, adapter), "stream": True}
         with (
             _Translate(self.base_url),
-            self.client.stream("POST", "/chat/completions", json=body, timeout=params.timeout_s) as response,
+            self.client.stream(
+                "POST", "/chat/completions", json=body, timeout=deadline.remaining()
+            ) as response,
         ):
             if response.is_error:
                 response.read()
@@ -90,13 +130,30 @@ class OpenAIGenerator:
                     break
                 if piece:
                     yield piece
+                if deadline.passed():
+                    return
 
-    def models(self) -> list[str]:
+    def models(self, timeout_s: float = 10.0) -> list[str]:
         """The model and adapter names the server serves."""
         with _Translate(self.base_url):
-            response = self.client.get("/models", timeout=10)
+            response = self.client.get("/models", timeout=timeout_s)
             _raise_for_status(response, None)
         return [m["id"] for m in response.json()["data"]]
+
+    def ready(self) -> bool:
+        """The server answers `GET /models` quickly and lists the configured model."""
+        wait = min(PROBE_TIMEOUT_S, self.timeout_s)
+        try:
+            served = self.models(wait)
+        except GenerationTimeout as exc:
+            raise GeneratorUnavailable(
+                f"the LLM server at {self.base_url} did not list its models within {wait:g} s"
+            ) from exc
+        if self.served_model not in served:
+            raise GeneratorUnavailable(
+                f"the LLM server at {self.base_url} does not serve {self.served_model!r}; it serves {served}"
+            )
+        return True
 
     def _body(self, chat: Chat, params: GenerationParams, adapter: str | None) -> dict[str, Any]:
         return {
@@ -161,4 +218,4 @@ def _sse_piece(line: str) -> str | None:
 
 @register("openai")
 def _build(config: GeneratorConfig) -> OpenAIGenerator:
-    return OpenAIGenerator(config.base_url, config.model, api_key=config.api_key)
+    return OpenAIGenerator(config.base_url, config.model, api_key=config.api_key, timeout_s=config.timeout_s)

@@ -4,9 +4,13 @@ tests/integration/test_vllm_server.py; its error paths are tested here against r
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +26,14 @@ from briefing import (
     make_generator,
 )
 from briefing.llm import OpenAIGenerator
+from briefing.prompts import PROMPTS
+from server.settings import Settings
 from tests.chats import CAPITAL, COUNT, HARBOUR, free_port
 
 pytestmark = pytest.mark.slow
 
 GREEDY = GenerationParams(max_tokens=24)
+LONG = GenerationParams(max_tokens=64)  # COUNT runs to the limit or near it
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +75,59 @@ def test_max_tokens_and_stop_strings(backend: Generator) -> None:
     assert "\n" not in cut.text.strip() and cut.text.strip()
 
 
-def test_a_slow_generation_times_out(backend: Generator) -> None:
-    with pytest.raises(GenerationTimeout, match="LLM_TIMEOUT_S"):
-        backend.generate([COUNT], GenerationParams(max_tokens=200, timeout_s=0.05))
+def test_generation_stops_at_the_time_limit_and_keeps_its_text(backend: Generator) -> None:
+    [whole] = backend.generate([COUNT], LONG)
+    assert whole.finish_reason != "timeout" and whole.completion_tokens > 20
+    # Limits relative to this machine's own time for the whole answer: a tiny one and a quarter.
+    for limit in (whole.seconds / 50, whole.seconds / 4):
+        start = time.monotonic()
+        try:
+            [cut] = backend.generate([COUNT], replace(LONG, timeout_s=limit))
+        except GenerationTimeout as exc:  # the limit passed before the first token: nothing to keep
+            assert limit < whole.seconds / 4 and "wrote nothing" in str(exc)
+        else:
+            assert cut.finish_reason == "timeout" and cut.completion_tokens < whole.completion_tokens
+            assert cut.text.strip() and whole.text.strip().startswith(cut.text.strip())  # greedy
+        assert time.monotonic() - start < whole.seconds / 2
+
+
+def test_a_stream_ends_at_the_time_limit(backend: Generator) -> None:
+    [whole] = backend.generate([COUNT], LONG)
+    start = time.monotonic()
+    text = "".join(backend.stream(COUNT, replace(LONG, timeout_s=whole.seconds / 4)))
+    assert time.monotonic() - start < whole.seconds / 2
+    assert text.strip() and len(text) < len(whole.text) and whole.text.strip().startswith(text.strip())
+
+
+def test_the_configured_time_limit_applies_to_every_call(llamacpp: Generator) -> None:
+    """LLM_TIMEOUT_S reaches the backend: prompt templates' params and the defaults cannot outlast it."""
+    [whole] = llamacpp.generate([COUNT], LONG)
+    settings = Settings.from_env({"LLM_TIMEOUT_S": str(whole.seconds / 4), "LLM_THREADS": "2"})
+    limited = make_generator(settings.llm)
+    for params in (
+        LONG,
+        replace(LONG, timeout_s=3600.0),
+        replace(PROMPTS.get("article").params, max_tokens=64),
+    ):
+        start = time.monotonic()
+        [cut] = limited.generate([COUNT], params)
+        assert cut.finish_reason == "timeout" and cut.completion_tokens < whole.completion_tokens
+        assert time.monotonic() - start < whole.seconds / 2
+
+
+def test_a_batch_keeps_what_finished_before_the_limit(llamacpp: Generator) -> None:
+    [capital] = llamacpp.generate([CAPITAL], GREEDY)
+    [whole] = llamacpp.generate([COUNT], LONG)
+    # CAPITAL finishes well inside the limit; the limit cuts COUNT; the last chat never starts.
+    limit = capital.seconds + whole.seconds / 3
+    first, second, third = llamacpp.generate([CAPITAL, COUNT, COUNT], replace(LONG, timeout_s=limit))
+    assert first.text == capital.text and first.finish_reason == "stop"
+    assert second.finish_reason == "timeout" and whole.text.startswith(second.text)
+    assert (third.text, third.finish_reason) == ("", "timeout")
+
+
+def test_ready_probes_the_loaded_model(backend: Generator) -> None:
+    assert backend.ready() is True
 
 
 def test_an_unknown_adapter_is_refused(backend: Generator) -> None:
@@ -93,7 +150,8 @@ def test_transformers_applies_a_peft_adapter_by_name(model_cache: Path, tmp_path
 
     source = dequantized(GeneratorConfig.model, model_cache)
     lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(AutoModelForCausalLM.from_pretrained(source), lora).save_pretrained(tmp_path / "noisy")
+    noisy = get_peft_model(AutoModelForCausalLM.from_pretrained(source), lora)
+    noisy.save_pretrained(str(tmp_path / "noisy"))
     generator = make_generator(
         GeneratorConfig(backend="transformers", cache_dir=model_cache, adapters={"noisy": tmp_path / "noisy"})
     )
@@ -130,8 +188,52 @@ def test_openai_backend_reports_an_unreachable_server() -> None:
 
 def test_openai_backend_times_out_on_a_silent_server(silent_server: str) -> None:
     generator = OpenAIGenerator(silent_server, "smollm2")
-    with pytest.raises(GenerationTimeout, match="did not answer in time"):
+    with pytest.raises(GenerationTimeout, match=r"wrote nothing within 0\.5 s"):
         generator.generate([CAPITAL], GenerationParams(timeout_s=0.5))
+
+
+def test_openai_backend_uses_the_configured_time_limit(silent_server: str) -> None:
+    settings = Settings.from_env(
+        {"LLM_BACKEND": "openai", "LLM_BASE_URL": silent_server, "LLM_TIMEOUT_S": "0.3"}
+    )
+    with pytest.raises(GenerationTimeout, match=r"within 0\.3 s"):
+        make_generator(settings.llm).generate([CAPITAL], GREEDY)  # GREEDY names no limit of its own
+
+
+def test_openai_ready_fails_on_a_closed_port_or_a_silent_server(silent_server: str) -> None:
+    with pytest.raises(GeneratorUnavailable, match="cannot reach the LLM server"):
+        OpenAIGenerator(f"http://127.0.0.1:{free_port()}/v1", "smollm2").ready()
+    with pytest.raises(GeneratorUnavailable, match="did not list its models within"):
+        OpenAIGenerator(silent_server, "smollm2", timeout_s=0.3).ready()
+
+
+@pytest.fixture
+def models_server() -> Iterator[str]:
+    """A real HTTP server that lists one model, as an OpenAI-compatible server does."""
+
+    class Models(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"object": "list", "data": [{"id": "smollm2", "object": "model"}]}).encode()
+            self.send_response(200 if self.path == "/v1/models" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_ready_needs_the_server_to_serve_the_model(models_server: str) -> None:
+    assert OpenAIGenerator(models_server, "smollm2").ready() is True
+    with pytest.raises(GeneratorUnavailable, match="does not serve 'other'"):
+        OpenAIGenerator(models_server, "other").ready()
 
 
 def test_unreachable_server_falls_back_to_the_local_model() -> None:
