@@ -12,7 +12,7 @@
 | LLM_BACKEND | llamacpp | llamacpp, transformers or openai (vLLM or any OpenAI-compatible server) |
 | LLM_MODEL | packaged:SmolLM2-135M-Instruct | GGUF file, transformers folder or hub id, or served name |
 | LLM_BASE_URL / LLM_API_KEY | http://127.0.0.1:8011/v1 / (unset) | the openai backend's server |
-| LLM_TIMEOUT_S | 60 | one generation call's time limit |
+| LLM_TIMEOUT_S | 60 | every generation call's time limit: it stops there, keeping what it wrote |
 | LLM_FALLBACK | (unset) | backend to answer with when LLM_BACKEND is unreachable, e.g. llamacpp |
 | LLM_THREADS | (all cores) | CPU threads for llama.cpp and torch |
 | LLM_ADAPTERS / LLM_ADAPTER | (unset) | LoRA adapters `name=path,...` to load, and the one summaries use |
