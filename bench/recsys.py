@@ -194,7 +194,7 @@ def provenance(args: argparse.Namespace, timed: bool, impressions: int, articles
             "logged_impressions": impressions,
             "articles": articles,
             "split": "time" if timed else f"impression-id shuffle, seed {SPLIT_SEED}",
-            "train_share_of_ids": 0.5,
+            "train_share": 0.5,  # of the impression ids, or of the impressions by time
             "embedder": PACKAGED_MINILM,
             "learned_ranker": f"logistic regression, C={getattr(make_ranker('learned'), 'c', None)}",
             "diversity": DIVERSITY,
