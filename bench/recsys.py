@@ -16,8 +16,8 @@ impression id counted once however many variants list it; a training row is fitt
 counts of the other training impressions (by time: of the earlier ones) so its own click never
 feeds its features. MIND has no publication times: no recency row.
 
-The JSON records the git commit it ran on, any uncommitted change to the code that shapes it,
-and the settings.
+The JSON records the git commit it ran on, any uncommitted change to the code that shapes the
+numbers, the command line and the settings.
 
 Latency: one reader against 1k, 10k and 100k synthetic candidates (384-d), ranker + MMR.
 """
@@ -96,7 +96,7 @@ def main() -> None:
         "data": str(args.data),
         "format": logs.source,
         "split": split_description(train, test, timed),
-        **provenance(args, timed, len(logs.impressions), len(articles)),
+        **settings(timed, len(logs.impressions), len(articles)),
     }
     # An impression listed under several variants counts once overall, once per variant below.
     unique = list({i["id"]: i for i in test}.values())
@@ -106,7 +106,7 @@ def main() -> None:
     results["latency_p99_ms"], results["latency_p50_ms"], results["memory_mb_per_100k"] = latency(learned)
     results["machine"] = machine()
     print_tables(results)
-    write_results(results, args.out)
+    write_results(results, args.out, args)
 
 
 def parse_args() -> argparse.Namespace:
@@ -184,12 +184,12 @@ def split_description(train: list[dict[str, Any]], test: list[dict[str, Any]], t
     )
 
 
-def provenance(args: argparse.Namespace, timed: bool, impressions: int, articles: int) -> dict[str, Any]:
-    """What a rerun needs to get the same numbers: the code's commit and the settings."""
+def settings(timed: bool, impressions: int, articles: int) -> dict[str, Any]:
+    """What a rerun at the recorded commit (`provenance`, added by write_results) needs to get the
+    same numbers, and which files of the code that shapes them differed from that commit (the
+    provenance's `dirty` covers the whole tree, where others may be mid-edit on other files)."""
     return {
-        "commit": git("rev-parse", "HEAD"),
-        # Uncommitted edits to the code that shapes the numbers (others may be mid-edit).
-        "uncommitted": git("status", "--porcelain", "--", *CODE).splitlines(),
+        "uncommitted_code": git("status", "--porcelain", "--", *CODE).splitlines(),
         "settings": {
             "logged_impressions": impressions,
             "articles": articles,
