@@ -41,7 +41,8 @@ def provenance() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # results written by an earlier benchmark of the same run do not make the code dirty
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
         "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
