@@ -66,14 +66,14 @@ class Summarizer:
         *,
         prompts: PromptRegistry = PROMPTS,
         config: SummarizerConfig | None = None,
-        quote_checker: GroundingChecker | None = None,
+        request_checker: GroundingChecker | None = None,
     ) -> None:
         self.generator = generator
         self.retriever = retriever
         self.checker = checker
-        # The article's own sentences need no likelihood signal (an LLM pass each): readers'
-        # requests check them with `quote_checker` when one is given.
-        self.quote_checker = quote_checker or checker
+        # Request paths (a reader's briefing quoting the article, an editor's edit) must not wait
+        # for the LLM: they check with `request_checker` (no likelihood signal) when one is given.
+        self.request_checker = request_checker or checker
         self.store = store
         self.prompts = prompts
         self.config = config or SummarizerConfig()
@@ -189,7 +189,7 @@ class Summarizer:
         """The article's first sentence (its lead, when it has one), with its support and citation."""
         first = (split_sentences(article.lead or "") or split_sentences(article.body) or [article.title])[0]
         evidence = [c.evidence() for c in chunks]
-        support = self.quote_checker.check([first], evidence)[0] if evidence else None
+        support = self.request_checker.check([first], evidence)[0] if evidence else None
         citations = (
             support.citations if support and support.citations else tuple(c.chunk_id for c in chunks[:1])
         )

@@ -92,7 +92,7 @@ def build_summarizer(
         build_checker(settings, indexer.embedder),
         store or build_summary_store(settings),
         config=SummarizerConfig(adapter=settings.llm_adapter),
-        quote_checker=EmbeddingLexicalChecker(indexer.embedder, settings.grounding),
+        request_checker=EmbeddingLexicalChecker(indexer.embedder, settings.grounding),
     )
 
 

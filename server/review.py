@@ -148,7 +148,8 @@ class Review:
         evidence = [Evidence(c.chunk_id, c.text) for c in chunks.values()]
         if not evidence:
             raise ReviewConflict(f"article {summary.article_id!r} is no longer in the index")
-        supports = self.service.summarizer.checker.check(sentences, evidence)
+        # the editor's words are theirs to vouch for; the scores inform, so no LLM pass here
+        supports = self.service.summarizer.request_checker.check(sentences, evidence)
         return tuple(
             SummarySentence(s.sentence, round(s.score, 4), s.citations, missing=s.missing) for s in supports
         )

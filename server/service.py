@@ -292,7 +292,7 @@ class Service:
         return retired
 
     def erase(self, actor: Actor, reader_id: str) -> dict[str, int]:
-        self.visits.forget(reader_id)
+        self.visits.forget(reader_id, self.clock())
         counts = erase_reader(self.engine, reader_id)
         counts["cached_briefings"] = self.cache.drop(lambda b: b.reader_id != reader_id)
         if not any(counts.values()):

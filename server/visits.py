@@ -33,6 +33,7 @@ class Visits:
     def __init__(self, engine: Engine, readers: Readers, flush_s: float = 0.05) -> None:
         self.engine, self.readers, self.flush_s = engine, readers, flush_s
         self._state: dict[str, State] = {}
+        self._erased: dict[str, datetime] = {}  # reader -> when they were erased
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[str, datetime, datetime | None, dict[str, Any]] | None] = queue.Queue()
         self._writer = threading.Thread(target=self._drain, name="visit-writer", daemon=True)
@@ -58,13 +59,18 @@ class Visits:
 
     def record(self, briefing: Briefing, at: datetime, since: datetime | None, cached: bool) -> None:
         with self._lock:
+            erased = self._erased.get(briefing.reader_id)
+            if erased is not None and briefing.generated_at <= erased:
+                return  # composed before the reader was erased: it must not bring them back
             self._state[briefing.reader_id] = (at, since)
         self._queue.put((briefing.reader_id, at, since, served_row(briefing, at, cached)))
 
-    def forget(self, reader_id: str) -> None:
-        self.flush()
+    def forget(self, reader_id: str, at: datetime) -> None:
+        """Erasure: requests composed up to `at` and still in flight record nothing."""
         with self._lock:
+            self._erased[reader_id] = at
             self._state.pop(reader_id, None)
+        self.flush()
 
     def flush(self) -> None:
         """Wait until everything recorded so far is in the database."""

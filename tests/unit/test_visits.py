@@ -39,3 +39,20 @@ def test_a_visit_keeps_its_since_until_the_reader_has_been_away(engine: Any) -> 
         assert fresh.current("r1", T0 + timedelta(hours=3)).since == T0 + timedelta(minutes=20)
     finally:
         fresh.close()
+
+
+def test_a_request_in_flight_during_an_erasure_does_not_bring_the_reader_back(engine: Any) -> None:
+    readers = Readers(engine, timedelta(minutes=30))
+    visits = Visits(engine, readers, flush_s=0.01)
+    try:
+        in_flight = briefing("r1", None)  # composed at T0, recorded after the erasure
+        visits.forget("r1", T0 + timedelta(seconds=1))
+        visits.record(in_flight, T0 + timedelta(seconds=2), None, cached=False)
+        visits.flush()
+        assert readers.state("r1") == (None, None) and BriefingLog(engine).for_reader("r1") == []
+        later = Briefing("r1", T0 + timedelta(hours=1), None, "control", BriefingPolicy(), "Hi.", ())
+        visits.record(later, T0 + timedelta(hours=1), None, cached=False)  # a new visit counts again
+        visits.flush()
+        assert len(BriefingLog(engine).for_reader("r1")) == 1
+    finally:
+        visits.close()
