@@ -186,14 +186,26 @@ class Summarizer:
         )
 
     def extractive(self, article: Article, chunks: list[EvidenceChunk]) -> list[SummarySentence]:
-        """The article's first sentence (its lead, when it has one), with its support and citation."""
+        """The article's first sentence (its lead, when it has one), with its support and citation.
+
+        A sentence found word for word in a chunk cites that chunk with support 1.0, without a
+        model pass (it is quoted, not paraphrased: that was most of an uncached briefing's time);
+        otherwise the request checker scores it."""
         first = (split_sentences(article.lead or "") or split_sentences(article.body) or [article.title])[0]
+        quoted = _normalized(first)
+        verbatim = next((c for c in chunks if quoted in _normalized(c.text)), None)
+        if verbatim is not None:
+            return [SummarySentence(first, 1.0, (verbatim.chunk_id,), extractive=True)]
         evidence = [c.evidence() for c in chunks]
         support = self.request_checker.check([first], evidence)[0] if evidence else None
         citations = (
             support.citations if support and support.citations else tuple(c.chunk_id for c in chunks[:1])
         )
         return [SummarySentence(first, support.score if support else 1.0, citations, extractive=True)]
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 def _sentence(support: Support) -> SummarySentence:

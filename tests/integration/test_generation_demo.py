@@ -118,6 +118,17 @@ def test_an_unsupported_sentence_is_dropped_and_the_item_falls_back(
     assert_grounded(summary, "spo-0001")
 
 
+def test_the_articles_own_sentence_cites_the_chunk_it_is_quoted_from(
+    demo: Indexer, summarizer: Summarizer
+) -> None:
+    record = demo.index.get(["loc-0013"])["loc-0013"]
+    chunks = summarizer.retriever.article("loc-0013", record.article.title)
+    (quoted,) = summarizer.extractive(record.article, chunks)
+    cited = next(c for c in chunks if c.chunk_id == quoted.citations[0])
+    assert quoted.extractive and quoted.score == 1.0
+    assert " ".join(quoted.text.split()) in " ".join(cited.text.split())
+
+
 @pytest.fixture(scope="module")
 def composer(demo: Indexer, summarizer: Summarizer) -> Composer:
     events = InMemoryEventStore()
