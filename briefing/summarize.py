@@ -164,6 +164,7 @@ class Summarizer:
         template, record = request.template, request.record
         points = parse_points(completion.text, template.max_sentences)
         sentences = [s for p in points for s in split_sentences(p) if not _not_news(s, record.article.title)]
+        sentences = _complete(sentences, completion.finish_reason)
         evidence = [c.evidence() for c in request.evidence]
         supports = self.checker.check(_unique(sentences)[: template.max_sentences], evidence)
         kept = [_sentence(s) for s in supports if s.supported]
@@ -202,6 +203,15 @@ class Summarizer:
             support.citations if support and support.citations else tuple(c.chunk_id for c in chunks[:1])
         )
         return [SummarySentence(first, support.score if support else 1.0, citations, extractive=True)]
+
+
+def _complete(sentences: list[str], finish_reason: str) -> list[str]:
+    """Without the last one if a time or token limit cut it off mid-sentence."""
+    cut = finish_reason != "stop" and sentences and not sentences[-1].rstrip().endswith(_ENDS)
+    return sentences[:-1] if cut else sentences
+
+
+_ENDS = (".", "!", "?", '"', "”", "»", ")")
 
 
 def _normalized(text: str) -> str:

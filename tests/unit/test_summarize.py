@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from briefing.summarize import _not_news
+from briefing.summarize import _complete, _not_news
 
 TITLE = "Council approves the ferry terminal"
 
@@ -34,3 +34,17 @@ def test_echoes_and_talk_about_the_article_are_not_news(sentence: str) -> None:
 )
 def test_news_is_news(sentence: str) -> None:
     assert not _not_news(sentence, TITLE)
+
+
+@pytest.mark.parametrize(
+    ("reason", "sentences", "kept"),
+    [
+        ("stop", ["The council voted 27 to 22.", "The terminal will open in"], 2),
+        ("length", ["The council voted 27 to 22.", "The terminal will open in"], 1),
+        ("timeout", ["The council voted 27 to 22.", "The terminal will open in"], 1),
+        ("timeout", ["The council voted 27 to 22.", "It opens in 2028."], 2),
+        ("timeout", [], 0),
+    ],
+)
+def test_a_sentence_cut_off_by_a_limit_is_not_checked(reason: str, sentences: list[str], kept: int) -> None:
+    assert _complete(sentences, reason) == sentences[:kept]
