@@ -11,10 +11,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -31,8 +32,20 @@ ArticleId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[\w.:-]+$"),
 ]
+
+
+def _has_utc_time(value: datetime) -> datetime:
+    # Times are compared and stored in UTC: 0001-01-01T00:30+01:00 has no UTC time.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time leaves the calendar (years 1-9999) in UTC") from None
+    return value
+
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=60)]
+Moment = Annotated[AwareDatetime, AfterValidator(_has_utc_time)]
 
 _SECTION = r"^[a-z][a-z0-9_-]{0,39}$"
 
@@ -61,13 +74,21 @@ class Article(BaseModel):
     tags: Annotated[list[Tag], Field(max_length=50)] = Field(default_factory=list)
     language: Annotated[str, BeforeValidator(_normalize_name), StringConstraints(pattern=r"^[a-z]{2,3}$")]
     publication: Annotated[Text, Field(min_length=1, max_length=200)]
-    published_at: AwareDatetime
-    updated_at: AwareDatetime | None = None
+    published_at: Moment
+    updated_at: Moment | None = None
 
     @field_validator("tags")
     @classmethod
     def _dedupe_tags(cls, tags: list[str]) -> list[str]:
         return list(dict.fromkeys(tags))
+
+    @field_validator("title", "lead", "body", "publication", "tags")
+    @classmethod
+    def _no_nul(cls, value: str | list[str]) -> str | list[str]:
+        # No reader needs one, and PostgreSQL cannot store text holding one (a push was a 500).
+        if any("\x00" in text for text in ([value] if isinstance(value, str) else value)):
+            raise ValueError("contains a NUL byte")
+        return value
 
     @model_validator(mode="after")
     def _updated_not_before_published(self) -> Self:

@@ -2,19 +2,25 @@
 
 Litestar's own parts do the cross-cutting work: JWT cookie/bearer auth (server.auth), problem
 details for every error, rate limiting, the request body limit, OpenAPI at /schema, Prometheus
-metrics at /metrics and Jinja templates with autoescaping. The scheduler starts in the lifespan.
+metrics at /metrics (admin role), Jinja templates with autoescaping, and CSRF tokens on forms.
+server.hardening adds the origin check on browser writes, JSON-only bodies, security headers and
+request ids. The scheduler starts in the lifespan.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar, Request, Response
+from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -23,18 +29,28 @@ from litestar.plugins.problem_details import (
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from briefing import GenerationError
 from recsys import EventsRejected
-from server.api import AdminApi, Probes, ReaderApi, ReviewApi
-from server.auth import COOKIE, jwt_auth, secret
+from server.api import AdminApi, Probes, ReaderApi, ReviewApi, metrics
+from server.auth import jwt_auth, secret
+from server.hardening import (
+    BoundedRequest,
+    BrowserWrites,
+    failure_logger,
+    json_only,
+    no_nul,
+    request_id,
+    stamp_response,
+)
 from server.jobs import Jobs
-from server.pages import EditorPages, ReaderPages, login
+from server.pages import EditorPages, ReaderPages, login, login_page
 from server.review import Review, ReviewConflict
-from server.service import ArticlesRejected, Forbidden, NotFound, Service
+from server.schema import ClosedModels
+from server.service import Actor, ArticlesRejected, Forbidden, NotFound, Service
 from server.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -44,8 +60,9 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
     """The ASGI app over a built `Service`; `jobs` run in its lifespan when given."""
     review = Review(service)
     key = secret(settings.service.jwt_secret, settings.data_dir)
-    auth = jwt_auth(key)
-    metrics = PrometheusConfig(app_name="briefing", group_path=True, exclude=["/metrics"])
+    secure = settings.service.secure_cookies
+    auth = jwt_auth(key, secure)
+    prometheus = PrometheusConfig(app_name="briefing", group_path=True, exclude=["/metrics"])
     return Litestar(
         route_handlers=[
             ReaderApi,
@@ -54,8 +71,9 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
             Probes,
             ReaderPages,
             EditorPages,
+            login_page,
             login,
-            PrometheusController,
+            metrics,
             create_static_files_router(path="/static", directories=[HERE / "static"]),
         ],
         dependencies={
@@ -63,10 +81,16 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
             "review": Provide(lambda: review, use_cache=True, sync_to_thread=False),
             "jobs": Provide(lambda: _need(jobs), sync_to_thread=False),
         },
-        state=State({"jwt_key": key, "scheduler_running": False}),
+        state=State({"jwt_key": key, "secure_cookies": secure, "scheduler_running": False}),
         on_app_init=[auth.on_app_init],
-        middleware=[*_rate_limit(settings), metrics.middleware],
-        plugins=[ProblemDetailsPlugin(_problems())],
+        middleware=[*_rate_limit(settings), prometheus.middleware, _browser_writes(key, secure)],
+        request_class=BoundedRequest,
+        guards=[no_nul],
+        before_request=json_only,
+        before_send=[stamp_response],
+        after_exception=[failure_logger(STATUSES)],
+        exception_handlers={Exception: _internal_error},
+        plugins=[ProblemDetailsPlugin(_problems()), ClosedModels()],
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(
             title="Briefing service",
@@ -100,9 +124,23 @@ def _rate_limit(settings: Settings) -> list[Any]:
 
 
 def _client(request: Request[Any, Any, Any]) -> str:
-    """A signed-in caller is limited by their token, anyone else by address."""
-    credential = request.headers.get("authorization") or request.cookies.get(COOKIE)
-    return credential or (request.client.host if request.client else "unknown")
+    """A signed-in caller is limited as who they are (any token of theirs), anyone else by address.
+
+    The auth middleware runs first and has verified the token; a credential the caller can vary
+    (the header's text) would hand out a fresh limit per variant."""
+    actor = request.scope.get("user")
+    if isinstance(actor, Actor):
+        return f"{actor.role}:{actor.id}"
+    return f"address:{request.client.host if request.client else 'unknown'}"
+
+
+def _browser_writes(key: str, secure: bool) -> DefineMiddleware:
+    """Origin and CSRF-token checks on writes without an Authorization header (server.hardening).
+
+    The token cookie is HttpOnly (pages put the token in their forms) and SameSite=Strict."""
+    csrf_key = hmac.new(key.encode(), b"csrf-tokens", hashlib.sha256).hexdigest()  # not the JWT key itself
+    config = CSRFConfig(secret=csrf_key, cookie_secure=secure, cookie_httponly=True, cookie_samesite="strict")
+    return DefineMiddleware(BrowserWrites, config=config)
 
 
 def _scheduler(jobs: Jobs) -> Callable[[Litestar], Any]:
@@ -118,6 +156,25 @@ def _scheduler(jobs: Jobs) -> Callable[[Litestar], Any]:
     return lifespan
 
 
+# The service's own exceptions and the status each becomes (rejected batches are 400s too).
+STATUSES: dict[type[Exception], int] = {
+    NotFound: 404,
+    Forbidden: 403,
+    ReviewConflict: 409,
+    GenerationError: 503,
+    EventsRejected: 400,
+    ArticlesRejected: 400,
+}
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A bug: the problem names the request id its log line has (server.hardening), nothing else."""
+    rid = request_id(request.scope)
+    detail = f"internal error; the log has it under request id {rid}"
+    problem = ProblemDetailsException(detail=detail, status_code=500, extra={"request_id": rid})
+    return problem.to_response(request)
+
+
 def _problems() -> ProblemDetailsConfig:
     def status(code: int) -> Callable[[Exception], ProblemDetailsException]:
         return lambda exc: ProblemDetailsException(detail=str(exc), status_code=code)
@@ -131,10 +188,7 @@ def _problems() -> ProblemDetailsConfig:
     return ProblemDetailsConfig(
         enable_for_all_http_exceptions=True,
         exception_to_problem_detail_map={
-            NotFound: status(404),
-            Forbidden: status(403),
-            ReviewConflict: status(409),
-            GenerationError: status(503),
+            **{kind: status(code) for kind, code in STATUSES.items()},
             EventsRejected: rejected,
             ArticlesRejected: rejected,
         },

@@ -2,9 +2,10 @@
 
 A token names a subject (a reader id, or a staff member) and one role. Roles are separate on
 purpose: an editor cannot erase readers, an admin does not review text, a reader sees only their
-own briefing. Browsers get the token once through `/login?token=...` and keep it in an HttpOnly,
-SameSite=Strict cookie, which also keeps other sites from posting the editor's forms; API clients
-send `Authorization: Bearer <token>`.
+own briefing. API clients send `Authorization: Bearer <token>` (no other scheme word). Browsers
+post the token once to the form at `/login` and keep it in an HttpOnly, SameSite=Strict cookie
+(Secure unless served on loopback); their writes are checked for origin and CSRF token by
+`server.hardening`, since SameSite does not stop a sibling origin of the same site.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from server.service import Actor
 ROLES = ("reader", "editor", "product", "admin")
 HOME = {"reader": "/", "editor": "/editor", "product": "/schema", "admin": "/v1/admin/jobs"}
 COOKIE = "briefing_token"
-PUBLIC = ["/health", "/ready", "/metrics", "/schema", "/login", "/static"]
+# /metrics is not public: it needs the admin role (what a scraper learns maps the traffic).
+PUBLIC = ["/health", "/ready", "/schema", "/login", "/static"]
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
@@ -77,6 +79,15 @@ class VerifiedOnce(JWTCookieAuthenticationMiddleware):
         super().__init__(*args, **kwargs)
         self.verified: OrderedDict[str, AuthenticationResult] = OrderedDict()
 
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        """The header if sent (never falling back to the cookie then), else the cookie."""
+        credential = connection.headers.get(self.auth_header)
+        if credential is None:
+            credential = connection.cookies.get(self.auth_cookie_key, "")
+        return await self.authenticate_token(bearer(credential), connection)
+
     async def authenticate_token(
         self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
@@ -90,14 +101,23 @@ class VerifiedOnce(JWTCookieAuthenticationMiddleware):
         return result
 
 
-def jwt_auth(key: str) -> JWTCookieAuth[Actor, Token]:
+def bearer(credential: str) -> str:
+    """The token of `Bearer <token>` (scheme case-insensitive); any other scheme is refused, so
+    that a changed scheme word cannot pass for a new caller (the rate limit is per subject)."""
+    scheme, _, token = credential.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthorizedException("send the token as 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def jwt_auth(key: str, secure: bool) -> JWTCookieAuth[Actor, Token]:
     return JWTCookieAuth[Actor, Token](
         token_secret=key,
         authentication_middleware_class=VerifiedOnce,
         retrieve_user_handler=_retrieve,
         key=COOKIE,
         samesite="strict",
-        secure=False,  # served on loopback by default; put TLS in front in production
+        secure=secure,  # ServiceConfig.secure_cookies: off only on plain-HTTP loopback
         exclude=PUBLIC,
         default_token_expiration=timedelta(days=7),
     )

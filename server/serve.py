@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import tempfile
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,13 +45,17 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
         os.environ.setdefault("SUMMARIZE_PER_RUN", "8")  # about a minute of drafting on 2 cores
     settings = Settings.from_env()
     host, port = host or settings.service.host, port or settings.service.port
+    # The listen address decides the cookie's Secure default (ServiceConfig.secure_cookies).
+    settings = replace(settings, service=replace(settings.service, host=host, port=port))
+    usable_data_dir(settings.data_dir)
     click.echo("loading the index, the models and the database ...")
     service = build_service(settings)
     jobs = build_jobs(settings, service) if settings.service.jobs else None
     if demo:
         _load_demo(service, jobs)
     key = secret(settings.service.jwt_secret, settings.data_dir)
-    click.echo(f"\nthe service is starting on http://{host}:{port} (API schema: /schema); sign in as:")
+    click.echo(f"\nthe service is starting on http://{host}:{port} (API schema: /schema); sign in")
+    click.echo("(open a link, then press Sign in) as:")
     for who, role in DEMO_PEOPLE:
         token = issue_token(key, who, role, timedelta(days=7))
         click.echo(f"  {role:<8} {who:<6} http://{host}:{port}/login?token={token}")
@@ -89,17 +95,37 @@ def _load_demo(service: object, jobs: object) -> None:
 @click.command()
 @click.argument("subject")
 @click.option("--role", type=click.Choice(["reader", "editor", "product", "admin"]), required=True)
-@click.option("--days", default=7.0, show_default=True, help="How long the token is valid.")
+@click.option(
+    "--days",
+    default=7.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True, max=3650),
+    help="How long the token is valid (more than 0, at most 3650).",
+)
 def token(subject: str, role: str, days: float) -> None:
     """Print an access token for SUBJECT (a reader id or a staff member) with ROLE.
 
-    Send it as `Authorization: Bearer <token>`, or open /login?token=<token> in a browser.
+    Send it as `Authorization: Bearer <token>`, or open /login?token=<token> in a browser and
+    press Sign in. Prometheus scrapes /metrics with an admin token.
     """
     from server.auth import issue_token, secret
 
     settings = Settings.from_env()
+    usable_data_dir(settings.data_dir)
     click.echo(
         issue_token(
             secret(settings.service.jwt_secret, settings.data_dir), subject, role, timedelta(days=days)
         )
     )
+
+
+def usable_data_dir(path: Path) -> None:
+    """DATA_DIR exists (or can be made) and takes a file, else one line saying so: the service
+    would otherwise stop deep in the database or index setup with a long traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise click.ClickException(f"DATA_DIR {str(path)!r} is not usable: {reason}") from None

@@ -27,6 +27,7 @@
 | RECSYS_DIVERSITY | 0.3 | MMR weight of novelty (0: the ranker's order) |
 | RECSYS_WINDOW_DAYS | 7 | articles published this recently are candidates |
 | HOST / PORT | 127.0.0.1 / 8000 | where `briefing serve` listens |
+| SECURE_COOKIES | (on unless HOST is loopback) | cookies only travel over HTTPS (off: plain-HTTP runs) |
 | JWT_SECRET | (a random key kept in DATA_DIR/jwt-secret) | signs the access tokens |
 | CLOCK_START | (unset: the wall clock) | ISO time the service clock starts from (demos, tests) |
 | SESSION_MINUTES | 30 | requests this close together are one visit, with one "since" |
@@ -41,6 +42,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +71,20 @@ class ServiceConfig:
     feeds: tuple[str, ...] = ()
     retention_days: float = 365.0
     summarize_per_run: int = 20
+    cookie_secure: bool | None = None  # None: derived from `host` (see `secure_cookies`)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry `Secure` unless set off, or unset and the service listens on loopback
+        only: there a browser talks plain HTTP to it, and a Secure cookie would not come back."""
+        return self.cookie_secure if self.cookie_secure is not None else not _loopback(self.host)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,7 @@ def _service(env: Mapping[str, str]) -> ServiceConfig:
         feeds=tuple(f.strip() for f in env.get("FEEDS", "").split(",") if f.strip()),
         retention_days=_float(env, "RETENTION_DAYS", d.retention_days),
         summarize_per_run=_int(env, "SUMMARIZE_PER_RUN", d.summarize_per_run),
+        cookie_secure=_bool(env, "SECURE_COOKIES", True) if env.get("SECURE_COOKIES") else None,
     )
 
 

@@ -1,9 +1,9 @@
 """The server-rendered pages in a real browser: Debian's Chromium driven by Playwright.
 
 The service runs on the demo newsroom (SQLite, in-memory Qdrant, the real embedder and LLM) under
-uvicorn in a background thread; each test signs in through `/login?token=...` in its own browser
-context, as a reader or an editor would. Where Chromium is not installed or cannot be launched,
-the tests are skipped with the reason.
+uvicorn in a background thread; each test signs in through `/login?token=...` (the form, then its
+Sign in button) in its own browser context, as a reader or an editor would. Where Chromium is not
+installed or cannot be launched, the tests are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -162,9 +162,13 @@ def new_context(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
 
 
 def signed_in(context: BrowserContext, site: Site, subject: str, role: str) -> Page:
-    """A page in `context` after following the sign-in link to the role's home."""
+    """A page in `context` after following the sign-in link and pressing Sign in: the role's home."""
     page = context.new_page()
-    response = page.goto(site.login(subject, role), timeout=FIRST_PAGE_MS)
+    form = page.goto(site.login(subject, role))
+    assert form is not None and form.status == 200, form and form.text()
+    with page.expect_navigation(timeout=FIRST_PAGE_MS) as home:
+        page.get_by_test_id("sign-in").click()
+    response = home.value
     assert response is not None and response.status == 200, response and response.text()
     return page
 

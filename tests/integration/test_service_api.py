@@ -235,7 +235,7 @@ def test_probes_metrics_and_schema(client: TestClient[Litestar]) -> None:
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["database"] == "ok" and ready.json()["index"] == "ok"
     client.get("/health")
-    assert "litestar_requests_total" in client.get("/metrics").text
+    assert "litestar_requests_total" in client.get("/metrics", headers=ADMIN).text  # admins only
     paths = client.get("/schema/openapi.json").json()["paths"]
     assert {"/v1/briefing", "/v1/events", "/v1/review/queue", "/v1/admin/jobs"} <= set(paths)
 

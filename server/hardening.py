@@ -1,0 +1,136 @@
+"""What every request and response passes through besides auth (server.auth): the checks on
+writes a browser could be tricked into sending, the JSON-only rule, bounded JSON depth, NUL-free
+paths, the security headers, and a request id on every response and in the log line of every
+server error.
+
+Writes with an `Authorization` header are API calls: a page cannot add that header to a
+cross-origin request (CORS is off), so they are not forgeable and skip the browser checks. Every
+other write must come from this origin (SameSite=Strict cookies still travel from a sibling origin
+of the same site, e.g. another subdomain) and carry the CSRF token of litestar's double-submit
+check. The origin is compared with the Host header, so a proxy in front must pass the Host the
+browser used (nginx: `proxy_set_header Host $host`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import uuid4
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Headers, MutableScopeHeaders
+from litestar.enums import RequestEncodingType, ScopeType
+from litestar.exceptions import ClientException, HTTPException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.params import BodyKwarg
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+from litestar.types import Message, Receive, Scope, Send
+
+log = logging.getLogger("server")
+
+REQUEST_ID = "x-request-id"
+# A proxy's id is kept when it is plain: nothing that could forge a log line.
+_PASSED_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+SECURITY_HEADERS = {
+    "referrer-policy": "same-origin",  # sign-in links carry tokens: never leak a URL to other sites
+    "x-frame-options": "DENY",  # no page of ours inside someone's frame (clickjacking a decision)
+    "content-security-policy": "frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+}
+
+
+class BrowserWrites(CSRFMiddleware):
+    """Writes without an Authorization header must come from this origin and carry the CSRF token."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or "authorization" in Headers.from_scope(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in self.config.safe_methods and not same_origin(Headers.from_scope(scope)):
+            raise PermissionDeniedException("a write from another origin (or with no Origin) is refused")
+        await super().__call__(scope, receive, send)
+
+
+class BoundedRequest(Request[Any, Any, Any]):
+    """litestar's request, with JSON nested past the decoder's depth limit a 400 rather than an
+    unhandled RecursionError (a 500)."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException("the JSON is nested too deeply") from None
+
+
+def same_origin(headers: Headers) -> bool:
+    """Origin (else Referer, which is stricter but is what old browsers send) names this host."""
+    source = headers.get("origin") or headers.get("referer") or ""
+    parts = urlsplit(source)
+    host = headers.get("host", "")
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
+
+
+async def no_nul(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A NUL byte is in no id or file name of ours, and PostgreSQL refuses it in text (a 500)."""
+    if "\x00" in connection.scope["path"] or b"%00" in connection.scope["query_string"]:
+        raise ClientException("a NUL byte is not allowed in the path or query")
+
+
+def json_only(request: Request[Any, Any, Any]) -> None:
+    """415 for a JSON endpoint sent anything but application/json: a text/plain body is what a
+    no-cors fetch from another site can send without asking first."""
+    if _takes_json(request.route_handler) and request.content_type[0] != "application/json":
+        raise HTTPException(
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="the body must be sent as application/json"
+        )
+
+
+def _takes_json(handler: BaseRouteHandler) -> bool:
+    data = handler.parsed_fn_signature.parameters.get("data")
+    kwarg = data.kwarg_definition if data is not None else None
+    return isinstance(kwarg, BodyKwarg) and kwarg.media_type == RequestEncodingType.JSON
+
+
+def request_id(scope: Scope) -> str:
+    """This request's id: the one a proxy passed in X-Request-ID if well-formed, else a new one."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    if "request_id" not in state:
+        passed = Headers.from_scope(scope).get(REQUEST_ID, "")
+        state["request_id"] = passed if _PASSED_ID.match(passed) else uuid4().hex
+    return str(state["request_id"])
+
+
+async def stamp_response(message: Message, scope: Scope) -> None:
+    """The request id and the security headers on every response, errors and files included."""
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    headers[REQUEST_ID] = request_id(scope)
+    for name, value in SECURITY_HEADERS.items():
+        if name not in headers:
+            headers[name] = value
+
+
+def failure_logger(statuses: Mapping[type[Exception], int]) -> Callable[[Exception, Scope], Awaitable[None]]:
+    """A hook logging every exception that becomes a 5xx, with its request id and traceback.
+
+    `statuses` are the exception types the app maps to a status (anything else is a 500)."""
+
+    async def log_failure(exc: Exception, scope: Scope) -> None:
+        status = status_of(exc, statuses)
+        if status >= 500:
+            where = f"{scope.get('method', '')} {scope.get('path', '')!r}"
+            log.error("HTTP %d on %s, request %s", status, where, request_id(scope), exc_info=exc)
+
+    return log_failure
+
+
+def status_of(exc: Exception, statuses: Mapping[type[Exception], int]) -> int:
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    return next((code for kind, code in statuses.items() if isinstance(exc, kind)), 500)
