@@ -245,7 +245,7 @@ class Probes(Controller):
             "index": _check(lambda: service.indexer.index.count()[0] >= 0),
             "database": _check(lambda: _ping(service)),
             "model": _check(service.summarizer.generator.ready),
-            "scheduler": "ok" if state.get("scheduler_running") else "not running",
+            "scheduler": _scheduler(state.get("jobs")),
         }
         ok = all(v == "ok" for k, v in checks.items() if k != "scheduler")
         return Response(checks, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
@@ -256,6 +256,13 @@ async def metrics() -> bytes:
     """Prometheus metrics, for the admin role only: per-route counts and timings show who uses
     what and when. A scraper sends an admin token (`briefing token prometheus --role admin`)."""
     return generate_latest()
+
+
+def _scheduler(jobs: Jobs | None) -> str:
+    """Live: a standby that took over after the leader died says "ok" from then on."""
+    if jobs is None:
+        return "not running"
+    return "ok" if jobs.running else "standby (another process schedules)"
 
 
 def _ping(service: NamedDependency[Service]) -> bool:

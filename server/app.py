@@ -81,7 +81,7 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
             "review": Provide(lambda: review, use_cache=True, sync_to_thread=False),
             "jobs": Provide(lambda: _need(jobs), sync_to_thread=False),
         },
-        state=State({"jwt_key": key, "secure_cookies": secure, "scheduler_running": False}),
+        state=State({"jwt_key": key, "secure_cookies": secure, "jobs": None}),
         on_app_init=[auth.on_app_init],
         middleware=[*_rate_limit(settings), prometheus.middleware, _browser_writes(key, secure)],
         request_class=BoundedRequest,
@@ -146,12 +146,13 @@ def _browser_writes(key: str, secure: bool) -> DefineMiddleware:
 def _scheduler(jobs: Jobs) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.scheduler_running = jobs.start()
+        jobs.start()  # a standby keeps competing for the lock and takes over when the leader dies
+        app.state.jobs = jobs
         try:
             yield
         finally:
             jobs.stop()
-            app.state.scheduler_running = False
+            app.state.jobs = None
 
     return lifespan
 

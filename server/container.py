@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -150,6 +151,7 @@ def build_service(
     from server.service import Service
     from server.stores import Readers, SqlEventStore, SqlSummaryStore
 
+    settings = leave_cores_for_requests(settings)
     engine = build_engine(settings)
     indexer = indexer or build_indexer(settings)
     clock = build_clock(settings)
@@ -172,6 +174,19 @@ def build_service(
         readers=Readers(engine, timedelta(minutes=settings.service.session_minutes)),
         refresh_matrix=refresh,
     )
+
+
+def leave_cores_for_requests(settings: Settings) -> Settings:
+    """In the service, jobs (llama.cpp, the embedder) use half the cores unless LLM_THREADS says
+    otherwise: llama.cpp's threads spin on every core they are given, and the event loop
+    answering readers needs one."""
+    import os
+
+    import torch
+
+    threads = settings.llm.threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
+    return replace(settings, llm=replace(settings.llm, threads=threads))
 
 
 def build_jobs(settings: Settings, service: Service) -> Jobs:

@@ -8,7 +8,7 @@ raw text itself.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from briefing import Status
 from server.auth import COOKIE, HOME, allow, read_token
 from server.review import Review, ReviewItem
+from server.schema import NoNul
 from server.service import Actor, Service
 
 _WORD = re.compile(r"(\w+)")
@@ -72,8 +73,8 @@ class ReviewForm(Form):
     model_config = ConfigDict(extra="forbid")
     action: str = Field(pattern="^(approve|edit|reject)$")
     version: int = Field(ge=0)  # the version shown: the decision is conditional on it
-    text: str = Field("", max_length=4000)
-    reason: str = Field("", max_length=1000)
+    text: Annotated[str, NoNul] = Field("", max_length=4000)
+    reason: Annotated[str, NoNul] = Field("", max_length=1000)
 
 
 class EditorPages(Controller):

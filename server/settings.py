@@ -14,7 +14,7 @@
 | LLM_BASE_URL / LLM_API_KEY | http://127.0.0.1:8011/v1 / (unset) | the openai backend's server |
 | LLM_TIMEOUT_S | 60 | every generation call's time limit: it stops there, keeping what it wrote |
 | LLM_FALLBACK | (unset) | backend to answer with when LLM_BACKEND is unreachable, e.g. llamacpp |
-| LLM_THREADS | (all cores) | CPU threads for llama.cpp and torch |
+| LLM_THREADS | (all cores; in the service, half of them) | CPU threads for llama.cpp and torch |
 | LLM_ADAPTERS / LLM_ADAPTER | (unset) | LoRA adapters `name=path,...` to load, and the one summaries use |
 | GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |
 | GROUNDING_LIKELIHOOD | llamacpp | the checker's LLM signal: llamacpp, transformers or off |
