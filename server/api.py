@@ -13,6 +13,7 @@ from anyio import to_thread
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
@@ -35,7 +36,8 @@ BODY = problems(413, 415)  # routes taking a JSON body
 NOT_READY = ResponseSpec(dict[str, str], description="Some check failed: each names its state.")
 # The summary version the editor saw (from the queue or the summary): a decision applies only if
 # the summary is still at it. Without it, the decision applies to the summary as it is now.
-SeenVersion = Annotated[int | None, QueryParameter(ge=0, description="the summary version you decided on")]
+# (the bound inside the Optional: litestar's schema drops it from `Annotated[int | None, ...]`)
+SeenVersion = Annotated[int, QueryParameter(ge=0, description="the summary version you decided on")] | None
 
 
 class Strict(BaseModel):
@@ -130,7 +132,7 @@ class ReviewApi(Controller):
         version: SeenVersion = None,
     ) -> dict[str, Any]:
         """Approve the summary as shown (`version`); 409 if it changed since or was rejected."""
-        return _brief(review.approve(_actor(request), summary_id, version))
+        return _brief(review.approve(_actor(request), summary_id, _seen(version)))
 
     @post(
         "/summaries/{summary_id:str}/edit",
@@ -147,7 +149,7 @@ class ReviewApi(Controller):
         version: SeenVersion = None,
     ) -> dict[str, Any]:
         """Replace the text (each sentence is checked again); 409 if it changed since `version`."""
-        return _review_item(review.item(review.edit(_actor(request), summary_id, data.text, version).id))
+        return _review_item(review.item(review.edit(_actor(request), summary_id, data.text, _seen(version)).id))
 
     @post(
         "/summaries/{summary_id:str}/reject",
@@ -164,7 +166,7 @@ class ReviewApi(Controller):
         version: SeenVersion = None,
     ) -> dict[str, Any]:
         """Reject for good, with the reason; 409 if it changed since `version`."""
-        return _brief(review.reject(_actor(request), summary_id, data.reason, version))
+        return _brief(review.reject(_actor(request), summary_id, data.reason, _seen(version)))
 
 
 class AdminApi(Controller):
@@ -256,6 +258,13 @@ async def metrics() -> bytes:
     """Prometheus metrics, for the admin role only: per-route counts and timings show who uses
     what and when. A scraper sends an admin token (`briefing token prometheus --role admin`)."""
     return generate_latest()
+
+
+def _seen(version: int | None) -> int | None:
+    """The bound the schema states; litestar does not check it inside an Optional."""
+    if version is not None and version < 0:
+        raise ValidationException("version: a summary version is 0 or more")
+    return version
 
 
 def _scheduler(jobs: Jobs | None) -> str:
