@@ -149,7 +149,8 @@ class ReviewApi(Controller):
         version: SeenVersion = None,
     ) -> dict[str, Any]:
         """Replace the text (each sentence is checked again); 409 if it changed since `version`."""
-        return _review_item(review.item(review.edit(_actor(request), summary_id, data.text, _seen(version)).id))
+        edited = review.edit(_actor(request), summary_id, data.text, _seen(version))
+        return _review_item(review.item(edited.id))
 
     @post(
         "/summaries/{summary_id:str}/reject",
