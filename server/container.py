@@ -206,13 +206,13 @@ def build_jobs(settings: Settings, service: Service) -> Jobs:
             "summarize-new",
             10 * 60,
             "draft summaries of new articles",
-            j.summarize_new(config.summarize_per_run),
+            j.summarize_new(config.summarize_per_run, config.job_budget_s),
         ),
         j.JobSpec(
             "precompute-briefings",
             hour,
             "write active readers' missing texts and compose their next briefing",
-            j.precompute(),
+            j.precompute(config.job_budget_s),
         ),
         j.JobSpec(
             "collect-garbage", 600, "a full garbage collection off the request path", j.collect_garbage

@@ -385,7 +385,7 @@ def collect_garbage(service: Service) -> dict[str, Any]:
     return {"collected": gc.collect()}
 
 
-def precompute(budget_s: float = 600.0) -> Callable[[Service], dict[str, Any]]:
+def precompute(budget_s: float = 300.0) -> Callable[[Service], dict[str, Any]]:
     """Active readers' next briefings, their missing drafts and story updates written first;
     the run stops starting readers after `budget_s` (the next run goes on)."""
 

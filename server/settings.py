@@ -37,6 +37,7 @@
 | JOB_RETRIES / JOB_BACKOFF_S | 3 / 30 | a failed job run is retried after 30 s, 60 s, 120 s |
 | FEEDS | (none) | comma-separated feeds or files the ingest job reads |
 | SUMMARIZE_PER_RUN | 20 | drafts the summarize-new job writes per run (newest articles first) |
+| JOB_BUDGET_S | 300 | an LLM job (summarize-new, precompute-briefings) starts no new item after this long |
 | RETENTION_DAYS | 365 | events and served briefings older than this are deleted |
 """
 
@@ -71,6 +72,7 @@ class ServiceConfig:
     feeds: tuple[str, ...] = ()
     retention_days: float = 365.0
     summarize_per_run: int = 20
+    job_budget_s: float = 300.0
     cookie_secure: bool | None = None  # None: derived from `host` (see `secure_cookies`)
 
     @property
@@ -176,6 +178,7 @@ def _service(env: Mapping[str, str]) -> ServiceConfig:
         feeds=tuple(f.strip() for f in env.get("FEEDS", "").split(",") if f.strip()),
         retention_days=_float(env, "RETENTION_DAYS", d.retention_days),
         summarize_per_run=_int(env, "SUMMARIZE_PER_RUN", d.summarize_per_run),
+        job_budget_s=_float(env, "JOB_BUDGET_S", d.job_budget_s),
         cookie_secure=_bool(env, "SECURE_COOKIES", True) if env.get("SECURE_COOKIES") else None,
     )
 

@@ -278,7 +278,8 @@ def test_the_service_jobs_run_and_record_what_they_did(
     client: TestClient[Litestar], running: tuple[Service, Litestar], tmp_path: Path
 ) -> None:
     service, _ = running
-    settings = Settings.from_env({"DATA_DIR": str(tmp_path)})
+    # the precompute job writes missing drafts with the LLM: one reader's worth is enough here
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "JOB_BUDGET_S": "1"})
     jobs = build_jobs(settings, service)
     for name in ("refresh-candidates", "refit-ranker", "retention", "precompute-briefings"):
         run = jobs.run_now(name)
