@@ -4,6 +4,7 @@ tests/integration/test_vllm_server.py; its error paths are tested here against r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -102,9 +103,11 @@ def test_a_stream_ends_at_the_time_limit(backend: Generator) -> None:
 def test_the_configured_time_limit_applies_to_every_call(llamacpp: Generator) -> None:
     """LLM_TIMEOUT_S reaches the backend: prompt templates' params and the defaults cannot outlast it."""
     [whole] = llamacpp.generate([COUNT], LONG)
-    settings = Settings.from_env({"LLM_TIMEOUT_S": str(whole.seconds / 4), "LLM_THREADS": "2"})
+    settings = Settings.from_env({"LLM_TIMEOUT_S": str(whole.seconds / 3), "LLM_THREADS": "2"})
     limited = make_generator(settings.llm)
     assert limited.ready()  # loads the model: its load time is not what this test measures
+    with contextlib.suppress(GenerationTimeout):  # a fresh context's first decode is slower: warm it
+        limited.generate([COUNT], replace(LONG, max_tokens=1))
     for params in (
         LONG,
         replace(LONG, timeout_s=3600.0),
@@ -113,7 +116,7 @@ def test_the_configured_time_limit_applies_to_every_call(llamacpp: Generator) ->
         start = time.monotonic()
         [cut] = limited.generate([COUNT], params)
         assert cut.finish_reason == "timeout" and cut.completion_tokens < whole.completion_tokens
-        assert time.monotonic() - start < whole.seconds / 2
+        assert time.monotonic() - start < whole.seconds * 0.6
 
 
 def test_a_batch_keeps_what_finished_before_the_limit(llamacpp: Generator) -> None:
