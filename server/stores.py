@@ -157,6 +157,26 @@ class Readers:
         with write_lock(self.engine), self.engine.begin() as own:
             own.execute(statement)
 
+    def touch_many(
+        self, visits: Sequence[tuple[str, datetime, datetime | None]], connection: Connection
+    ) -> None:
+        """`touch` for many readers in one executemany (the visit writer's batch), not one
+        statement each: the writer shares the serving process's cores."""
+        if not visits:
+            return
+        statement = self._insert(ReaderRow)
+        statement = statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "last_seen_at": statement.excluded.last_seen_at,
+                "session_since": statement.excluded.session_since,
+            },
+        )
+        rows = [
+            {"id": r, "created_at": at, "last_seen_at": at, "session_since": since} for r, at, since in visits
+        ]
+        connection.execute(statement, rows)
+
     def active(self, since: datetime) -> list[str]:
         query = select(ReaderRow.id).where(ReaderRow.last_seen_at >= since).order_by(ReaderRow.id)
         with self._session() as session:

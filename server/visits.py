@@ -105,8 +105,7 @@ class Visits:
         for attempt in range(1, 4):  # a database restart or a lock timeout: try again shortly
             try:
                 with write_lock(self.engine), self.engine.begin() as connection:
-                    for reader, at, since in latest.values():
-                        self.readers.touch(reader, at, since, connection)
+                    self.readers.touch_many(list(latest.values()), connection)
                     connection.execute(insert(BriefingRow), [row for *_, row in batch])
                 return
             except Exception:  # the writer must outlive a failed batch and keep serving
