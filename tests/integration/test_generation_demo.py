@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,3 +171,29 @@ def test_drafts_wait_in_the_review_queue(summarizer: Summarizer) -> None:
     summarizer.summarize(["pol-0011", "loc-0003"])
     queue = summarizer.store.by_status(Status.DRAFT)
     assert queue and {"pol-0011", "loc-0003"} <= {s.article_id for s in queue}
+
+
+def test_one_failed_summary_keeps_the_others(summarizer: Summarizer, tmp_path: Path) -> None:
+    """A generation that fails (a timeout) loses only its own article: the rest are stored."""
+    from briefing import GenerationTimeout, PartlyWritten
+
+    failing_title = summarizer.retriever.index.get(["cul-0016"])["cul-0016"].article.title
+
+    class FailsOnOne:
+        model = summarizer.generator.model
+
+        def generate(self, chats: Any, params: Any, adapter: Any = None) -> Any:
+            if any(failing_title in m["content"] for chat in chats for m in chat):
+                raise GenerationTimeout("wrote nothing within 0.1 s")
+            return summarizer.generator.generate(chats, params, adapter)
+
+        def stream(self, *args: Any) -> Any:
+            raise NotImplementedError
+
+    store = FileSummaryStore(tmp_path)
+    flaky = Summarizer(FailsOnOne(), summarizer.retriever, summarizer.checker, store)  # type: ignore[arg-type]
+    with pytest.raises(PartlyWritten) as caught:
+        flaky.summarize(["cul-0016", "spo-0001"])
+    assert [s.article_id for s in caught.value.done] == ["spo-0001"]
+    assert set(caught.value.failed) == {"cul-0016"}
+    assert [s.article_id for s in store.find("spo-0001")] == ["spo-0001"] and store.find("cul-0016") == []
