@@ -105,8 +105,8 @@ class Composer:
         self.summarizer = summarizer
         self.policy = policy or BriefingPolicy()
         self.variants = variants or VARIANTS
-        # An article version's own first sentence and its check: the same for every reader, and
-        # the costly part of an uncached briefing (a retrieval and an embedding).
+        # An article version's own first sentence and its citation: the same for every reader
+        # (a retrieval, and an embedding when the sentence is not found word for word in a chunk).
         self._extractive: dict[tuple[str, str], tuple[SummarySentence, ...]] = {}
 
     def compose(
@@ -178,7 +178,7 @@ class Composer:
     def _item(
         self, item: Item, versions: Mapping[str, ArticleRecord], summary: Summary | None
     ) -> BriefingItem:
-        if summary is None:  # nothing reviewed and drafts not allowed: the article's own words
+        if summary is None:  # no text this policy may show: the article's own words
             sentences = self._own_words(versions[item.article_id])
             source, summary_id, model = "extractive", None, None
         else:
