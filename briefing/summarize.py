@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from briefing.grounding import GroundingChecker, Support, split_sentences
@@ -99,7 +99,7 @@ class Summarizer:
         if request is None:
             return None
         evidence = self.retriever.article(article_id, request.record.article.title)
-        return self._run([Request(request.record, evidence, request.template, request.basis)], refresh)[0]
+        return self._run([replace(request, evidence=evidence)], refresh)[0]
 
     def stored_update(
         self, article_id: str, read: Sequence[str], prompt: str | None = None

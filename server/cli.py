@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,14 +21,21 @@ from server.container import (
     build_chunker,
     build_composer,
     build_embedder,
+    build_engine,
     build_event_store,
     build_indexer,
     build_recommender,
     build_summarizer,
+    build_summary_store,
     open_index,
 )
 from server.serve import serve, token
 from server.settings import Settings
+
+if TYPE_CHECKING:  # the service pulls in SQLAlchemy and litestar's types: not for every command
+    from server.service import Service
+
+T = TypeVar("T")
 
 PARTIAL = 3  # exit code of an ingest that rejected some records
 DEMO_NOW = datetime.fromisoformat("2026-11-19T23:00:00+01:00")
@@ -52,15 +59,31 @@ def main() -> None:
 
 
 @contextmanager
-def _indexer() -> Iterator[Indexer]:
+def _opened(build: Callable[[Settings], T], close: Callable[[T], None]) -> Iterator[T]:
+    """A part built from the settings, an unusable store a one-line error, closed after use."""
     try:
-        indexer = build_indexer(Settings.from_env())
+        part = build(Settings.from_env())
     except (IndexUnavailable, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        yield indexer
+        yield part
     finally:
-        indexer.index.close()
+        close(part)
+
+
+def _indexer() -> AbstractContextManager[Indexer]:
+    return _opened(build_indexer, lambda indexer: indexer.index.close())
+
+
+def _service() -> AbstractContextManager[Service]:
+    """The service's parts on this machine's DATA_DIR (the same stores `briefing serve` uses)."""
+    from server.container import build_service
+
+    def close(service: Service) -> None:
+        service.close()
+        service.indexer.index.close()
+
+    return _opened(build_service, close)
 
 
 @main.command()
@@ -157,22 +180,6 @@ def retract(article_ids: tuple[str, ...]) -> None:
                 click.echo(f"{article_id}: {exc}", err=True)
                 continue
             click.echo(f"retracted {article_id}: {done['summaries']} summaries retired")
-
-
-@contextmanager
-def _service() -> Iterator[Any]:
-    """The service's parts on this machine's DATA_DIR (the same stores `briefing serve` uses)."""
-    from server.container import build_service
-
-    try:
-        service = build_service(Settings.from_env())
-    except (IndexUnavailable, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        yield service
-    finally:
-        service.close()
-        service.indexer.index.close()
 
 
 def _operator() -> str:
@@ -298,8 +305,10 @@ def brief(
     stores as the service (DATABASE_URL), so editors' decisions show here too."""
     settings = Settings.from_env()
     with _indexer() as indexer, _llm_errors():
-        recommender = build_recommender(settings, indexer, build_event_store(settings), now)
-        composer = build_composer(settings, recommender, build_summarizer(settings, indexer))
+        engine = build_engine(settings)  # one database connection pool (and migration) per command
+        recommender = build_recommender(settings, indexer, build_event_store(settings, engine), now)
+        summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings, engine))
+        composer = build_composer(settings, recommender, summarizer)
         briefing = composer.compose(reader, now, since=since, variant=variant, write=write)
     click.echo(
         json.dumps(briefing.to_json(), ensure_ascii=False, indent=1) if as_json else _briefing_text(briefing)
@@ -325,13 +334,14 @@ def demo(query: str, reader: str) -> None:
             click.echo(_hit_line(hit))
         grouped = indexer.stories()
         _print_demo_stories(grouped)
-        events = build_event_store(settings)
+        engine = build_engine(settings)  # one database connection pool (and migration) per command
+        events = build_event_store(settings, engine)
         load_readers(DEMO_DIR / "readers.jsonl", events)
         recommender = build_recommender(settings, indexer, events, DEMO_NOW)
         for who, about in DEMO_READERS.items():
             click.echo(f"\nrecommended for {who} ({about}) at {DEMO_NOW:%Y-%m-%d %H:%M}:")
             _print_items(recommender.recommend(who, DEMO_NOW, k=5), explain=True)
-        summarizer = build_summarizer(settings, indexer)
+        summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings, engine))
         _demo_summaries(summarizer, grouped)
         briefing = build_composer(settings, recommender, summarizer).compose(reader, DEMO_NOW, write=True)
     click.echo(f"\n{_briefing_text(briefing)}")

@@ -354,9 +354,9 @@ def summarize_new(limit: int, budget_s: float = 300.0) -> Callable[[Service], di
     def run(service: Service) -> dict[str, Any]:
         deadline = time.monotonic() + budget_s
         infos = sorted(service.recommender.matrix.infos, key=lambda i: i.article.published_at, reverse=True)
-        todo = [i.article for i in infos if not has_summary(service, i.article)][:limit]
+        missing = [i.article for i in infos if not has_summary(service, i.article)]
         done = failed = 0
-        for article in todo:
+        for article in missing[:limit]:
             if time.monotonic() > deadline:
                 break
             try:
@@ -367,7 +367,7 @@ def summarize_new(limit: int, budget_s: float = 300.0) -> Callable[[Service], di
                 continue
             service.retire_stale(article.id)  # retracted or replaced while the LLM wrote
             done += 1
-        return {"summarized": done, "failed": failed, "waiting": max(0, len(todo) - done - failed)}
+        return {"summarized": done, "failed": failed, "waiting": len(missing) - done}
 
     return run
 

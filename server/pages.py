@@ -70,7 +70,6 @@ class ReaderPages(Controller):
 
 
 class ReviewForm(Form):
-    model_config = ConfigDict(extra="forbid")
     action: str = Field(pattern="^(approve|edit|reject)$")
     version: int = Field(ge=0)  # the version shown: the decision is conditional on it
     text: Annotated[str, NoNul] = Field("", max_length=4000)

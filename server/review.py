@@ -104,12 +104,7 @@ class Review:
         """Store the decision only if the summary is still as the editor saw it."""
         stored = self.service.summaries.decide(decision, expected_version=seen.version)
         if stored is None:
-            now = self.service.summaries.get(seen.id)
-            state = f"{now.status.value} (version {now.version})" if now else "gone"
-            raise ReviewConflict(
-                f"summary {seen.id!r} changed since version {seen.version} was shown: it is now {state}; "
-                "reload it and decide again"
-            )
+            raise _conflict(self._get(seen.id), seen.version)
         self.service.forget_article(stored.article_id)
         self.service.audit.write(
             actor.id, actor.role, action, stored.id, {**detail, "version": stored.version}
@@ -123,19 +118,11 @@ class Review:
         return summary
 
     def _open(self, summary_id: str, version: int | None) -> Summary:
-        """The summary to decide on; `version` is the one the editor saw (None: as it is now)."""
+        """The summary to decide on; `version` is the one the editor saw (None: as it is now).
+        Checked here too, not only by `decide`, so an edit of a stale text checks nothing."""
         summary = self._get(summary_id)
-        if summary.status is Status.RETRACTED:
-            raise ReviewConflict(f"summary {summary_id!r} is of a retracted or replaced article version")
-        if summary.status is Status.REJECTED:
-            raise ReviewConflict(
-                f"summary {summary_id!r} was rejected by {summary.reviewed_by}; that is final"
-            )
-        if version is not None and version != summary.version:
-            raise ReviewConflict(
-                f"summary {summary_id!r} changed since version {version} was shown: it is now "
-                f"{summary.status.value} (version {summary.version}); reload it and decide again"
-            )
+        if summary.final or (version is not None and version != summary.version):
+            raise _conflict(summary, summary.version if version is None else version)
         return summary
 
     def _chunks(self, summary: Summary) -> dict[str, EvidenceChunk]:
@@ -153,6 +140,18 @@ class Review:
         return tuple(
             SummarySentence(s.sentence, round(s.score, 4), s.citations, missing=s.missing) for s in supports
         )
+
+
+def _conflict(now: Summary, seen_version: int) -> ReviewConflict:
+    """Why a decision on `now` (as it is stored) cannot apply to the version the editor saw."""
+    if now.status is Status.RETRACTED:
+        return ReviewConflict(f"summary {now.id!r} is of a retracted or replaced article version: final")
+    if now.status is Status.REJECTED:
+        return ReviewConflict(f"summary {now.id!r} was rejected by {now.reviewed_by}; that is final")
+    return ReviewConflict(
+        f"summary {now.id!r} changed since version {seen_version} was shown: it is now "
+        f"{now.status.value} (version {now.version}); reload it and decide again"
+    )
 
 
 def edit_diff(summary: Summary) -> str | None:

@@ -204,14 +204,11 @@ class Service:
         done = failed = 0
         self.visits.flush()
         readers = self.readers.active(now - timedelta(days=active_days))
+        left = 0
         for n, reader_id in enumerate(readers):
             if deadline is not None and time.monotonic() > deadline:
-                return {
-                    "readers": done,
-                    "failed": failed,
-                    "left": len(readers) - n,
-                    "cached": len(self.cache),
-                }
+                left = len(readers) - n
+                break
             since = self.visits.current(reader_id, now + self.visits.session_gap * 2).since
             key = (reader_id, self.variant, since)
             if self.cache.get(key) is None:
@@ -224,7 +221,7 @@ class Service:
                     continue
                 self.cache.put(key, briefing, epoch)
                 done += 1
-        return {"readers": done, "failed": failed, "left": 0, "cached": len(self.cache)}
+        return {"readers": done, "failed": failed, "left": left, "cached": len(self.cache)}
 
     def record_events(self, actor: Actor, raws: Sequence[Any]) -> tuple[int, int]:
         """Store a reader's batch (all or nothing); returns (new, already stored)."""
