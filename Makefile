@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test check lint format bench bench-serve clean vllm-cpu
+.PHONY: help install run demo test check lint format messages bench bench-serve clean vllm-cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,13 @@ check: $(STAMP) ## ruff lint, ruff format --check, mypy --strict
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+LOCALE := server/locale
+messages: $(STAMP) ## extract reader-facing text into server/locale, merge it into each language's .po, compile
+	$(BIN)/pybabel extract -F $(LOCALE)/babel.cfg -k _ -c Translators: --no-location --sort-output \
+		--project havnby-briefing -o $(LOCALE)/messages.pot .
+	$(BIN)/pybabel update -i $(LOCALE)/messages.pot -d $(LOCALE) --no-fuzzy-matching --ignore-pot-creation-date -w 110
+	$(BIN)/pybabel compile -d $(LOCALE) --statistics
 
 bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results/)
 	$(BIN)/python bench/ingest.py --data ../shared/datasets/mind_small --out bench/results/ingest.json

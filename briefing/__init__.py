@@ -41,6 +41,7 @@ from briefing.summaries import (
     SummarySentence,
 )
 from briefing.summarize import PartlyWritten, Summarizer, SummarizerConfig
+from briefing.wording import Audience
 
 __all__ = [
     "FINAL",
@@ -48,6 +49,7 @@ __all__ = [
     "PROMPTS",
     "REVIEWED",
     "VARIANTS",
+    "Audience",
     "Briefing",
     "BriefingItem",
     "BriefingPolicy",

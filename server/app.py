@@ -46,6 +46,7 @@ from server.hardening import (
     request_id,
     stamp_response,
 )
+from server.i18n import install, publication
 from server.jobs import Jobs
 from server.pages import EditorPages, ReaderPages, login, login_page
 from server.review import Review, ReviewConflict
@@ -91,7 +92,11 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
         after_exception=[failure_logger(STATUSES)],
         exception_handlers={Exception: _internal_error},
         plugins=[ProblemDetailsPlugin(_problems()), ClosedModels()],
-        template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=HERE / "templates",
+            engine=JinjaTemplateEngine,
+            engine_callback=lambda e: install(e.engine, publication(settings)),  # `_()`: server.i18n
+        ),
         openapi_config=OpenAPIConfig(
             title="Briefing service",
             version="0.2.0",

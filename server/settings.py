@@ -39,6 +39,8 @@
 | SUMMARIZE_PER_RUN | 20 | drafts the summarize-new job writes per run (newest articles first) |
 | JOB_BUDGET_S | 300 | an LLM job (summarize-new, precompute-briefings) starts no new item after this long |
 | RETENTION_DAYS | 365 | events and served briefings older than this are deleted |
+| PUBLICATION_LANGUAGE | en | readers' language unless they chose one (en, nb) |
+| PUBLICATION_TZ | Europe/Oslo | readers' time zone unless they chose one (an IANA name) |
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from pathlib import Path
 from briefing import BriefingPolicy, GeneratorConfig, GroundingConfig
 from indexing import PACKAGED_MINILM, QdrantConfig, StoryConfig
 from recsys import RecsysConfig
+from server.i18n import check_language, check_timezone
 
 _DEFAULT_LLM = "packaged:SmolLM2-135M-Instruct"
 
@@ -105,6 +108,8 @@ class Settings:
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     briefing: BriefingPolicy = field(default_factory=BriefingPolicy)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    publication_language: str = "en"  # a reader's language and zone until they choose their own
+    publication_timezone: str = "Europe/Oslo"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +145,8 @@ class Settings:
                 llm_greeting=_bool(env, "BRIEFING_LLM_GREETING", BriefingPolicy.llm_greeting),
             ),
             service=_service(env),
+            publication_language=check_language(env.get("PUBLICATION_LANGUAGE", "en")),
+            publication_timezone=check_timezone(env.get("PUBLICATION_TZ", "Europe/Oslo")),
             stories=StoryConfig(
                 window_hours=_float(env, "STORY_WINDOW_HOURS", StoryConfig.window_hours),
                 threshold=_float(env, "STORY_THRESHOLD", StoryConfig.threshold),

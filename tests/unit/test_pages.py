@@ -9,6 +9,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 
 from briefing import Briefing, BriefingItem, BriefingPolicy, SummarySentence
 from server.app import HERE
+from server.i18n import audience, install
 from server.pages import highlight
 
 ATTACK = '<script>alert("x")</script><img src=x onerror="steal()">'
@@ -16,6 +17,7 @@ ATTACK = '<script>alert("x")</script><img src=x onerror="steal()">'
 
 def render(name: str, **context: Any) -> str:
     engine = JinjaTemplateEngine(directory=HERE / "templates")
+    install(engine.engine, audience("en", "Europe/Oslo"))  # as create_app does
     return engine.get_template(name).render(**context)
 
 
