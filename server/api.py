@@ -33,7 +33,7 @@ MAX_BATCH = 1000
 # no or a bad token (401), the wrong role or a forged browser write (403), the rate limit (429).
 ANY = problems(400, 401, 403, 429)
 BODY = problems(413, 415)  # routes taking a JSON body
-NOT_READY = ResponseSpec(dict[str, str], description="Some check failed: each names its state.")
+NOT_READY = ResponseSpec(dict[str, Any], description="Some check failed: each names its state.")
 # The summary version the editor saw (from the queue or the summary): a decision applies only if
 # the summary is still at it. Without it, the decision applies to the summary as it is now.
 # (the bound inside the Optional: litestar's schema drops it from `Annotated[int | None, ...]`)
@@ -251,7 +251,8 @@ class Probes(Controller):
             "scheduler": _scheduler(state.get("jobs")),
         }
         ok = all(v == "ok" for k, v in checks.items() if k != "scheduler")
-        return Response(checks, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
+        body = {**checks, "drafts": _drafts(state.get("jobs"))}  # progress, not a condition of ready
+        return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
 
 @get("/metrics", guards=[allow("admin")], tags=["operations"], responses=ANY, media_type=CONTENT_TYPE_LATEST)
@@ -273,6 +274,12 @@ def _scheduler(jobs: Jobs | None) -> str:
     if jobs is None:
         return "not running"
     return "ok" if jobs.running else "standby (another process schedules)"
+
+
+def _drafts(jobs: Jobs | None) -> dict[str, Any] | None:
+    """The summarize-new job's progress in this process (done, failed, waiting, the article in
+    hand), or None where it has not run here."""
+    return None if jobs is None else jobs.control.progress("summarize-new")
 
 
 def _ping(service: NamedDependency[Service]) -> bool:

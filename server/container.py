@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from briefing import (
+    Chat,
+    Completion,
     Composer,
     EmbeddingLexicalChecker,
     EvidenceRetriever,
+    GenerationError,
+    GenerationParams,
     Generator,
     Summarizer,
     SummarizerConfig,
@@ -81,6 +86,36 @@ def build_generator(settings: Settings) -> Generator:
     return make_generator(settings.llm)
 
 
+class Stoppable:
+    """A generator that starts no call once `stop` is set (the service is shutting down): a job
+    in the middle of a reader's briefing or an article's draft ends at its next LLM call instead
+    of writing on; the call in progress ends at its own deadline (LLM_TIMEOUT_S)."""
+
+    def __init__(self, inner: Generator, stop: threading.Event) -> None:
+        self.inner, self.stop = inner, stop
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    def generate(
+        self, chats: Sequence[Chat], params: GenerationParams, adapter: str | None = None
+    ) -> list[Completion]:
+        self._check()
+        return self.inner.generate(chats, params, adapter)
+
+    def stream(self, chat: Chat, params: GenerationParams, adapter: str | None = None) -> Iterator[str]:
+        self._check()
+        return self.inner.stream(chat, params, adapter)
+
+    def ready(self) -> bool:
+        return self.inner.ready()
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise GenerationError("the service is shutting down: no new LLM call starts")
+
+
 def build_summarizer(
     settings: Settings,
     indexer: Indexer,
@@ -144,10 +179,15 @@ def build_clock(settings: Settings) -> Callable[[], datetime]:
 
 
 def build_service(
-    settings: Settings, *, indexer: Indexer | None = None, generator: Generator | None = None
+    settings: Settings,
+    *,
+    indexer: Indexer | None = None,
+    generator: Generator | None = None,
+    stop: threading.Event | None = None,
 ) -> Service:
     """Everything the service runs on: SQL storage (migrated to the newest schema), the index,
-    the recommender over the recent window, the summarizer and the composer."""
+    the recommender over the recent window, the summarizer and the composer. With `stop`, the
+    LLM starts no call once it is set (`Stoppable`; `briefing serve` sets it on Ctrl-C)."""
     from server.service import Service
     from server.stores import Readers, SqlEventStore, SqlSummaryStore
 
@@ -157,6 +197,8 @@ def build_service(
     clock = build_clock(settings)
     events, summaries = SqlEventStore(engine), SqlSummaryStore(engine)
     recommender = build_recommender(settings, indexer, events, clock())
+    if stop is not None:
+        generator = Stoppable(generator or build_generator(settings), stop)
     summarizer = build_summarizer(settings, indexer, generator, summaries)
 
     def refresh(now: datetime) -> None:
@@ -189,9 +231,18 @@ def leave_cores_for_requests(settings: Settings) -> Settings:
     return replace(settings, llm=replace(settings.llm, threads=threads))
 
 
-def build_jobs(settings: Settings, service: Service) -> Jobs:
+def build_jobs(
+    settings: Settings,
+    service: Service,
+    *,
+    stop: threading.Event | None = None,
+    at_start: tuple[str, ...] = (),
+) -> Jobs:
+    """The scheduled jobs; `stop` is the event `build_service` gave the generator, `at_start`
+    the jobs whose first run is at once (`briefing serve` drafts then, not 10 minutes later)."""
     from server import jobs as j
 
+    control = j.JobControl(stop)
     config = settings.service
     hour = 3600.0
     specs = [
@@ -206,13 +257,13 @@ def build_jobs(settings: Settings, service: Service) -> Jobs:
             "summarize-new",
             10 * 60,
             "draft summaries of new articles",
-            j.summarize_new(config.summarize_per_run, config.job_budget_s),
+            j.summarize_new(config.summarize_per_run, config.job_budget_s, control),
         ),
         j.JobSpec(
             "precompute-briefings",
             hour,
             "write active readers' missing texts and compose their next briefing",
-            j.precompute(config.job_budget_s),
+            j.precompute(config.job_budget_s, control),
         ),
         j.JobSpec(
             "collect-garbage", 600, "a full garbage collection off the request path", j.collect_garbage
@@ -225,5 +276,11 @@ def build_jobs(settings: Settings, service: Service) -> Jobs:
         ),
     ]
     return j.Jobs(
-        service, specs, retries=config.job_retries, backoff_s=config.job_backoff_s, lock_dir=settings.data_dir
+        service,
+        specs,
+        retries=config.job_retries,
+        backoff_s=config.job_backoff_s,
+        lock_dir=settings.data_dir,
+        control=control,
+        at_start=at_start,
     )

@@ -6,11 +6,16 @@ lists them. One scheduler per deployment: the process holding the leader lock (a
 advisory lock, or a file lock under DATA_DIR for SQLite) schedules; the others serve and keep
 trying the lock, so one of them takes over when the leader dies or loses it (`Jobs`). Jobs call
 the same `Service` methods the API and CLI use, so their writes are the same atomic ones.
+
+Shutdown (`Jobs.halt`, on SIGINT/SIGTERM) sets the stop event the LLM jobs check before each item
+(an article, a reader) and the generator checks before each call (`server.container`): a running
+job ends with the item in hand, which its LLM deadline bounds, and the log says which one that is.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -39,6 +44,33 @@ _HOLDS = text(
     "select exists(select 1 from pg_locks where locktype = 'advisory' and granted"
     " and pid = pg_backend_pid() and classid = :k)"
 )
+
+
+class JobControl:
+    """What jobs share with the process: the stop event, and each job's progress (the item in
+    hand and counts), which the log, `/ready` and shutdown's "waiting for" line read."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
+        self._lock = threading.Lock()
+        self._progress: dict[str, dict[str, Any]] = {}
+
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    def report(self, job: str, **fields: Any) -> None:
+        with self._lock:
+            self._progress[job] = {**self._progress.get(job, {}), **fields}
+
+    def progress(self, job: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._progress.get(job)
+            return None if found is None else dict(found)
+
+    def in_hand(self) -> dict[str, str]:
+        """The item each running job works on now, by job name."""
+        with self._lock:
+            return {job: str(p["current"]) for job, p in self._progress.items() if p.get("current")}
 
 
 @dataclass(frozen=True)
@@ -155,9 +187,13 @@ class Jobs:
         lock_dir: Path = Path("var"),
         leader_check_s: float = 5.0,
         stale_after_s: float = 6 * 3600.0,
+        control: JobControl | None = None,
+        at_start: tuple[str, ...] = (),
     ) -> None:
         self.service = service
         self.specs = {s.name: s for s in specs}
+        self.control = control or JobControl()
+        self.at_start = set(at_start)  # scheduled jobs whose first run is when this process leads
         self.retries, self.backoff_s = retries, backoff_s
         self.leader_check_s, self.stale_after_s = leader_check_s, stale_after_s
         self.scheduler = self._scheduler()
@@ -180,13 +216,30 @@ class Jobs:
         """Competes for the leader lock, now and every `leader_check_s` from then on; returns
         whether this process leads now."""
         self._stopping.clear()
+        self.control.stop.clear()  # a restarted scheduler's jobs (and LLM) run again
         self._step()
         if self._watcher is None:
             self._watcher = threading.Thread(target=self._watch, name="jobs-leader", daemon=True)
             self._watcher.start()
         return self.running
 
+    def halt(self) -> None:
+        """Ask running jobs to stop at their next item (the signal handler calls this at once,
+        before the server drains its requests) and log what is still being finished."""
+        if not self.control.stopping():
+            self.control.stop.set()
+            log.info("stopping: jobs end at their next item")
+        self._log_waiting()
+
+    def _log_waiting(self) -> None:
+        for job, item in sorted(self.control.in_hand().items()):
+            log.info("waiting for %s to finish %s", job, item)
+        for name, busy in sorted(self._busy.items()):
+            if busy.locked() and name not in self.control.in_hand():
+                log.info("waiting for %s to finish its current step", name)
+
     def stop(self) -> None:
+        self.halt()
         self._stopping.set()
         if self._watcher is not None:
             self._watcher.join()
@@ -244,6 +297,7 @@ class Jobs:
         self.scheduler = self._scheduler()
         for spec in self.specs.values():
             if spec.every_s > 0:
+                first = {"next_run_time": datetime.now(UTC)} if spec.name in self.at_start else {}
                 self.scheduler.add_job(
                     self._run,
                     "interval",
@@ -251,6 +305,7 @@ class Jobs:
                     args=[spec.name, 1, "schedule"],
                     id=spec.name,
                     max_instances=1,
+                    **first,
                 )
         self.scheduler.start()
         log.info("this process now runs the scheduler")
@@ -346,30 +401,52 @@ def refit_ranker(service: Service) -> dict[str, Any]:
     return {"ranker": name, "candidates": len(matrix.infos)}
 
 
-def summarize_new(limit: int, budget_s: float = 300.0) -> Callable[[Service], dict[str, Any]]:
+def summarize_new(
+    limit: int, budget_s: float = 300.0, control: JobControl | None = None
+) -> Callable[[Service], dict[str, Any]]:
     """Drafts for the newest articles in the candidate window whose current version has none,
     one at a time and outside every service lock (readers, retractions and reviews never wait
-    for it); the run stops starting new articles after `budget_s`."""
+    for it); the run stops starting new articles after `budget_s` or when the process stops.
+    Each draft is logged ("drafting 3/8: pol-0011 (12.4 s)") and counted in `control` (/ready
+    shows it), and briefings citing the article are dropped so readers get it from then on
+    instead of the article's own words."""
+    shared = control or JobControl()
 
     def run(service: Service) -> dict[str, Any]:
         deadline = time.monotonic() + budget_s
         infos = sorted(service.recommender.matrix.infos, key=lambda i: i.article.published_at, reverse=True)
         missing = [i.article for i in infos if not has_summary(service, i.article)]
-        done = failed = 0
-        for article in missing[:limit]:
-            if time.monotonic() > deadline:
+        todo, done, failed = missing[:limit], 0, 0
+        report = functools.partial(shared.report, "summarize-new")
+        report(done=0, failed=0, waiting=len(missing), current=None, started_at=service.clock().isoformat())
+        for n, article in enumerate(todo, 1):
+            if time.monotonic() > deadline or shared.stopping():
                 break
-            try:
-                service.summarizer.summarize([article.id])
-            except GenerationError as exc:
-                log.warning("summarize-new: %s", exc)
+            report(current=article.id)
+            if _draft(service, article, n, len(todo)):
+                done += 1
+            else:
                 failed += 1
-                continue
-            service.retire_stale(article.id)  # retracted or replaced while the LLM wrote
-            done += 1
-        return {"summarized": done, "failed": failed, "waiting": len(missing) - done}
+            report(done=done, failed=failed, waiting=len(missing) - done, current=None)
+        stopped = shared.stopping() and done + failed < len(todo)
+        report(current=None, finished_at=service.clock().isoformat())
+        return {"summarized": done, "failed": failed, "waiting": len(missing) - done, "stopped": stopped}
 
     return run
+
+
+def _draft(service: Service, article: Article, n: int, of: int) -> bool:
+    """One article's draft, logged with its time; False if the LLM failed (or refused: stopping)."""
+    started = time.monotonic()
+    try:
+        service.summarizer.summarize([article.id])
+    except GenerationError as exc:
+        log.warning("drafting %d/%d: %s failed: %s", n, of, article.id, exc)
+        return False
+    service.retire_stale(article.id)  # retracted or replaced while the LLM wrote
+    service.forget_article(article.id)  # briefings showing its own words pick the draft up
+    log.info("drafting %d/%d: %s (%.1f s)", n, of, article.id, time.monotonic() - started)
+    return True
 
 
 def has_summary(service: Service, article: Article) -> bool:
@@ -385,12 +462,16 @@ def collect_garbage(service: Service) -> dict[str, Any]:
     return {"collected": gc.collect()}
 
 
-def precompute(budget_s: float = 300.0) -> Callable[[Service], dict[str, Any]]:
+def precompute(
+    budget_s: float = 300.0, control: JobControl | None = None
+) -> Callable[[Service], dict[str, Any]]:
     """Active readers' next briefings, their missing drafts and story updates written first;
-    the run stops starting readers after `budget_s` (the next run goes on)."""
+    the run stops starting readers after `budget_s` or when the process stops (the next run
+    goes on)."""
+    shared = control or JobControl()
 
     def run(service: Service) -> dict[str, Any]:
-        return service.precompute(deadline=time.monotonic() + budget_s)
+        return service.precompute(deadline=time.monotonic() + budget_s, stop=shared.stopping)
 
     return run
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 import gc
 import logging
 import tempfile
+import threading
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from server.settings import Settings
+
+if TYPE_CHECKING:  # the service pulls in SQLAlchemy and litestar: `briefing token` stays light
+    from server.jobs import Jobs
+    from server.service import Service
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 DEMO_CLOCK = "2026-11-19T23:00:00+01:00"  # the end of the demo newsroom's fourth day
@@ -22,45 +29,63 @@ DEMO_PEOPLE = (("r02", "reader"), ("edith", "editor"), ("ada", "admin"), ("paul"
 @click.option(
     "--demo",
     is_flag=True,
-    help="Ingest the demo newsroom and its readers, draft summaries of its newest articles, and run "
-    f"the service clock from {DEMO_CLOCK} (unless CLOCK_START is set).",
+    help="Ingest the demo newsroom and its readers and run the service clock from "
+    f"{DEMO_CLOCK} (unless CLOCK_START is set); summaries of the newest articles are drafted in the "
+    "background (progress in the log and on /ready), readers get the articles' own words until then.",
 )
 @click.option("--host", help="Listen address (default: HOST or 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: PORT or 8000).")
 def serve(demo: bool, host: str | None, port: int | None) -> None:
     """Run the web service: API (OpenAPI at /schema), reader and editor pages, and the scheduler.
 
-    Prints sign-in links for a demo reader, an editor, an admin and a product person.
+    Prints sign-in links for a demo reader, an editor, an admin and a product person. The service
+    answers as soon as the index, models and database are loaded; the job summarize-new starts at
+    once in the background. Ctrl-C stops running jobs at their next item (the log says which
+    item it waits for), then the service.
     """
     import os
 
-    import uvicorn
-
-    from server.app import create_app
-    from server.auth import issue_token, secret
     from server.container import build_jobs, build_service
 
     if demo:
         os.environ.setdefault("CLOCK_START", DEMO_CLOCK)
-        os.environ.setdefault("SUMMARIZE_PER_RUN", "8")  # about a minute of drafting on 2 cores
+        os.environ.setdefault("SUMMARIZE_PER_RUN", "8")  # the demo's developing stories, newest first
     settings = Settings.from_env()
     host, port = host or settings.service.host, port or settings.service.port
     # The listen address decides the cookie's Secure default (ServiceConfig.secure_cookies).
     settings = replace(settings, service=replace(settings.service, host=host, port=port))
     usable_data_dir(settings.data_dir)
     click.echo("loading the index, the models and the database ...")
-    service = build_service(settings)
-    jobs = build_jobs(settings, service) if settings.service.jobs else None
+    stop = threading.Event()  # set on Ctrl-C: jobs and the LLM start nothing new
+    service = build_service(settings, stop=stop)
+    jobs = (
+        build_jobs(settings, service, stop=stop, at_start=("summarize-new",))
+        if settings.service.jobs
+        else None
+    )
     if demo:
-        _load_demo(service, jobs)
+        _load_demo(service)
+    if jobs is not None:
+        click.echo(
+            "drafting summaries in the background (job summarize-new; progress in the log and on /ready)"
+        )
+    _links(settings, host, port)
+    _quiet_collector()
+    _run(settings, service, jobs, host, port)
+
+
+def _links(settings: Settings, host: str, port: int) -> None:
+    from server.auth import issue_token, secret
+
     key = secret(settings.service.jwt_secret, settings.data_dir)
     click.echo(f"\nthe service is starting on http://{host}:{port} (API schema: /schema); sign in")
     click.echo("(open a link, then press Sign in) as:")
     for who, role in DEMO_PEOPLE:
         token = issue_token(key, who, role, timedelta(days=7))
         click.echo(f"  {role:<8} {who:<6} http://{host}:{port}/login?token={token}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job runs are recorded in job_runs
+
+
+def _quiet_collector() -> None:
     # Models, index and caches are millions of long-lived objects: keep them out of the cyclic
     # collector. Automatic full collections still paused the event loop for 40-210 ms (seen with
     # gc.callbacks under load: the p99 of cached briefings); they are off, and the scheduler's
@@ -69,27 +94,43 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, 1_000_000_000)
+
+
+def _run(settings: Settings, service: Service, jobs: Jobs | None, host: str, port: int) -> None:
+    """uvicorn until SIGINT/SIGTERM; the signal itself tells the jobs to stop (`Jobs.halt`), so
+    they stop at their next item while the server drains its requests, not only after that."""
+    import uvicorn
+
+    from server.app import create_app
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if jobs is not None:  # off the signal handler: halt() logs and takes locks
+                threading.Thread(target=jobs.halt, name="jobs-halt", daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job runs are recorded in job_runs
+    server = Server(
+        uvicorn.Config(create_app(settings, service, jobs), host=host, port=port, log_level="warning")
+    )
     try:
-        uvicorn.run(create_app(settings, service, jobs), host=host, port=port, log_level="warning")
+        server.run()
     finally:
         service.close()
+    if not server.started:
+        raise click.ClickException(f"the service could not start on {host}:{port} (see the log above)")
 
 
-def _load_demo(service: object, jobs: object) -> None:
+def _load_demo(service: Service) -> None:
     from indexing import open_source
-    from recsys import load_readers
-    from server.jobs import Jobs
-    from server.service import Service
+    from server.readers import parse_readers
 
-    assert isinstance(service, Service)
     report = service.ingest(list(open_source(str(DEMO_DIR / "articles"))))
     click.echo(f"demo newsroom: {report.summary()}")
-    added = load_readers(DEMO_DIR / "readers.jsonl", service.events)
+    readers = DEMO_DIR / "readers.jsonl"  # with each reader's language (`briefing readers import`)
+    added = service.import_readers(parse_readers(readers.read_text(encoding="utf-8"), str(readers)))
     click.echo(f"demo readers: {added} new events")
-    if isinstance(jobs, Jobs):
-        click.echo("drafting summaries of the newest articles (job summarize-new) ...")
-        run = jobs.run_now("summarize-new")
-        click.echo(f"  {run['outcome']}: {run['detail'] or run['error']}")
 
 
 @click.command()

@@ -197,16 +197,22 @@ class Service:
         """From stored texts; `write` (jobs only) generates missing ones first, with the LLM."""
         return self.composer.compose(reader_id, now, since=since, variant=self.variant, write=write)
 
-    def precompute(self, active_days: float = 7.0, deadline: float | None = None) -> dict[str, int]:
+    def precompute(
+        self,
+        active_days: float = 7.0,
+        deadline: float | None = None,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> dict[str, int]:
         """Write the missing texts of every recently active reader's next briefing and cache it,
-        one reader at a time; stops at `deadline` (time.monotonic) and says how many are left."""
+        one reader at a time; stops at `deadline` (time.monotonic) or when `stop()` says so (the
+        process is shutting down), and says how many are left."""
         now = self.clock()
         done = failed = 0
         self.visits.flush()
         readers = self.readers.active(now - timedelta(days=active_days))
         left = 0
         for n, reader_id in enumerate(readers):
-            if deadline is not None and time.monotonic() > deadline:
+            if stop() or (deadline is not None and time.monotonic() > deadline):
                 left = len(readers) - n
                 break
             since = self.visits.current(reader_id, now + self.visits.session_gap * 2).since
@@ -261,7 +267,9 @@ class Service:
                 self.cache.drop(lambda b: False)
         return report
 
-    def retract(self, actor: Actor, article_id: str) -> dict[str, int]:
+    def retract(self, actor: Actor, article_id: str, reason: str | None = None) -> dict[str, int]:
+        """Out of the index, its summaries retired for good, briefings citing it dropped; the
+        audit entry keeps `reason` (editors read it on the audit log)."""
         with self.write_lock:
             removed = self.indexer.retract([article_id])
             if not removed:
@@ -270,7 +278,8 @@ class Service:
             self.refresh_matrix(self.clock())
             briefings = self.forget_article(article_id)
         detail = {"summaries": summaries, "cached_briefings": briefings}
-        self.audit.write(actor.id, actor.role, "retract", article_id, detail)
+        noted = {**detail, "reason": reason} if reason else detail
+        self.audit.write(actor.id, actor.role, "retract", article_id, noted)
         return detail
 
     def forget_article(self, article_id: str) -> int:
