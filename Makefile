@@ -57,7 +57,7 @@ LOCALE := server/locale
 messages: $(STAMP) ## extract reader-facing text into server/locale, merge it into each language's .po, compile
 	$(BIN)/pybabel extract -F $(LOCALE)/babel.cfg -k _ -c Translators: --no-location --sort-output \
 		--project havnby-briefing -o $(LOCALE)/messages.pot .
-	$(BIN)/pybabel update -i $(LOCALE)/messages.pot -d $(LOCALE) --no-fuzzy-matching --ignore-pot-creation-date -w 110
+	$(BIN)/pybabel update -i $(LOCALE)/messages.pot -d $(LOCALE) --no-fuzzy-matching --ignore-obsolete --ignore-pot-creation-date -w 110
 	$(BIN)/pybabel compile -d $(LOCALE) --statistics
 
 bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results/)

@@ -26,8 +26,9 @@ from briefing.grounding import missing_facts
 from briefing.llm import GenerationError
 from briefing.summaries import REVIEWED, Status, Summary, SummarySentence
 from briefing.summarize import Summarizer
+from briefing.wording import Audience, in_language, last_seen, plain_greeting, reason_text
 from indexing import ArticleRecord
-from recsys import Item, Recommender
+from recsys import Item, Reason, Recommender
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,12 @@ class BriefingItem:
     url: str
     section: str
     update: bool
-    reason: str
+    reason: str  # `why` in the reader's language ("Why you see this")
     source: str  # "approved", "edited", "draft" or "extractive" (an update is flagged by `update`)
     summary_id: str | None
     model: str | None  # the model that wrote the text; None when copied from the article
     sentences: tuple[SummarySentence, ...]
+    why: Reason | None = None  # the reason as data (recsys.Reason)
 
     @property
     def citations(self) -> tuple[str, ...]:
@@ -89,6 +91,9 @@ class Briefing:
         data = asdict(self)
         data["generated_at"] = self.generated_at.isoformat()
         data["since"] = self.since.isoformat() if self.since else None
+        for item in data["items"]:
+            if item["why"] and item["why"]["read_at"]:
+                item["why"]["read_at"] = item["why"]["read_at"].isoformat()
         return data
 
 
@@ -117,8 +122,11 @@ class Composer:
         since: datetime | None = None,
         variant: str = "control",
         write: bool = False,
+        audience: Audience | None = None,
     ) -> Briefing:
-        """The reader's briefing from stored texts; with `write`, missing texts are generated first."""
+        """The reader's briefing from stored texts; with `write`, missing texts are generated first.
+        Greeting and reasons are in the `audience`'s language and time zone (default: English, UTC)."""
+        audience = audience or Audience()
         arm = self._variant(variant)
         profile = self.recommender.profile(reader_id, now)
         since = since or profile.last_visit
@@ -129,9 +137,10 @@ class Composer:
         if write and self.policy.allow_drafts:
             self._write_missing(picked, reads, arm)
         items = tuple(
-            self._item(i, versions, self._text(i, versions[i.article_id], reads, arm)) for i in picked
+            self._item(i, versions, self._text(i, versions[i.article_id], reads, arm), audience)
+            for i in picked
         )
-        greeting = self._greeting(items, since, arm, llm=write)
+        greeting = self._greeting(items, since, arm, audience, llm=write)
         models = tuple(sorted({i.model for i in items if i.model}))
         return Briefing(reader_id, now, since, arm.name, self.policy, greeting, items, models)
 
@@ -176,7 +185,7 @@ class Composer:
         return summary.status in REVIEWED or (summary.status is Status.DRAFT and self.policy.allow_drafts)
 
     def _item(
-        self, item: Item, versions: Mapping[str, ArticleRecord], summary: Summary | None
+        self, item: Item, versions: Mapping[str, ArticleRecord], summary: Summary | None, audience: Audience
     ) -> BriefingItem:
         if summary is None:  # no text this policy may show: the article's own words
             sentences = self._own_words(versions[item.article_id])
@@ -192,11 +201,12 @@ class Composer:
             item.url,
             item.section,
             item.update,
-            item.reason,
+            reason_text(item.why, audience),
             source,
             summary_id,
             model,
             sentences,
+            item.why,
         )
 
     def _own_words(self, record: ArticleRecord) -> tuple[SummarySentence, ...]:
@@ -207,22 +217,29 @@ class Composer:
         return self._extractive[version]
 
     def _greeting(
-        self, items: Sequence[BriefingItem], since: datetime | None, arm: Variant, *, llm: bool
+        self,
+        items: Sequence[BriefingItem],
+        since: datetime | None,
+        arm: Variant,
+        audience: Audience,
+        *,
+        llm: bool,
     ) -> str:
-        fallback = _plain_greeting(len(items), since)
+        """The LLM's greeting in the reader's language (its prompt is that language's), or the
+        catalogue's template greeting when there is no LLM call or its line fails a check."""
+        fallback = _plain_greeting(len(items), since, audience)
         if not items or not llm or not self.policy.llm_greeting:
             return fallback
-        template = self.summarizer.prompts.get(arm.greeting_prompt)
+        template = self.summarizer.prompts.localized(arm.greeting_prompt, audience.language)
         topics = "; ".join(i.title for i in items)
-        when = f"on {since:%A %d %B at %H:%M}" if since else "never before"
         try:
             answer = self.summarizer.generator.generate(
-                [template.render(since=when, topics=topics)], template.params
+                [template.render(since=last_seen(since, audience), topics=topics)], template.params
             )
         except GenerationError:
             return fallback
         line = answer[0].text.strip().split("\n")[0].strip(' "')
-        return line if _greeting_ok(line, items) else fallback
+        return line if _greeting_ok(line, items, audience.language) else fallback
 
 
 def _source(summary: Summary) -> str:
@@ -235,18 +252,14 @@ def _read(item: Item, history: Sequence[Any]) -> list[str]:
     return [h.article.id for h in history if h.story_id == item.story_id] if item.update else []
 
 
-def _greeting_ok(line: str, items: Sequence[BriefingItem]) -> bool:
+def _greeting_ok(line: str, items: Sequence[BriefingItem], language: str = "en") -> bool:
     """A greeting may be warm but not factual: every name, number and quote must be in a title.
-    Only that rule applies (no support score: a greeting paraphrases nothing)."""
+    Only that rule applies (no support score: a greeting paraphrases nothing). It must also be
+    in the reader's language: a small model asked in Bokmål may well answer in English."""
     if not line or len(line.split()) > 30 or not line.endswith((".", "!")):
         return False  # cut off, or more than a greeting
-    return not missing_facts(line, " ".join(i.title for i in items))
+    return in_language(line, language) and not missing_facts(line, " ".join(i.title for i in items))
 
 
-def _plain_greeting(n: int, since: datetime | None) -> str:
-    stories = f"{n} {'story' if n == 1 else 'stories'}"
-    return (
-        f"Since you were last here on {since:%A %d %B}: {stories} for you."
-        if since
-        else f"Welcome: {stories} to start with."
-    )
+def _plain_greeting(n: int, since: datetime | None, audience: Audience) -> str:
+    return plain_greeting(n, since, audience)

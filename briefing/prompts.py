@@ -1,6 +1,8 @@
 """Prompt templates: versioned, registered by name; the summary variants product teams A/B-test.
 
 A template is addressed as `name@version` (`article@1`); `name` alone means its newest version.
+A template for another language than English is registered as `<name>-<language>`
+(`greeting-nb`); `localized(name, language)` finds it, or the English one where there is none.
 Every template renders a chat (system + user message) so the model's own chat template applies.
 
 Article text is untrusted: `untrusted()` removes what could pose as chat markup or close our
@@ -35,6 +37,7 @@ class PromptTemplate:
     user: str  # str.format template; fields are documented per kind in `render`
     params: GenerationParams = field(default_factory=GenerationParams)
     max_sentences: int = 4
+    language: str = "en"  # the language it asks for; another language's version is `<name>-<lang>`
 
     @property
     def id(self) -> str:
@@ -66,6 +69,15 @@ class PromptRegistry:
         if not versions:
             raise KeyError(f"no prompt template {ref!r}; registered: {', '.join(sorted(self._templates))}")
         return max(versions, key=lambda t: t.version)
+
+    def localized(self, ref: str, language: str) -> PromptTemplate:
+        """The template `ref` asks for, in `language`: the newest `<name>-<language>` when one is
+        registered (a Bokmål reader's greeting is written from a Bokmål prompt), else `ref`'s own."""
+        name = ref.split("@", 1)[0]
+        own = f"{name}-{language}"
+        if language != self.get(ref).language and any(t.name == own for t in self._templates.values()):
+            return self.get(own)
+        return self.get(ref)
 
     def names(self) -> list[str]:
         return sorted(self._templates)
@@ -144,4 +156,18 @@ GREETING_1 = PromptTemplate(
     max_sentences=1,
 )
 
-PROMPTS = PromptRegistry([ARTICLE_1, ARTICLE_ONE_SENTENCE_1, UPDATE_1, GREETING_1])
+GREETING_NB_1 = PromptTemplate(
+    name="greeting-nb",
+    version=1,
+    kind="greeting",
+    system=(
+        "Du skriver hilsenen på én linje øverst i en personlig nyhetsoversikt. Skriv én kort, vennlig "
+        "setning på norsk bokmål. Ikke oppgi fakta, navn eller tall; ikke oppsummer nyhetene."
+    ),
+    user="Leseren var sist her: {since}. Oversikten dekker: {topics}. Skriv hilsenen på bokmål.",
+    params=GenerationParams(max_tokens=40, stop=("\n",)),
+    max_sentences=1,
+    language="nb",
+)
+
+PROMPTS = PromptRegistry([ARTICLE_1, ARTICLE_ONE_SENTENCE_1, UPDATE_1, GREETING_1, GREETING_NB_1])

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
 
+from recsys import Reason
+
 
 def _(message: str) -> str:
     """Marks a message for extraction (pybabel); it is translated where it is used."""
@@ -30,6 +32,9 @@ def _(message: str) -> str:
 # letters, reorder them and translate the quoted words.
 DAY_AND_TIME = _("EEEE d MMMM, HH:mm")
 DAY = _("EEEE d MMMM")
+
+# The demo newsroom's sections; a newsroom's other sections show as they are named.
+SECTIONS = (_("business"), _("culture"), _("local"), _("politics"), _("sport"), _("world"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,3 +87,54 @@ def last_seen(since: datetime | None, audience: Audience) -> str:
     if since is None:
         return audience.gettext("never before")
     return audience.gettext("on %(when)s", when=audience.when(since))
+
+
+def section_name(section: str, audience: Audience) -> str:
+    """A section's name in the reader's language where the catalogue has it."""
+    return audience.catalogue.gettext(section) if section else section
+
+
+def reason_text(why: Reason, audience: Audience) -> str:
+    """The "Why you see this" line. For a story update it says when the reader last read the
+    story, not that article's headline: a later article may have superseded what it stated."""
+    section = section_name(why.section, audience)
+    match why.kind:
+        case "story" if why.read_at is not None:
+            return audience.gettext(
+                "an update to a story you follow (you last read about it on %(day)s)",
+                day=audience.day(why.read_at),
+            )
+        case "story":
+            return audience.gettext("an update to a story you follow")
+        case "similar":
+            return audience.gettext("because you read “%(title)s”", title=why.title)
+        case "section":
+            return audience.gettext("you often read %(section)s", section=section)
+        case "popular":
+            return audience.gettext("popular and new")
+        case _:
+            return audience.gettext("new in %(section)s", section=section)
+
+
+# Short, common words that tell English from Bokmål in a one-line greeting (words both
+# languages use, such as "i" or "for", are in neither set).
+_FUNCTION_WORDS = {
+    "en": frozenset(
+        "the and you your to of is with welcome hello since here new we have on a an it good back".split()
+    ),
+    "nb": frozenset(
+        "og på til du deg din ditt dine er som med et av det har vi velkommen hei god siden sist nytt her å"
+        " om".split()
+    ),
+}
+
+
+def in_language(line: str, language: str) -> bool:
+    """Whether `line` reads as `language` rather than the other: more of its own function words.
+    A language without a word list (none yet) always passes."""
+    words = [w.strip(".,!?:;\"'«»“”()").lower() for w in line.split()]
+    own = _FUNCTION_WORDS.get(language)
+    if own is None:
+        return True
+    other = frozenset().union(*(v for k, v in _FUNCTION_WORDS.items() if k != language))
+    return sum(w in own for w in words) > sum(w in other for w in words)

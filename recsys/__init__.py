@@ -15,7 +15,7 @@ from recsys.events import (
 )
 from recsys.profiles import Profile, ProfileConfig, build_profile
 from recsys.rankers import FEATURES, RANKERS, Impression, Ranker, features, make_ranker
-from recsys.recommend import Item, Recommender, RecsysConfig, mmr
+from recsys.recommend import Item, Reason, Recommender, RecsysConfig, mmr
 
 __all__ = [
     "FEATURES",
@@ -33,6 +33,7 @@ __all__ = [
     "Profile",
     "ProfileConfig",
     "Ranker",
+    "Reason",
     "Recommender",
     "RecsysConfig",
     "build_profile",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import numpy as np
@@ -36,6 +36,37 @@ class RecsysConfig:
 
 
 @dataclass(frozen=True)
+class Reason:
+    """Why a story was picked, as data, so a page can say it in the reader's language and zone
+    (`briefing.wording.reason_text`); `str()` is the English line.
+
+    kind: "story" (something new in a story the reader read: `read_article_id`, last `read_at`),
+    "similar" (close to `title`, which they read), "section" (they often read `section`),
+    "popular" (a first visit) or "new" (new in `section`). A story reason names no headline: the
+    one the reader read may state facts that a later article superseded."""
+
+    kind: str
+    section: str = ""
+    title: str = ""
+    read_article_id: str = ""
+    read_at: datetime | None = None
+
+    def __str__(self) -> str:
+        match self.kind:
+            case "story":
+                when = f" (you last read it {self.read_at:%Y-%m-%d %H:%M} UTC)" if self.read_at else ""
+                return f"new in a story you follow{when}"
+            case "similar":
+                return f"because you read “{self.title}”"
+            case "section":
+                return f"you often read {self.section}"
+            case "popular":
+                return "popular and new"
+            case _:
+                return f"new in {self.section}"
+
+
+@dataclass(frozen=True)
 class Item:
     story_id: str
     article_id: str
@@ -43,8 +74,9 @@ class Item:
     section: str
     url: str
     score: float
-    reason: str
+    reason: str  # `why` in English
     update: bool  # the reader read this story before; this is what is new
+    why: Reason = Reason("popular")
 
 
 def mmr(relevance: Floats, vectors: np.ndarray, k: int, diversity: float) -> list[int]:
@@ -204,6 +236,7 @@ class Recommender:
     def _item(self, profile: Profile, matrix: CandidateMatrix, row: int, score: float) -> Item:
         info = matrix.infos[row]
         update = info.story_id in profile.story_read_at
+        why = self._reason(profile, info, update)
         return Item(
             story_id=info.story_id,
             article_id=info.article.id,
@@ -211,19 +244,26 @@ class Recommender:
             section=info.article.section,
             url=str(info.article.url),
             score=score,
-            reason=self._reason(profile, info, update),
+            reason=str(why),
             update=update,
+            why=why,
         )
 
-    def _reason(self, profile: Profile, info: ArticleInfo, update: bool) -> str:
+    def _reason(self, profile: Profile, info: ArticleInfo, update: bool) -> Reason:
+        section = info.article.section
         if update:
-            read = next((h.article.title for h in profile.history if h.story_id == info.story_id), None)
-            return f"new in a story you follow{f': you read “{read}”' if read else ''}"
+            read = next((h.article.id for h in profile.history if h.story_id == info.story_id), "")
+            at = profile.story_read_at.get(info.story_id)
+            return Reason("story", section, read_article_id=read, read_at=_utc(at) if at else None)
         if len(profile.history):
             sims = profile.history_vectors @ info.vector
             best = int(np.argmax(sims))
             if sims[best] >= self.config.because_threshold:
-                return f"because you read “{profile.history[best].article.title}”"
-        if profile.sections.get(info.article.section, 0.0) > 0.2:
-            return f"you often read {info.article.section}"
-        return "popular and new" if not profile.history else f"new in {info.article.section}"
+                return Reason("similar", section, title=profile.history[best].article.title)
+        if profile.sections.get(section, 0.0) > 0.2:
+            return Reason("section", section)
+        return Reason("popular", section) if not profile.history else Reason("new", section)
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from anyio import to_thread
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
@@ -27,6 +27,7 @@ from server.jobs import Jobs
 from server.review import Review, ReviewItem
 from server.schema import EventIn, NoNul, as_record, problems
 from server.service import Actor, Service
+from server.stores import ReaderSettings
 
 MAX_BATCH = 1000
 # What every route may answer besides its own: a NUL in the path or query (400, server.hardening),
@@ -53,6 +54,28 @@ class EventBatch(Strict):
 class EventsStored(BaseModel):
     stored: int
     duplicates: int
+
+
+class ReaderSettingsIn(Strict):
+    language: Annotated[str, Field(max_length=10)] | None = None
+    timezone: Annotated[str, Field(max_length=64), NoNul] | None = None
+
+
+class ReaderSettingsOut(BaseModel):
+    language: str | None  # the reader's choice; None: the publication's
+    timezone: str | None
+    shown_language: str  # what pages and briefings use
+    shown_timezone: str
+
+
+def _settings_out(service: Service, reader_id: str) -> ReaderSettingsOut:
+    own, applied = service.readers.settings(reader_id), service.audience(reader_id)
+    return ReaderSettingsOut(
+        language=own.language,
+        timezone=own.timezone,
+        shown_language=applied.language,
+        shown_timezone=applied.timezone,
+    )
 
 
 class EditRequest(Strict):
@@ -99,6 +122,27 @@ class ReaderApi(Controller):
         """Store a batch of your events; a retried batch (same event ids) is not counted twice."""
         stored, duplicates = service.record_events(_actor(request), [as_record(e) for e in data.events])
         return EventsStored(stored=stored, duplicates=duplicates)
+
+    @get("/settings", sync_to_thread=True, responses=ANY)
+    def settings(
+        self, request: Request[Any, Any, Any], service: NamedDependency[Service]
+    ) -> ReaderSettingsOut:
+        """Your language and time zone: what you chose (null: the publication's) and what applies."""
+        return _settings_out(service, _actor(request).id)
+
+    @put("/settings", sync_to_thread=True, responses={**ANY, **BODY})
+    def change_settings(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ReaderSettingsIn],
+        service: NamedDependency[Service],
+    ) -> ReaderSettingsOut:
+        """Choose your language (en, nb) and IANA time zone; null or absent: the publication's.
+        Only your own: the token says whose they are."""
+        actor = _actor(request)
+        choice = ReaderSettings(language=data.language, timezone=data.timezone)
+        service.configure_reader(actor, actor.id, choice)
+        return _settings_out(service, actor.id)
 
 
 class ReviewApi(Controller):

@@ -46,7 +46,7 @@ from server.hardening import (
     request_id,
     stamp_response,
 )
-from server.i18n import install, publication
+from server.i18n import UnknownSetting, install, publication
 from server.jobs import Jobs
 from server.pages import EditorPages, ReaderPages, login, login_page
 from server.review import Review, ReviewConflict
@@ -95,7 +95,7 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
         template_config=TemplateConfig(
             directory=HERE / "templates",
             engine=JinjaTemplateEngine,
-            engine_callback=lambda e: install(e.engine, publication(settings)),  # `_()`: server.i18n
+            engine_callback=lambda e: install(e.engine, publication(settings), service.audience),  # `_()`
         ),
         openapi_config=OpenAPIConfig(
             title="Briefing service",
@@ -170,6 +170,7 @@ STATUSES: dict[type[Exception], int] = {
     GenerationError: 503,
     EventsRejected: 400,
     ArticlesRejected: 400,
+    UnknownSetting: 400,
 }
 
 

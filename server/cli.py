@@ -8,12 +8,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from briefing import PROMPTS, VARIANTS, Briefing, GenerationError, PartlyWritten, Summarizer, Summary
+from briefing.wording import Audience, zone
 from indexing import Hit, Indexer, IndexUnavailable, SearchFilter, open_source, pairwise_scores
 from indexing import reindex as run_reindex
 from recsys import RANKERS, Item, load_readers
@@ -33,6 +35,8 @@ from server.serve import serve, token
 from server.settings import Settings
 
 if TYPE_CHECKING:  # the service pulls in SQLAlchemy and litestar's types: not for every command
+    from sqlalchemy import Engine
+
     from server.service import Service
 
 T = TypeVar("T")
@@ -159,7 +163,7 @@ def stories(since: datetime | None, min_size: int, threads: Path | None) -> None
         shown += 1
         click.echo(f"{story_id}  ({len(articles)} articles)")
         for a in articles:
-            click.echo(f"    {a.published_at:%Y-%m-%d %H:%M}  {a.id:<10} [{a.section}] {a.title}")
+            click.echo(f"    {_zoned(a.published_at)}  {a.id:<10} [{a.section}] {a.title}")
     click.echo(f"{shown} stories with at least {min_size} articles; {len(grouped)} stories in all")
     if threads:
         _print_thread_scores(grouped, threads)
@@ -309,7 +313,8 @@ def brief(
         recommender = build_recommender(settings, indexer, build_event_store(settings, engine), now)
         summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings, engine))
         composer = build_composer(settings, recommender, summarizer)
-        briefing = composer.compose(reader, now, since=since, variant=variant, write=write)
+        audience = _reader_audience(settings, engine, reader)
+        briefing = composer.compose(reader, now, since=since, variant=variant, write=write, audience=audience)
     click.echo(
         json.dumps(briefing.to_json(), ensure_ascii=False, indent=1) if as_json else _briefing_text(briefing)
     )
@@ -339,7 +344,7 @@ def demo(query: str, reader: str) -> None:
         load_readers(DEMO_DIR / "readers.jsonl", events)
         recommender = build_recommender(settings, indexer, events, DEMO_NOW)
         for who, about in DEMO_READERS.items():
-            click.echo(f"\nrecommended for {who} ({about}) at {DEMO_NOW:%Y-%m-%d %H:%M}:")
+            click.echo(f"\nrecommended for {who} ({about}) at {_zoned(DEMO_NOW)}:")
             _print_items(recommender.recommend(who, DEMO_NOW, k=5), explain=True)
         summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings, engine))
         _demo_summaries(summarizer, grouped)
@@ -402,7 +407,7 @@ def _sentence_line(sentence: Any) -> str:
 
 
 def _briefing_text(briefing: Briefing) -> str:
-    since = f"since {briefing.since:%a %d %b %H:%M}" if briefing.since else "first visit"
+    since = f"since {_zoned(briefing.since)}" if briefing.since else "first visit"
     policy = "checked drafts allowed" if briefing.policy.allow_drafts else "reviewed text only"
     lines = [
         f"Since you were last here: briefing for {briefing.reader_id} ({since}; variant {briefing.variant}; "
@@ -425,6 +430,48 @@ main.add_command(serve)
 main.add_command(token)
 
 
+@main.group()
+def readers() -> None:
+    """Readers and their settings (language, time zone) in the service's database (DATABASE_URL)."""
+
+
+@readers.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_readers(file: Path) -> None:
+    """Load readers from FILE, JSON Lines, one reader per line:
+
+    \b
+      {"reader_id": "r04", "name": "Vebjørn", "language": "nb",
+       "timezone": "Europe/Oslo", "last_visit": "2026-11-18T20:00:00+01:00",
+       "events": [{"event_id": "e1", "type": "read", "article_id": "pol-0001",
+                   "at": "2026-11-16T08:10:18+01:00", "dwell_s": 84}]}
+
+    Only reader_id is required. language is en or nb and timezone an IANA name; left out, the
+    reader follows the publication's (PUBLICATION_LANGUAGE, PUBLICATION_TZ). events are as
+    POST /v1/events takes them. The demo's data/demo/readers.jsonl is such a file (its
+    `languages` list gives the language). Every line is checked first: one bad line (bad JSON,
+    an unknown language or time zone, an invalid event) stores nothing, and each problem is
+    printed with its line and field. Importing a file again changes nothing.
+    """
+    from server.readers import ReadersRejected, parse_readers
+    from server.stores import Readers
+
+    try:
+        records = parse_readers(file.read_text(encoding="utf-8"), str(file))
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{file} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    except ReadersRejected as exc:
+        for error in exc.errors:
+            click.echo(f"rejected {error}", err=True)
+        raise click.ClickException(f"{len(exc.errors)} problem(s) in {file}; no reader was stored") from exc
+    engine = build_engine(Settings.from_env())
+    try:
+        added = Readers(engine).load(records, datetime.now(UTC))
+    finally:
+        engine.dispose()
+    click.echo(f"imported {len(records)} readers from {file} ({added} new events)")
+
+
 def _print_thread_scores(grouped: dict[str, list[Any]], threads: Path) -> None:
     files = sorted(threads.glob("*.jsonl")) if threads.is_dir() else [threads]
     documented = [json.loads(line)["article_ids"] for f in files for line in f.open() if line.strip()]
@@ -444,13 +491,34 @@ def _best_per_article(hits: list[Hit]) -> list[Hit]:
 
 
 def _hit_line(hit: Hit) -> str:
-    when = datetime.fromtimestamp(hit.published_at).strftime("%Y-%m-%d %H:%M")
+    when = _zoned(datetime.fromtimestamp(hit.published_at, UTC))
     return f"  {hit.score:.3f}  {when}  {hit.article_id:<10} [{hit.section}] {hit.title}"
 
 
 def _hit_json(hit: Hit) -> dict[str, Any]:
     keys = ("chunk_id", "article_id", "score", "title", "url", "section", "story_id", "text")
     return {key: getattr(hit, key) for key in keys}
+
+
+def _reader_audience(settings: Settings, engine: Engine, reader: str) -> Audience:
+    """The reader's language and zone as the service has them (else the publication's)."""
+    from server.i18n import audience
+    from server.stores import Readers
+
+    own = Readers(engine).settings(reader)
+    return audience(
+        own.language or settings.publication_language, own.timezone or settings.publication_timezone
+    )
+
+
+def _zoned(moment: datetime) -> str:
+    """A time in the publication's zone (PUBLICATION_TZ), with the zone: 2026-11-16 20:00 CET."""
+    return f"{moment.astimezone(zone(_publication_zone())):%Y-%m-%d %H:%M %Z}"
+
+
+@cache
+def _publication_zone() -> str:
+    return Settings.from_env().publication_timezone
 
 
 def _aware(moment: datetime | None) -> datetime | None:

@@ -188,6 +188,7 @@ def build_service(
     """Everything the service runs on: SQL storage (migrated to the newest schema), the index,
     the recommender over the recent window, the summarizer and the composer. With `stop`, the
     LLM starts no call once it is set (`Stoppable`; `briefing serve` sets it on Ctrl-C)."""
+    from server.i18n import publication
     from server.service import Service
     from server.stores import Readers, SqlEventStore, SqlSummaryStore
 
@@ -215,6 +216,7 @@ def build_service(
         clock=clock,
         readers=Readers(engine, timedelta(minutes=settings.service.session_minutes)),
         refresh_matrix=refresh,
+        publication=publication(settings),
     )
 
 

@@ -54,13 +54,17 @@ class Base(DeclarativeBase):
 
 
 class ReaderRow(Base):
-    """A reader and their visits: `session_since` is the "since" of the visit in progress."""
+    """A reader, their visits (`session_since` is the "since" of the visit in progress) and settings."""
 
     __tablename__ = "readers"
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None]
     session_since: Mapped[datetime | None]
+    # The reader's own choices (migration 0003); None follows the publication's setting.
+    name: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(10))
+    timezone: Mapped[str | None] = mapped_column(String(64))
 
 
 class EventRow(Base):

@@ -14,6 +14,7 @@ per request, so concurrent requests in different languages cannot mix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
 
 from briefing import Audience
-from briefing.wording import zone
+from briefing.wording import section_name, zone
 
 if TYPE_CHECKING:  # settings imports this module for its checks
     from server.settings import Settings
@@ -66,13 +67,17 @@ def audience(language: str, timezone: str) -> Audience:
     return Audience(check_language(language), check_timezone(timezone), catalogue(language))
 
 
-def install(env: Environment, default: Audience) -> None:
-    """Jinja's i18n extension with `_`, `gettext` and `ngettext` that read the context's
-    `audience` (else `default`), plus `when(moment)` and `page_language()`."""
+def install(env: Environment, default: Audience, readers: Callable[[str], Audience] | None = None) -> None:
+    """Jinja's i18n extension with `_`, `gettext` and `ngettext` in the language of the context's
+    `audience`, else the signed-in reader's (`readers(reader_id)`, looked up once per request),
+    else `default`; plus `when(moment)`, `translated(name)` and `page_language()`."""
 
     def of(ctx: Context) -> Audience:
         found = ctx.get("audience")
-        return found if isinstance(found, Audience) else default
+        if isinstance(found, Audience):
+            return found
+        request = ctx.get("request")
+        return default if request is None or readers is None else _reader_audience(request, readers, default)
 
     @pass_context
     def gettext(ctx: Context, message: str) -> str:
@@ -90,9 +95,33 @@ def install(env: Environment, default: Audience) -> None:
     def page_language(ctx: Context) -> str:
         return of(ctx).language
 
+    @pass_context
+    def page_timezone(ctx: Context) -> str:
+        return of(ctx).timezone
+
+    @pass_context
+    def translated(ctx: Context, name: str) -> str:
+        """A name from the data (a section) as the catalogue has it: no `%` formatting, so any
+        text is safe here, unlike in `_()`."""
+        return section_name(name, of(ctx))
+
     env.add_extension("jinja2.ext.i18n")
     env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
-    env.globals.update(when=when, page_language=page_language)
+    env.globals.update(
+        when=when, page_language=page_language, page_timezone=page_timezone, languages=LANGUAGE_NAMES.items()
+    )
+    env.filters["translated"] = translated
+
+
+def _reader_audience(request: Any, readers: Callable[[str], Audience], default: Audience) -> Audience:
+    """A signed-in reader's audience, kept on the request: one lookup however many messages."""
+    found = getattr(request.state, "audience", None)
+    if isinstance(found, Audience):
+        return found
+    actor = request.scope.get("user")
+    found = readers(actor.id) if getattr(actor, "role", None) == "reader" else default
+    request.state.audience = found
+    return found
 
 
 def publication(settings: Settings) -> Audience:

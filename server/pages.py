@@ -22,6 +22,7 @@ from server.auth import COOKIE, HOME, allow, read_token
 from server.review import Review, ReviewItem
 from server.schema import NoNul
 from server.service import Actor, Service
+from server.stores import ReaderSettings
 
 _WORD = re.compile(r"(\w+)")
 
@@ -35,6 +36,11 @@ class Form(BaseModel):
 
 class LoginForm(Form):
     token: str = Field(min_length=1, max_length=4000)
+
+
+class SettingsForm(Form):
+    language: str = Field("", max_length=10)
+    timezone: Annotated[str, NoNul] = Field("", max_length=64)
 
 
 @get("/login", sync_to_thread=False, include_in_schema=False)
@@ -67,6 +73,18 @@ class ReaderPages(Controller):
     def front_page(self, request: Request[Any, Any, Any], service: NamedDependency[Service]) -> Template:
         served = service.briefing(request.user.id)
         return Template("briefing.html", context={"b": served.briefing, "reader": request.user.id})
+
+    @post("/settings", sync_to_thread=True)
+    def settings(
+        self,
+        request: Request[Any, Any, Any],
+        service: NamedDependency[Service],
+        data: URLEncodedBody[SettingsForm],
+    ) -> Redirect:
+        """The reader's own language and time zone (empty: the publication's); the token says whose."""
+        choice = ReaderSettings(language=data.language or None, timezone=data.timezone or None)
+        service.configure_reader(request.user, request.user.id, choice)
+        return Redirect("/", status_code=303)
 
 
 class ReviewForm(Form):

@@ -26,14 +26,17 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from briefing import Briefing, Composer, GenerationError, Summarizer
+from briefing import Audience, Briefing, Composer, GenerationError, Summarizer
 from indexing import Article, Indexer, IngestReport, RecordError, validate_record
 from recsys import Recommender, record_events
+from server.i18n import audience as make_audience
+from server.readers import ReaderRecord
 from server.stores import (
     AuditLog,
     BriefingLog,
     JobRuns,
     Readers,
+    ReaderSettings,
     SqlEventStore,
     SqlSummaryStore,
     erase_reader,
@@ -135,8 +138,10 @@ class Service:
         readers: Readers,
         refresh_matrix: Callable[[datetime], None],
         variant: str = "control",
+        publication: Audience | None = None,
     ) -> None:
         self.engine, self.indexer, self.summarizer = engine, indexer, summarizer
+        self.publication = publication or Audience()  # readers' language and zone unless they chose
         self.recommender, self.composer, self.clock = recommender, composer, clock
         self.events, self.summaries, self.readers = events, summaries, readers
         self.refresh_matrix, self.variant = refresh_matrix, variant
@@ -195,7 +200,35 @@ class Service:
 
     def compose(self, reader_id: str, now: datetime, since: datetime | None, write: bool = False) -> Briefing:
         """From stored texts; `write` (jobs only) generates missing ones first, with the LLM."""
-        return self.composer.compose(reader_id, now, since=since, variant=self.variant, write=write)
+        return self.composer.compose(
+            reader_id, now, since=since, variant=self.variant, write=write, audience=self.audience(reader_id)
+        )
+
+    def audience(self, reader_id: str) -> Audience:
+        """The reader's language and time zone: their own choice, else the publication's."""
+        own, default = self.readers.settings(reader_id), self.publication
+        return make_audience(own.language or default.language, own.timezone or default.timezone)
+
+    def import_readers(self, readers: Sequence[ReaderRecord]) -> int:
+        """Readers with their settings, visits and events, all or none; returns new events."""
+        added = self.readers.load(readers, self.clock())
+        ids = {r.reader_id for r in readers}
+        self.cache.drop(lambda b: b.reader_id not in ids)
+        return added
+
+    def configure_reader(self, actor: Actor, reader_id: str, choice: ReaderSettings) -> Audience:
+        """A reader sets their own language and zone (None: the publication's); an admin anyone's.
+        Their cached briefings go: greeting and reasons were written in the old settings."""
+        if actor.id != reader_id and actor.role != "admin":
+            raise Forbidden("a reader may only change their own settings")
+        checked = make_audience(
+            choice.language or self.publication.language, choice.timezone or self.publication.timezone
+        )
+        self.readers.configure(reader_id, self.clock(), choice)
+        self.cache.drop(lambda b: b.reader_id != reader_id)
+        detail = {"language": choice.language, "timezone": choice.timezone}
+        self.audit.write(actor.id, actor.role, "reader-settings", reader_id, detail)
+        return checked
 
     def precompute(
         self,

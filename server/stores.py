@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,6 +31,9 @@ from server.db import (
     now,
     write_lock,
 )
+
+if TYPE_CHECKING:  # server.readers parses files and imports nothing of this module
+    from server.readers import ReaderRecord
 
 _BATCH = 500  # rows per INSERT statement (SQLite allows 32,766 bound values)
 
@@ -118,6 +121,15 @@ def _event(row: EventRow) -> Event:
 
 
 @dataclass(frozen=True)
+class ReaderSettings:
+    """A reader's own choices; None follows the publication's (PUBLICATION_LANGUAGE/_TZ)."""
+
+    name: str | None = None
+    language: str | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
 class Visit:
     reader_id: str
     since: datetime | None  # what "since you were last here" means for this visit
@@ -185,6 +197,55 @@ class Readers:
     def exists(self, reader_id: str) -> bool:
         with self._session() as session:
             return session.get(ReaderRow, reader_id) is not None
+
+    def settings(self, reader_id: str) -> ReaderSettings:
+        """The reader's own name, language and time zone (None where they follow the publication)."""
+        columns = (ReaderRow.name, ReaderRow.language, ReaderRow.timezone)
+        query = select(*columns).where(ReaderRow.id == reader_id)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return ReaderSettings() if row is None else ReaderSettings(row.name, row.language, row.timezone)
+
+    def configure(self, reader_id: str, at: datetime, choice: ReaderSettings) -> None:
+        """Store a reader's language and zone (None: the publication's); a new reader is created."""
+        values = {"language": choice.language, "timezone": choice.timezone}
+        statement = (
+            self._insert(ReaderRow)
+            .values(id=reader_id, created_at=at, **values)
+            .on_conflict_do_update(index_elements=["id"], set_=values)
+        )
+        with write_lock(self.engine), self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def load(self, readers: Sequence[ReaderRecord], at: datetime) -> int:
+        """Readers with their settings, last visits and events, in one transaction (all or none);
+        events already stored are skipped. Returns how many events were new."""
+        added = 0
+        with write_lock(self.engine), self.engine.begin() as connection:
+            for reader in readers:
+                connection.execute(self._upsert(reader, at))
+                rows = [_event_row(e) for e in reader.events]
+                for start in range(0, len(rows), _BATCH):
+                    statement = (
+                        self._insert(EventRow)
+                        .values(rows[start : start + _BATCH])
+                        .on_conflict_do_nothing(index_elements=["reader_id", "event_id"])
+                        .returning(EventRow.event_id)
+                    )
+                    added += len(connection.execute(statement).all())
+        return added
+
+    def _upsert(self, reader: ReaderRecord, at: datetime) -> Any:
+        """A loaded reader's row: a file's settings replace the stored ones; a visit it names too."""
+        values: dict[str, Any] = {"name": reader.name, "language": reader.language}
+        values["timezone"] = reader.timezone
+        if reader.last_visit is not None:
+            values |= {"last_seen_at": reader.last_visit, "session_since": reader.last_visit}
+        return (
+            self._insert(ReaderRow)
+            .values(id=reader.reader_id, created_at=at, **values)
+            .on_conflict_do_update(index_elements=["id"], set_=values)
+        )
 
 
 class SqlSummaryStore:

@@ -12,10 +12,20 @@ import pytest
 from babel.messages.frontend import CommandLineInterface
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from litestar.plugins.jinja import JinjaTemplateEngine
 
-from briefing import Audience
-from briefing.wording import last_seen, plain_greeting
-from server.i18n import LANGUAGES, LOCALE_DIR, UnknownSetting, audience, check_language, check_timezone
+from briefing import PROMPTS, Audience, Briefing, BriefingItem, BriefingPolicy, SummarySentence
+from briefing.wording import in_language, last_seen, plain_greeting, reason_text
+from recsys import Reason
+from server.i18n import (
+    LANGUAGES,
+    LOCALE_DIR,
+    UnknownSetting,
+    audience,
+    check_language,
+    check_timezone,
+    install,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 READER_TEMPLATES = ("base.html", "briefing.html", "login.html")
@@ -75,14 +85,19 @@ def test_times_are_in_the_readers_zone_with_the_zone_named() -> None:
     summer = datetime(2026, 6, 1, 5, 30, tzinfo=UTC)
     assert audience("en", "Europe/Oslo").when(summer) == "Monday 1 June, 07:30 (CEST)"
     # the calendar day is the reader's: 23:30 UTC on Monday is already Tuesday in Oslo
-    assert audience("en", "Europe/Oslo").day(datetime(2026, 11, 16, 23, 30, tzinfo=UTC)) == "Tuesday 17 November"
+    assert (
+        audience("en", "Europe/Oslo").day(datetime(2026, 11, 16, 23, 30, tzinfo=UTC)) == "Tuesday 17 November"
+    )
 
 
 def test_the_plain_greeting_speaks_the_readers_language() -> None:
     nb = audience("nb", "Europe/Oslo")
     assert plain_greeting(3, VISIT, nb) == "Siden sist du var her, mandag 16. november: 3 saker til deg."
     assert plain_greeting(1, None, nb) == "Velkommen: 1 sak å begynne med."
-    assert plain_greeting(1, VISIT, Audience()) == "Since you were last here on Monday 16 November: 1 story for you."
+    assert (
+        plain_greeting(1, VISIT, Audience())
+        == "Since you were last here on Monday 16 November: 1 story for you."
+    )
     assert last_seen(VISIT, nb) == "mandag 16. november kl. 20:00 (CET)"
 
 
@@ -96,3 +111,69 @@ def test_unknown_time_zones_are_refused(zone: str) -> None:
 def test_unknown_languages_are_refused(language: str) -> None:
     with pytest.raises(UnknownSetting, match="unknown language"):
         check_language(language)
+
+
+def test_reasons_are_worded_in_the_readers_language_and_zone() -> None:
+    nb, en = audience("nb", "Europe/Oslo"), audience("en", "UTC")
+    late = datetime(2026, 11, 16, 23, 30, tzinfo=UTC)  # Tuesday already in Oslo
+    story = Reason("story", "politics", read_article_id="pol-0001", read_at=late)
+    assert (
+        reason_text(story, en)
+        == "an update to a story you follow (you last read about it on Monday 16 November)"
+    )
+    assert (
+        reason_text(story, nb)
+        == "en oppdatering i en sak du følger (du leste sist om den tirsdag 17. november)"
+    )
+    assert reason_text(Reason("similar", "sport", title="Havnby wins"), nb) == "fordi du leste «Havnby wins»"
+    assert reason_text(Reason("section", "politics"), nb) == "du leser ofte politikk"
+    assert reason_text(Reason("new", "Debatt 100%"), nb) == "nytt i Debatt 100%"  # unknown names pass through
+    assert reason_text(Reason("popular"), en) == str(Reason("popular")) == "popular and new"
+
+
+def test_a_greeting_in_the_wrong_language_is_caught() -> None:
+    assert in_language("Velkommen tilbake, her er det nytt siden sist!", "nb")
+    assert not in_language("Welcome back, here is what is new since your last visit!", "nb")
+    assert in_language("Welcome back, here is what is new since your last visit!", "en")
+    assert not in_language("Hei og velkommen!", "en")
+
+
+def test_a_bokmal_prompt_is_found_for_the_greeting_and_english_elsewhere() -> None:
+    assert PROMPTS.localized("greeting", "nb").id == "greeting-nb@1"
+    assert PROMPTS.localized("greeting@1", "nb").language == "nb"
+    assert PROMPTS.localized("greeting", "en").id == "greeting@1"
+    assert PROMPTS.localized("update", "nb").id == PROMPTS.get("update").id  # no Bokmål one yet
+
+
+def test_a_bokmal_page_has_bokmal_labels_and_translated_sections() -> None:
+    engine = JinjaTemplateEngine(directory=ROOT / "server" / "templates")
+    install(engine.engine, audience("en", "Europe/Oslo"))
+    item = BriefingItem(
+        "s1",
+        "pol-0006",
+        "Ferry",
+        "https://x.example/a",
+        "politics",
+        True,
+        "en oppdatering",
+        "approved",
+        "pol-0006--1",
+        "SmolLM2",
+        (SummarySentence("Text.", 0.9, ("pol-0006@h#0",)),),
+    )
+    briefing = Briefing("r04", VISIT, VISIT, "control", BriefingPolicy(), "Hei!", (item,), ("SmolLM2",))
+    context = {
+        "b": briefing,
+        "reader": "r04",
+        "impressions": {"pol-0006": "i1"},
+        "csrf_input": "",
+        "csrf_token": str,
+    }
+    page = engine.get_template("briefing.html").render(**context, audience=audience("nb", "Europe/Oslo"))
+    assert "KI-generert sammendrag, gjennomgått av en redaktør." in page
+    assert "politikk · oppdatering i en sak du følger" in page and "1 sak" in page
+    english = engine.get_template("briefing.html").render(**context)  # no audience: the publication's
+    assert (
+        "AI-generated summary, reviewed by an editor." in english
+        and "New since Monday 16 November, 20:00 (CET)" in english
+    )
