@@ -1,8 +1,12 @@
 """The personalized briefing: reader → recommender → one grounded item per chosen story.
 
 For each story the recommender picks, the item text is
-- a story update, when the reader already read earlier articles of that story: only what the
-  newest article adds (evidence: that article; the read ones are named in the prompt);
+- a story update, when the reader already read earlier articles of that story: everything since
+  their last read of it (evidence: every article of the story published or updated in place since
+  then, newest first in the prompt; the read ones are named), with the corrections owed to them
+  quoted first and no superseded number stated as current (briefing/developments.py). Until one
+  is written, an update that covers more than one article or owes a correction shows one lead
+  sentence per development, newest first; a single development, that article's summary;
 - otherwise the article's summary: an approved or edited one if an editor reviewed it, else a
   checked draft when the policy allows drafts, else the article's own first sentence.
 Rejected and retracted texts are never used, whatever the policy. A one-line greeting opens the
@@ -12,23 +16,26 @@ Composing a reader's request (`compose`) never runs the LLM: it uses the texts j
 written and stored, so a briefing costs one recommendation, one index lookup and a few reads.
 Jobs and the CLI call `compose(..., write=True)`, which first writes the missing drafts and story
 updates (and lets the LLM write the greeting). The service keeps the only cache of composed
-briefings; here only an article version's own first sentence is cached (the same for everyone).
+briefings; here only an article version's own first sentence is cached (the same for everyone),
+and the summarizer caches quoted updates per basis.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+import numpy as np
 
 from briefing.grounding import missing_facts
 from briefing.llm import GenerationError
 from briefing.summaries import REVIEWED, Status, Summary, SummarySentence
-from briefing.summarize import Summarizer
+from briefing.summarize import Followed, Summarizer
 from briefing.wording import Audience, in_language, last_seen, plain_greeting, reason_text
 from indexing import ArticleRecord
-from recsys import Item, Reason, Recommender
+from recsys import CandidateMatrix, Item, Profile, Reason, Recommender
 
 
 @dataclass(frozen=True)
@@ -133,12 +140,13 @@ class Composer:
         picked = self.recommender.recommend(reader_id, now, k=self.policy.items, since=since, profile=profile)
         versions = self.summarizer.retriever.index.get([i.article_id for i in picked])
         picked = [i for i in picked if i.article_id in versions]  # retracted since the matrix was built
-        reads = {i.article_id: _read(i, profile.history) for i in picked}
+        reads = {i.article_id: _read(i, profile, self.recommender.matrix, now) for i in picked}
         if write and self.policy.allow_drafts:
             self._write_missing(picked, reads, arm)
+        texts = [self._text(i, versions[i.article_id], reads, arm) for i in picked]
         items = tuple(
-            self._item(i, versions, self._text(i, versions[i.article_id], reads, arm), audience)
-            for i in picked
+            self._item(i, versions, text, audience, reads[i.article_id])
+            for i, text in zip(picked, texts, strict=True)
         )
         greeting = self._greeting(items, since, arm, audience, llm=write)
         models = tuple(sorted({i.model for i in items if i.model}))
@@ -154,7 +162,7 @@ class Composer:
             raise ValueError(f"unknown variant {name!r}; choose one of {sorted(self.variants)}")
         return self.variants[name]
 
-    def _write_missing(self, picked: Sequence[Item], reads: Mapping[str, list[str]], arm: Variant) -> None:
+    def _write_missing(self, picked: Sequence[Item], reads: Mapping[str, Followed], arm: Variant) -> None:
         """Drafts for picked articles that have none, and the story updates (jobs and CLI only)."""
         fresh = [i.article_id for i in picked if not i.update]
         self.summarizer.summarize(fresh, prompt=arm.article_prompt)
@@ -163,13 +171,20 @@ class Composer:
                 self.summarizer.update(item.article_id, reads[item.article_id], prompt=arm.update_prompt)
 
     def _text(
-        self, item: Item, current: ArticleRecord, reads: Mapping[str, list[str]], arm: Variant
+        self, item: Item, current: ArticleRecord, reads: Mapping[str, Followed], arm: Variant
     ) -> Summary | None:
-        """The text to show for an item, or None for the article's own words."""
+        """The text to show for an item, or None for the article's own words. An update item
+        shows its stored update; else, when it covers more than one development or owes the
+        reader a correction, the articles' own words (one article's summary would leave out
+        the rest); else the newest article's summary."""
         if item.update:
-            update = self.summarizer.stored_update(item.article_id, reads[item.article_id], arm.update_prompt)
+            summarizer = self.summarizer
+            request = summarizer.update_request(item.article_id, reads[item.article_id], arm.update_prompt)
+            update = summarizer.store.get(summarizer.summary_id(request)) if request else None
             if update is not None and self._shows(update):
                 return update
+            if request is not None and (len(request.developments) > 1 or request.notes):
+                return None
         prompt = self.summarizer.prompts.get(arm.article_prompt).id
         mine = [
             s
@@ -185,10 +200,15 @@ class Composer:
         return summary.status in REVIEWED or (summary.status is Status.DRAFT and self.policy.allow_drafts)
 
     def _item(
-        self, item: Item, versions: Mapping[str, ArticleRecord], summary: Summary | None, audience: Audience
+        self,
+        item: Item,
+        versions: Mapping[str, ArticleRecord],
+        summary: Summary | None,
+        audience: Audience,
+        followed: Followed | None = None,
     ) -> BriefingItem:
         if summary is None:  # no text this policy may show: the article's own words
-            sentences = self._own_words(versions[item.article_id])
+            sentences = self._own_words(item, versions[item.article_id], followed)
             source, summary_id, model = "extractive", None, None
         else:
             sentences, summary_id = summary.sentences, summary.id
@@ -209,7 +229,15 @@ class Composer:
             item.why,
         )
 
-    def _own_words(self, record: ArticleRecord) -> tuple[SummarySentence, ...]:
+    def _own_words(
+        self, item: Item, record: ArticleRecord, followed: Followed | None = None
+    ) -> tuple[SummarySentence, ...]:
+        """The article's first sentence; for a story update, one per development and the
+        corrections owed (`Summarizer.quoted_update`, cached there per basis)."""
+        if item.update and followed is not None:
+            request = self.summarizer.update_request(item.article_id, followed)
+            if request is not None:
+                return self.summarizer.quoted_update(request)
         version = (record.article.id, record.content_hash)
         if version not in self._extractive:
             chunks = self.summarizer.retriever.article(record.article.id, record.article.title)
@@ -247,9 +275,20 @@ def _source(summary: Summary) -> str:
     return "extractive" if summary.extractive else str(summary.status.value)
 
 
-def _read(item: Item, history: Sequence[Any]) -> list[str]:
-    """The articles of this item's story the reader has read (for a story update)."""
-    return [h.article.id for h in history if h.story_id == item.story_id] if item.update else []
+def _read(item: Item, profile: Profile, matrix: CandidateMatrix, now: datetime) -> Followed:
+    """Where the reader stands in this item's story: what they read of it, when they last read
+    it, and the story's articles in the recommender's window (so no index scan is needed)."""
+    if not item.update:
+        return Followed(())
+    read = tuple(h.article.id for h in profile.history if h.story_id == item.story_id)
+    at = profile.story_read_at.get(item.story_id)
+    read_at = datetime.fromtimestamp(at, UTC) if at is not None else None
+    return Followed(read, read_at, now, _story_articles(matrix, item.story_id))
+
+
+def _story_articles(matrix: CandidateMatrix, story_id: str) -> tuple[str, ...]:
+    code = matrix.stories.code.get(story_id)
+    return () if code is None else tuple(matrix.ids[r] for r in np.flatnonzero(matrix.story == code))
 
 
 def _greeting_ok(line: str, items: Sequence[BriefingItem], language: str = "en") -> bool:

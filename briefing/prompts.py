@@ -143,6 +143,29 @@ UPDATE_1 = PromptTemplate(
     max_sentences=3,
 )
 
+# Version 2: the whole story since the reader's last read, newest development first and dated,
+# with the rule that newer facts replace older ones (issue 16: version 1 saw the newest article only).
+UPDATE_2 = PromptTemplate(
+    name="update",
+    version=2,
+    kind="update",
+    system=(
+        "You are a careful news editor. A reader follows a developing story and already read the "
+        "coverage listed under 'Already read'. The article below holds every development since then, "
+        "newest first, each under its date and headline. Write 1 to 3 bullet points, each one plain "
+        "sentence that starts with '- ', on what happened since the reader's last read, most important "
+        "first. Newer facts replace older ones: where a later development changes a number, a name or a "
+        "date, give only the newest. Where a development corrects an earlier report, say that it was "
+        "corrected. Use only facts stated in the developments. " + _UNTRUSTED_RULE
+    ),
+    user=(
+        "Already read:\n{read}\n\n<article>\nNewest headline: {title}\n\n{text}\n</article>\n\n"
+        "Write 1 to 3 bullet points on what happened since the reader's last read."
+    ),
+    params=GenerationParams(max_tokens=110),
+    max_sentences=3,
+)
+
 GREETING_1 = PromptTemplate(
     name="greeting",
     version=1,
@@ -170,4 +193,4 @@ GREETING_NB_1 = PromptTemplate(
     language="nb",
 )
 
-PROMPTS = PromptRegistry([ARTICLE_1, ARTICLE_ONE_SENTENCE_1, UPDATE_1, GREETING_1, GREETING_NB_1])
+PROMPTS = PromptRegistry([ARTICLE_1, ARTICLE_ONE_SENTENCE_1, UPDATE_1, UPDATE_2, GREETING_1, GREETING_NB_1])
