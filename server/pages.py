@@ -18,11 +18,15 @@ from litestar.response import Redirect, Template
 from pydantic import BaseModel, ConfigDict, Field
 
 from briefing import Status
-from server.auth import COOKIE, HOME, allow, read_token
+from server.auth import COOKIE, HOME, ROLES, allow, read_token
 from server.review import Review, ReviewItem
 from server.schema import NoNul
 from server.service import Actor, Service
 from server.stores import ReaderSettings
+from server.views import event_id, iso, live_to_readers, more_stories, next_draft, paragraphs
+
+MORE_STORIES = 10  # "More stories": this many past the briefing's own
+REVIEW_ACTIONS = ("approved", "edit", "rejected")  # the audit entries editors see (server.review)
 
 _WORD = re.compile(r"(\w+)")
 
@@ -71,8 +75,24 @@ class ReaderPages(Controller):
 
     @get("/", sync_to_thread=True)
     def front_page(self, request: Request[Any, Any, Any], service: NamedDependency[Service]) -> Template:
-        served = service.briefing(request.user.id)
-        return Template("briefing.html", context={"b": served.briefing, "reader": request.user.id})
+        b = service.briefing(request.user.id).briefing
+        shown_at = iso(b.generated_at)  # one moment for all of them: the ranker's training groups by it
+        impressions = {i.article_id: event_id(b.reader_id, shown_at, i.article_id) for i in b.items}
+        context = {"b": b, "reader": b.reader_id, "now": iso(service.clock()), "shown_at": shown_at}
+        return Template("briefing.html", context={**context, "impressions": impressions})
+
+    @get("/more", sync_to_thread=True)
+    def more(self, request: Request[Any, Any, Any], service: NamedDependency[Service]) -> Template:
+        """Stories past the briefing's own, from the recommender and the articles' words (no LLM)."""
+        reader = request.user.id
+        now = service.clock()
+        items = more_stories(service, reader, MORE_STORIES)
+        # Impressions keyed by the visit: a reload of this page within the visit counts once.
+        since = service.visits.current(reader, now).since
+        visit = iso(since) if since else "first"
+        impressions = {m.item.article_id: event_id(reader, "more", visit, m.item.article_id) for m in items}
+        context = {"items": items, "reader": reader, "now": iso(now), "shown_at": iso(now)}
+        return Template("more.html", context={**context, "impressions": impressions})
 
     @post("/settings", sync_to_thread=True)
     def settings(
@@ -85,6 +105,22 @@ class ReaderPages(Controller):
         choice = ReaderSettings(language=data.language or None, timezone=data.timezone or None)
         service.configure_reader(request.user, request.user.id, choice)
         return Redirect("/", status_code=303)
+
+
+@get("/about", guards=[allow(*ROLES)], sync_to_thread=False, include_in_schema=False)
+def about(request: Request[Any, Any, Any], service: NamedDependency[Service]) -> Template:
+    """How the briefing is made: the models, the policy, and what is recorded about a reader."""
+    settings = request.app.state.settings
+    return Template("about.html", context={"settings": settings, "policy": service.composer.policy})
+
+
+@post("/logout", guards=[allow(*ROLES)], sync_to_thread=False, include_in_schema=False)
+def logout(request: Request[Any, Any, Any], data: URLEncodedBody[Form]) -> Redirect:
+    """Sign out of this browser: the session cookie goes (the token itself stays valid until it
+    expires, as a signed token does; a lost one is stopped by rotating JWT_SECRET)."""
+    response = Redirect("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
 
 
 class ReviewForm(Form):
@@ -100,14 +136,44 @@ class EditorPages(Controller):
     include_in_schema = False
 
     @get("/", sync_to_thread=True)
-    def queue(self, review: NamedDependency[Review], status: FromQuery[Status] = Status.DRAFT) -> Template:
-        context = {"summaries": review.queue(status), "status": status.value, "statuses": list(Status)}
-        return Template("queue.html", context=context)
+    def queue(
+        self,
+        review: NamedDependency[Review],
+        status: FromQuery[Status] = Status.DRAFT,
+        done: FromQuery[bool] = False,
+    ) -> Template:
+        """The queue; `done` after "next draft" found none left."""
+        summaries = review.queue(status)
+        context = {"summaries": summaries, "status": status.value, "statuses": list(Status), "done": done}
+        return Template("queue.html", context={**context, "live": live_to_readers(review.service, summaries)})
 
     @get("/summaries/{summary_id:str}", sync_to_thread=True)
     def summary(self, review: NamedDependency[Review], summary_id: FromPath[str]) -> Template:
         item = review.item(summary_id)
-        return Template("review.html", context={"item": item, "s": item.summary, "marked": _marked(item)})
+        s = item.summary
+        record = review.service.indexer.index.get([s.article_id]).get(s.article_id)
+        context = {
+            "item": item,
+            "s": s,
+            "marked": _marked(item),
+            "article": record.article if record else None,
+            "body": paragraphs(record.article.body) if record else [],
+            "live": live_to_readers(review.service, [s])[s.id],
+        }
+        return Template("review.html", context=context)
+
+    @get("/next", sync_to_thread=True)
+    def next_item(self, review: NamedDependency[Review], after: FromQuery[str] = "") -> Redirect:
+        """The next undecided draft after `after` (queue order), or the queue when none is left."""
+        found = next_draft(review.service, after)
+        return Redirect(f"/editor/summaries/{found}" if found else "/editor?done=1", status_code=303)
+
+    @get("/audit", sync_to_thread=True)
+    def audit(self, review: NamedDependency[Review]) -> Template:
+        """Editors' decisions, newest first: who decided what, when, and the reason or the edit."""
+        entries = [e for e in review.service.audit.entries(limit=1000) if e["action"] in REVIEW_ACTIONS]
+        context = {"entries": entries[:200], "title": "Editors' decisions", "scope": "editor"}
+        return Template("audit.html", context=context)
 
     @post("/summaries/{summary_id:str}", sync_to_thread=True)
     def decide(

@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from briefing import Generator, Status
 from indexing import Article, Chunker, SentenceTransformerEmbedder
+from recsys import Event, EventType
 from server.app import create_app
 from server.auth import issue_token
 from server.service import Service
@@ -294,3 +295,109 @@ def test_a_reader_cannot_open_the_editor_pages(site: Site, new_context: Callable
     response = reader.goto(site.url("/editor"))
     assert response is not None and response.status == 403
     assert "Review queue" not in reader.content()
+
+
+# What the reader page records (server/static/briefing.js) -----------------------------------------
+
+ARTICLE_STUB = "<!doctype html><title>Article</title><p>The article, served by the test.</p>"
+
+
+class Recorded:
+    """A reader's events stored from now on (their demo history left out), waited for: the
+    page's script sends them in the background."""
+
+    def __init__(self, site: Site, reader: str) -> None:
+        self.site, self.reader = site, reader
+        self.history = {e.event_id for e in site.service.events.for_reader(reader)}
+
+    def now(self) -> list[Event]:
+        return [e for e in self.site.service.events.for_reader(self.reader) if e.event_id not in self.history]
+
+    def until(self, wanted: Callable[[list[Event]], bool], timeout_s: float = 20.0) -> list[Event]:
+        deadline = time.monotonic() + timeout_s
+        while not wanted(events := self.now()):
+            assert time.monotonic() < deadline, [(e.type.value, e.article_id) for e in events]
+            time.sleep(0.2)
+        return events
+
+
+def _of(events: list[Event], kind: EventType, article_id: str | None = None) -> list[Event]:
+    return [e for e in events if e.type is kind and (article_id is None or e.article_id == article_id)]
+
+
+def test_the_reader_page_records_impressions_clicks_reads_and_thumbs_and_retries_offline(
+    site: Site, new_context: Callable[[], BrowserContext]
+) -> None:
+    context = new_context()
+    # The articles live on the newsroom's site; a stub answers for it, so a click lands somewhere.
+    context.route(
+        "https://havnbypost.example/**",
+        lambda route: route.fulfill(body=ARTICLE_STUB, content_type="text/html"),
+    )
+    recorded = Recorded(site, "r09")
+    page = signed_in(context, site, "r09", "reader")
+    items = page.get_by_test_id("item")
+    shown = [items.nth(n).get_attribute("data-article") or "" for n in range(items.count())]
+    assert len(shown) >= 2
+    stored = recorded.until(lambda es: len(_of(es, EventType.IMPRESSION)) == len(shown))
+    assert {e.article_id for e in _of(stored, EventType.IMPRESSION)} == set(shown)
+    assert len({e.at for e in _of(stored, EventType.IMPRESSION)}) == 1  # one moment: one impression
+
+    first, second = shown[0], shown[1]
+    with page.expect_navigation():
+        items.nth(0).locator("h2 a").click()
+    assert page.url.startswith("https://havnbypost.example/")
+    page.wait_for_timeout(1500)  # reading
+    page.go_back(wait_until="load")
+    assert page.url == site.url("/")
+    stored = recorded.until(lambda es: bool(_of(es, EventType.READ, first)))
+    (click,) = _of(stored, EventType.CLICK, first)
+    (read,) = _of(stored, EventType.READ, first)
+    assert 1.0 <= (read.dwell_s or 0) < 120
+    assert read.at == click.at  # a read is dated by its click, on the service's clock
+    assert abs((click.at - site.service.clock()).total_seconds()) < 300
+    assert len(_of(stored, EventType.IMPRESSION)) == len(shown)  # back on the page: none counted twice
+
+    up = page.get_by_test_id("item").nth(1).get_by_test_id("thumbs-up")
+    up.click()
+    assert up.get_attribute("aria-pressed") == "true"
+    recorded.until(lambda es: bool(_of(es, EventType.THUMBS_UP, second)))
+    up.click()  # pressed already: nothing more is sent
+    page.wait_for_timeout(500)
+    assert len(_of(recorded.now(), EventType.THUMBS_UP, second)) == 1
+
+    context.set_offline(True)
+    page.get_by_test_id("item").nth(0).get_by_test_id("thumbs-down").click()
+    page.wait_for_timeout(1000)
+    queued = page.evaluate("() => JSON.parse(localStorage.getItem('briefing.events.r09') || '[]')")
+    assert [(e["type"], e["article_id"]) for e in queued] == [("thumbs_down", first)]
+    assert not _of(recorded.now(), EventType.THUMBS_DOWN)
+    context.set_offline(False)  # the browser's online event sends the queue
+    recorded.until(lambda es: bool(_of(es, EventType.THUMBS_DOWN, first)))
+    page.wait_for_function("() => (localStorage.getItem('briefing.events.r09') || '[]') === '[]'")
+    scripts = page.locator("script")
+    assert [scripts.nth(n).get_attribute("src") for n in range(scripts.count())] == ["/static/briefing.js"]
+    assert page.locator("img").count() == 0
+
+
+def test_more_stories_the_about_page_and_sign_out(
+    site: Site, new_context: Callable[[], BrowserContext]
+) -> None:
+    page = signed_in(new_context(), site, "r10", "reader")
+    items = page.get_by_test_id("item")
+    briefing = {items.nth(n).get_attribute("data-article") for n in range(items.count())}
+    with page.expect_navigation():
+        page.get_by_test_id("more").click()
+    assert page.get_by_role("heading", level=1, name="More stories").is_visible()
+    more = page.get_by_test_id("item")
+    assert more.count() >= 1
+    assert not briefing & {more.nth(n).get_attribute("data-article") for n in range(more.count())}
+    with page.expect_navigation():
+        page.get_by_test_id("about").click()
+    assert page.get_by_role("heading", level=1, name="How this briefing is made").is_visible()
+    assert "support score" in page.content()
+    with page.expect_navigation():
+        page.get_by_test_id("sign-out").click()
+    assert page.url == site.url("/login")
+    response = page.goto(site.url("/"))
+    assert response is not None and response.status == 401
