@@ -35,6 +35,7 @@ from litestar.template.config import TemplateConfig
 
 from briefing import GenerationError
 from recsys import EventsRejected
+from server.admin_pages import admin_pages
 from server.api import AdminApi, Probes, ReaderApi, ReviewApi, metrics
 from server.auth import jwt_auth, secret
 from server.hardening import (
@@ -48,7 +49,7 @@ from server.hardening import (
 )
 from server.i18n import UnknownSetting, install, publication
 from server.jobs import Jobs
-from server.pages import EditorPages, ReaderPages, login, login_page
+from server.pages import EditorPages, ReaderPages, about, login, login_page, logout
 from server.review import Review, ReviewConflict
 from server.schema import ClosedModels
 from server.service import Actor, ArticlesRejected, Forbidden, NotFound, Service
@@ -74,6 +75,9 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
             EditorPages,
             login_page,
             login,
+            logout,
+            about,
+            admin_pages,
             metrics,
             create_static_files_router(path="/static", directories=[HERE / "static"]),
         ],
@@ -82,7 +86,7 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
             "review": Provide(lambda: review, use_cache=True, sync_to_thread=False),
             "jobs": Provide(lambda: _need(jobs), sync_to_thread=False),
         },
-        state=State({"jwt_key": key, "secure_cookies": secure, "jobs": None}),
+        state=State({"settings": settings, "jwt_key": key, "secure_cookies": secure, "jobs": None}),
         on_app_init=[auth.on_app_init],
         middleware=[*_rate_limit(settings), prometheus.middleware, _browser_writes(key, secure)],
         request_class=BoundedRequest,
