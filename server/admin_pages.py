@@ -108,8 +108,7 @@ def retract(
     reason = " ".join(data.reason.split())
     if not reason:
         raise ValidationException("reason: say why the article is retracted")
-    done = service.retract(actor, article_id)
-    service.audit.write(actor.id, actor.role, "retract-reason", article_id, {"reason": reason, **done})
+    service.retract(actor, article_id, reason=reason)  # the audit entry keeps the reason
     return Redirect("/admin/articles", status_code=303)
 
 

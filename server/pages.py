@@ -26,7 +26,8 @@ from server.stores import ReaderSettings
 from server.views import event_id, iso, live_to_readers, more_stories, next_draft, paragraphs
 
 MORE_STORIES = 10  # "More stories": this many past the briefing's own
-REVIEW_ACTIONS = ("approved", "edit", "rejected")  # the audit entries editors see (server.review)
+# The audit entries editors see: their decisions (server.review) and retractions with their reasons.
+EDITOR_AUDIT = ("approved", "edit", "rejected", "retract")
 
 _WORD = re.compile(r"(\w+)")
 
@@ -170,9 +171,9 @@ class EditorPages(Controller):
 
     @get("/audit", sync_to_thread=True)
     def audit(self, review: NamedDependency[Review]) -> Template:
-        """Editors' decisions, newest first: who decided what, when, and the reason or the edit."""
-        entries = [e for e in review.service.audit.entries(limit=1000) if e["action"] in REVIEW_ACTIONS]
-        context = {"entries": entries[:200], "title": "Editors' decisions", "scope": "editor"}
+        """Decisions and retractions, newest first: who did what, when, and the reason or the edit."""
+        entries = [e for e in review.service.audit.entries(limit=1000) if e["action"] in EDITOR_AUDIT]
+        context = {"entries": entries[:200], "title": "Decisions", "scope": "editor"}
         return Template("audit.html", context=context)
 
     @post("/summaries/{summary_id:str}", sync_to_thread=True)

@@ -356,8 +356,14 @@ def test_an_admin_retracts_from_the_articles_page_with_a_reason_and_csrf(
     )
     assert done.status_code == 303, done.text
     assert not service.indexer.index.get(["bro-0900"])
-    logged = [e for e in service.audit.entries(target="bro-0900") if e["detail"].get("reason")]
-    assert logged and logged[0]["detail"]["reason"] == reason and logged[0]["actor"] == "ada"
+    (logged,) = [e for e in service.audit.entries(target="bro-0900") if e["action"] == "retract"]
+    assert logged["detail"]["reason"] == reason and logged["actor"] == "ada"
+    listed = client.get("/admin/articles").text
+    assert 'data-article="bro-0900"' not in listed
+    assert "Published by mistake &lt;script&gt;" in listed.split('data-testid="retracted"')[1]
     audit = client.get("/admin/audit?target=bro-0900").text
     assert "Published by mistake &lt;script&gt;" in audit and "<script>window" not in audit
     assert client.post(path, data={"_csrf_token": csrf, "reason": "again"}, headers=SAME).status_code == 404
+    sign_in(client, "edith", "editor")  # editors read retractions and their reasons too
+    decisions = client.get("/editor/audit").text
+    assert "bro-0900" in decisions and "Published by mistake &lt;script&gt;" in decisions
