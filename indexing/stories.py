@@ -8,14 +8,16 @@ one topic, and they work for Norwegian, where the English embedding model sees e
 alike (same-story and other-story pairs both score about 0.8 cosine in the demo corpus).
 Ids are stable: an article keeps its story when it is updated.
 
-`pairwise_scores` measures a clustering against documented threads (pairwise precision/recall).
+`pairwise_scores` measures a clustering against documented threads (pairwise precision/recall);
+`batch_stories` re-clusters a whole set at once with the same pair score, to check the incremental
+assignment against (bench/stories.py).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +87,7 @@ class StoryClusterer:
         if candidates.size == 0:
             return None
         own = names(article)
-        scores = [cosine[i] + cfg.name_weight * _jaccard(own, self._names[i]) for i in candidates]
+        scores = [pair_score(cfg, float(cosine[i]), own, self._names[i]) for i in candidates]
         best = int(np.argmax(scores))
         if scores[best] < cfg.threshold:
             return None
@@ -96,8 +98,45 @@ class StoryClusterer:
         return dict(self._story)
 
 
+def pair_score(cfg: StoryConfig, cosine: float, a: frozenset[str], b: frozenset[str]) -> float:
+    """How alike two articles are: cosine of their vectors plus the weighted names overlap."""
+    return cosine + cfg.name_weight * _jaccard(a, b)
+
+
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def batch_stories(
+    articles: Sequence[Article], vectors: Vectors, config: StoryConfig = StoryConfig()
+) -> dict[str, str]:
+    """Re-cluster a whole set at once: a check on the incremental `StoryClusterer`.
+
+    Every pair published within the window whose `pair_score` passes the threshold is linked
+    (all pairs, not the nearest `candidates`), and a story is a connected component, named after
+    its earliest article. Incremental assignment links each article to its best earlier match
+    only, so the two differ where publication order mattered. Quadratic: for evaluation sets.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    order = sorted(range(len(articles)), key=lambda i: articles[i].published_at)
+    times = np.array([a.published_at.timestamp() for a in articles])
+    own = [names(a) for a in articles]
+    cosine = vectors @ vectors.T
+    rows, cols = [], []
+    for i in range(len(articles)):
+        for j in range(i + 1, len(articles)):
+            near = abs(times[i] - times[j]) <= config.window_hours * 3600
+            if near and pair_score(config, float(cosine[i, j]), own[i], own[j]) >= config.threshold:
+                rows.append(i)
+                cols.append(j)
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(articles),) * 2)
+    _, labels = connected_components(graph, directed=False)
+    first: dict[int, str] = {}
+    for i in order:
+        first.setdefault(int(labels[i]), f"story-{articles[i].id}")
+    return {a.id: first[int(labels[i])] for i, a in enumerate(articles)}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from indexing import StoryClusterer, StoryConfig, pairwise_scores
+from indexing.stories import batch_stories
 from tests.factories import make_article
 
 
@@ -36,3 +37,22 @@ def test_clusterer_joins_close_articles_within_window_only() -> None:
     assert clusterer.assign(follow, unit([1, 0.1, 0])) == "story-s-1"
     assert clusterer.assign(late, unit([1, 0, 0])) == "story-s-3"  # outside the window
     assert clusterer.assign(follow, unit([0, 0, 1])) == "story-s-1"  # stable on re-assign
+
+
+def test_batch_links_what_publication_order_split() -> None:
+    # b is unlike a; c, published last, is like both (cosine 0.71 each). Incremental: a and b
+    # are apart when c arrives, and c joins one of them. Batch: c's two links make one story.
+    config = StoryConfig(window_hours=48, threshold=0.7, name_weight=0.0)
+    articles = [make_article(i, title=i, published_at=h) for i, h in (("a", 0), ("b", 1), ("c", 2))]
+    vectors = np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 1, 0])])
+    clusterer = StoryClusterer(3, config)
+    incremental = {a.id: clusterer.assign(a, v) for a, v in zip(articles, vectors, strict=True)}
+    assert incremental["a"] != incremental["b"]
+    assert batch_stories(articles, vectors, config) == dict.fromkeys("abc", "story-a")
+
+
+def test_batch_respects_the_window_and_keeps_singletons() -> None:
+    config = StoryConfig(window_hours=24, threshold=0.9, name_weight=0.0)
+    articles = [make_article(i, published_at=h) for i, h in (("x", 0), ("y", 30), ("z", 31))]
+    vectors = np.stack([unit([1, 0, 0]), unit([1, 0, 0]), unit([0, 0, 1])])
+    assert batch_stories(articles, vectors, config) == {"x": "story-x", "y": "story-y", "z": "story-z"}
