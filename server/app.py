@@ -23,6 +23,7 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
@@ -101,15 +102,30 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
             engine=JinjaTemplateEngine,
             engine_callback=lambda e: install(e.engine, publication(settings), service.audience),  # `_()`
         ),
-        openapi_config=OpenAPIConfig(
-            title="Briefing service",
-            version="0.2.0",
-            path="/schema",
-            description="Personalized, grounded news briefings; editors review every generated text.",
-        ),
+        openapi_config=_openapi(),
         request_max_body_size=settings.service.max_body_bytes,
         lifespan=[_scheduler(jobs)] if jobs is not None else [],
         on_shutdown=[lambda: service.visits.flush()],
+    )
+
+
+def _openapi() -> OpenAPIConfig:
+    """OpenAPI at /schema/openapi.json, and Swagger UI at /schema from server/static/swagger-ui:
+    a viewer loaded from a CDN leaves the page blank wherever the CDN is unreachable."""
+    assets = "/static/swagger-ui"  # swagger-ui-dist 5.35.0, see VENDORED.md there
+    swagger = SwaggerRenderPlugin(
+        js_url=f"{assets}/swagger-ui-bundle.js",
+        css_url=f"{assets}/swagger-ui.css",
+        standalone_preset_js_url=f"{assets}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{assets}/favicon-32x32.png'>",
+        path=["/", "/swagger"],
+    )
+    return OpenAPIConfig(
+        title="Briefing service",
+        version="0.2.0",
+        path="/schema",
+        description="Personalized, grounded news briefings; editors review every generated text.",
+        render_plugins=[swagger],
     )
 
 

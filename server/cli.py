@@ -171,15 +171,20 @@ def stories(since: datetime | None, min_size: int, threads: Path | None) -> None
 
 @main.command()
 @click.argument("article_ids", nargs=-1, required=True)
-def retract(article_ids: tuple[str, ...]) -> None:
+@click.option("--reason", required=True, help="Why (kept in the audit log, which editors read).")
+def retract(article_ids: tuple[str, ...], reason: str) -> None:
     """Retract articles, as the admin API does: out of the index, their summaries retired for
-    good (never shown, never decided again), briefings citing them dropped."""
+    good (never shown, never decided again), briefings citing them dropped; the reason is
+    recorded with each retraction."""
     from server.service import Actor, NotFound
 
+    reason = " ".join(reason.split())
+    if not reason:
+        raise click.BadParameter("say why the articles are retracted", param_hint="--reason")
     with _service() as service:
         for article_id in article_ids:
             try:
-                done = service.retract(Actor(_operator(), "admin"), article_id)
+                done = service.retract(Actor(_operator(), "admin"), article_id, reason=reason)
             except NotFound as exc:
                 click.echo(f"{article_id}: {exc}", err=True)
                 continue
@@ -227,13 +232,28 @@ def _parse_optional_time(ctx: click.Context, param: click.Parameter, value: str 
 @click.option("--ranker", type=click.Choice(list(RANKERS)), help="Ranker (default: RECSYS_RANKER).")
 @click.option("--explain", is_flag=True, help="Show why each story was picked.")
 @click.option("--now", callback=_parse_time, help="Recommend as of this ISO time (default: now).")
-def recommend(reader: str, k: int, ranker: str | None, explain: bool, now: datetime) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (reader, now, items) instead.")
+def recommend(reader: str, k: int, ranker: str | None, explain: bool, now: datetime, as_json: bool) -> None:
     """Stories for READER since their last visit (the last 24 hours on a first visit), one per
     story, diversified; stories they read come back only with something new."""
     settings = Settings.from_env()
     with _indexer() as indexer:
         recommender = build_recommender(settings, indexer, build_event_store(settings), now)
-    _print_items(recommender.recommend(reader, now, k=k, ranker=ranker), explain)
+    items = recommender.recommend(reader, now, k=k, ranker=ranker)
+    if as_json:
+        ranker = ranker or settings.recsys.ranker
+        body = {"reader": reader, "now": now.isoformat(), "ranker": ranker, "items": _items_json(items)}
+        click.echo(json.dumps(body, ensure_ascii=False, indent=1))
+    else:
+        _print_items(items, explain)
+
+
+def _items_json(items: list[Item]) -> list[dict[str, Any]]:
+    keys = ("story_id", "article_id", "title", "section", "url", "reason", "update")
+    return [
+        {"rank": n, **{key: getattr(item, key) for key in keys}, "score": round(float(item.score), 6)}
+        for n, item in enumerate(items, 1)
+    ]
 
 
 def _print_items(items: list[Item], explain: bool) -> None:

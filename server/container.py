@@ -17,6 +17,7 @@ from briefing import (
     GenerationError,
     GenerationParams,
     Generator,
+    LikelihoodScorer,
     Summarizer,
     SummarizerConfig,
     SummaryRepository,
@@ -28,6 +29,7 @@ from recsys import CandidateMatrix, EventRepository, Recommender
 from server.settings import Settings
 
 if TYPE_CHECKING:  # the service pulls in SQLAlchemy; CLI commands that do not need it stay light
+    import numpy as np
     from sqlalchemy import Engine
 
     from server.jobs import Jobs
@@ -116,23 +118,43 @@ class Stoppable:
             raise GenerationError("the service is shutting down: no new LLM call starts")
 
 
+class StoppableScorer:
+    """The grounding check's likelihood scorer, starting no pass once `stop` is set: a draft in
+    hand at shutdown is dropped between its passes (each is a long prompt evaluation on a busy
+    CPU) rather than finished; the job counts it as failed and a later run writes it."""
+
+    def __init__(self, inner: LikelihoodScorer, stop: threading.Event) -> None:
+        self.inner, self.stop = inner, stop
+
+    def logprobs(self, context: str, continuations: Sequence[str], tail: str = "") -> list[np.ndarray]:
+        if self.stop.is_set():
+            raise GenerationError("the service is shutting down: no new likelihood pass starts")
+        return self.inner.logprobs(context, continuations, tail)
+
+
 def build_summarizer(
     settings: Settings,
     indexer: Indexer,
     generator: Generator | None = None,
     store: SummaryRepository | None = None,
+    *,
+    stop: threading.Event | None = None,
 ) -> Summarizer:
+    """With `stop`, the LLM and the checker's likelihood pass start nothing once it is set."""
+    generator = generator or build_generator(settings)
     return Summarizer(
-        generator or build_generator(settings),
+        Stoppable(generator, stop) if stop is not None else generator,
         EvidenceRetriever(indexer.index, indexer.embedder),
-        build_checker(settings, indexer.embedder),
+        build_checker(settings, indexer.embedder, stop=stop),
         store or build_summary_store(settings),
         config=SummarizerConfig(adapter=settings.llm_adapter),
         request_checker=EmbeddingLexicalChecker(indexer.embedder, settings.grounding),
     )
 
 
-def build_checker(settings: Settings, embedder: Embedder) -> EmbeddingLexicalChecker:
+def build_checker(
+    settings: Settings, embedder: Embedder, *, stop: threading.Event | None = None
+) -> EmbeddingLexicalChecker:
     grounding = settings.grounding
     scorer = make_scorer(
         grounding.likelihood_backend,
@@ -140,6 +162,8 @@ def build_checker(settings: Settings, embedder: Embedder) -> EmbeddingLexicalChe
         cache_dir=settings.llm.cache_dir,
         threads=settings.llm.threads,
     )
+    if scorer is not None and stop is not None:
+        scorer = StoppableScorer(scorer, stop)
     return EmbeddingLexicalChecker(embedder, grounding, scorer)
 
 
@@ -198,9 +222,7 @@ def build_service(
     clock = build_clock(settings)
     events, summaries = SqlEventStore(engine), SqlSummaryStore(engine)
     recommender = build_recommender(settings, indexer, events, clock())
-    if stop is not None:
-        generator = Stoppable(generator or build_generator(settings), stop)
-    summarizer = build_summarizer(settings, indexer, generator, summaries)
+    summarizer = build_summarizer(settings, indexer, generator, summaries, stop=stop)
 
     def refresh(now: datetime) -> None:
         refresh_recommender(settings, indexer, recommender, now)

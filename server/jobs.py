@@ -203,6 +203,7 @@ class Jobs:
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._in_flight: set[int] = set()  # this process's runs: never abandoned by it
+        self._told: set[tuple[str, str]] = set()  # (job, item) shutdown said it waits for
         self._swept = 0.0  # when this leader last looked for stale runs (monotonic)
         for spec in specs:
             service.runs.register(spec.name, spec.every_s, spec.description)
@@ -217,6 +218,7 @@ class Jobs:
         whether this process leads now."""
         self._stopping.clear()
         self.control.stop.clear()  # a restarted scheduler's jobs (and LLM) run again
+        self._told.clear()
         self._step()
         if self._watcher is None:
             self._watcher = threading.Thread(target=self._watch, name="jobs-leader", daemon=True)
@@ -232,11 +234,14 @@ class Jobs:
         self._log_waiting()
 
     def _log_waiting(self) -> None:
-        for job, item in sorted(self.control.in_hand().items()):
-            log.info("waiting for %s to finish %s", job, item)
-        for name, busy in sorted(self._busy.items()):
-            if busy.locked() and name not in self.control.in_hand():
-                log.info("waiting for %s to finish its current step", name)
+        """Each job and item once: the signal and the server's shutdown both call `halt`."""
+        in_hand = self.control.in_hand()
+        waits = {(job, item) for job, item in in_hand.items()}
+        waits |= {(job, "its current step") for job, busy in self._busy.items() if busy.locked()}
+        for job, item in sorted(waits - self._told):
+            if job not in in_hand or in_hand[job] == item:
+                log.info("waiting for %s to finish %s", job, item)
+        self._told |= waits
 
     def stop(self) -> None:
         self.halt()

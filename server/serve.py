@@ -123,10 +123,21 @@ def _run(settings: Settings, service: Service, jobs: Jobs | None, host: str, por
 
 
 def _load_demo(service: Service) -> None:
+    import os
+
+    import torch
+
     from indexing import open_source
     from server.readers import parse_readers
 
-    report = service.ingest(list(open_source(str(DEMO_DIR / "articles"))))
+    # Nothing is served yet: the ingest's embeddings may use every core, not the half the
+    # service leaves its jobs (server.container.leave_cores_for_requests).
+    serving = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or serving)
+    try:
+        report = service.ingest(list(open_source(str(DEMO_DIR / "articles"))))
+    finally:
+        torch.set_num_threads(serving)
     click.echo(f"demo newsroom: {report.summary()}")
     readers = DEMO_DIR / "readers.jsonl"  # with each reader's language (`briefing readers import`)
     added = service.import_readers(parse_readers(readers.read_text(encoding="utf-8"), str(readers)))

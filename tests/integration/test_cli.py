@@ -56,11 +56,43 @@ def test_ingest_search_stories_retract(runner: CliRunner, tmp_path: Path) -> Non
 
     store = build_summary_store(Settings.from_env())
     draft = store.put(replace(make_summary("cli-1"), id="cli-1--000000000001"))
-    result = runner.invoke(main, ["retract", "cli-1", "nope-1"])
+    assert runner.invoke(main, ["retract", "cli-1"]).exit_code == 2  # no reason: nothing retracted
+    assert runner.invoke(main, ["retract", "cli-1", "--reason", " \t "]).exit_code == 2
+    result = runner.invoke(main, ["retract", "cli-1", "nope-1", "--reason", "wrong  figures\nin the lead"])
     assert "retracted cli-1: 1 summaries retired" in result.stdout, result.output
     assert "nope-1: article 'nope-1' is not in the index" in result.stderr
     assert store.get(draft.id).status is Status.RETRACTED  # type: ignore[union-attr]
+    from server.container import build_engine
+    from server.stores import AuditLog
+
+    (entry,) = AuditLog(build_engine(Settings.from_env())).entries("cli-1")
+    assert (entry["action"], entry["detail"]["reason"]) == ("retract", "wrong figures in the lead")
     assert "no matches" in runner.invoke(main, ["search", "sea bath"]).stdout
+
+
+def test_recommend_json_is_one_document_a_program_can_read(runner: CliRunner, tmp_path: Path) -> None:
+    feed = tmp_path / "day.jsonl"
+    articles = [
+        make_article("cli-a", title="Havnby opens a heated sea bath", published_at=2),
+        make_article("cli-b", title="Ferry timetable changes", section="business", published_at=3),
+        make_article("cli-c", title="Old news", published_at=-72),  # outside a first visit's 24 hours
+    ]
+    feed.write_text("".join(a.model_dump_json() + "\n" for a in articles))
+    assert runner.invoke(main, ["ingest", str(feed)]).exit_code == 0
+
+    now = "2026-11-16T12:00:00+00:00"
+    result = runner.invoke(main, ["recommend", "nobody", "--json", "--now", now, "-k", "5"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert (body["reader"], body["now"]) == ("nobody", now)
+    assert sorted(i["article_id"] for i in body["items"]) == ["cli-a", "cli-b"]
+    assert [i["rank"] for i in body["items"]] == [1, 2]
+    first = body["items"][0]
+    assert isinstance(first["score"], float) and first["update"] is False and first["reason"]
+    assert first["url"].startswith("https://news.example/")
+    # nothing to recommend is still a document, not a sentence
+    later = runner.invoke(main, ["recommend", "nobody", "--json", "--now", "2026-12-24T12:00:00+00:00"])
+    assert json.loads(later.stdout)["items"] == []
 
 
 def test_missing_source_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
