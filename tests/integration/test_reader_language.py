@@ -11,7 +11,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from briefing import Generator
+from briefing import BriefingPolicy, Composer, Generator
+from briefing.wording import in_language
 from indexing import Article, Chunker, SentenceTransformerEmbedder
 from server.app import create_app
 from server.readers import parse_readers
@@ -136,3 +137,16 @@ def test_the_settings_form_changes_the_page_language(client: TestClient[Litestar
         "/settings", data={**form, "reader_id": "r01"}, headers=headers, follow_redirects=False
     )
     assert refused.status_code == 400  # a form field naming another reader is not even read
+
+
+def test_a_bokmal_reader_never_gets_an_english_greeting(running: tuple[Service, Litestar]) -> None:
+    """The LLM writes the greeting from the Bokmål prompt; a line that is not Bokmål (the small
+    packaged model often answers in English) gives way to the catalogue's Bokmål greeting."""
+    service = running[0]
+    composer = Composer(service.recommender, service.summarizer, policy=BriefingPolicy(allow_drafts=False))
+    now, reader = service.clock(), "r04"
+    briefing = composer.compose(
+        reader, now, write=True, audience=service.audience(reader)
+    )  # LLM greeting only
+    assert briefing.items and in_language(briefing.greeting, "nb"), briefing.greeting
+    assert not in_language(briefing.greeting, "en")
