@@ -175,8 +175,9 @@ def signed_in(context: BrowserContext, site: Site, subject: str, role: str) -> P
 
 
 def assert_nothing_injected(page: Page) -> None:
-    """No element or script came out of untrusted article text."""
-    assert page.locator("script").count() == 0
+    """No element or script came out of untrusted article text: the only script is our own file."""
+    scripts = page.locator("script")
+    assert {scripts.nth(n).get_attribute("src") for n in range(scripts.count())} <= {"/static/briefing.js"}
     assert page.locator("img").count() == 0
     assert page.evaluate("() => window.__injected === undefined")
 
@@ -228,18 +229,34 @@ def test_a_reader_sees_their_briefing(site: Site, new_context: Callable[[], Brow
 
     mine = page.locator(f'[data-testid="item"][data-article="{INJECTED}"]')
     if mine.count():  # the recommender usually picks the fresh local story; shown as text, not parsed
-        assert PAYLOAD in mine.locator("h2 a").inner_text()
+        assert shown_as_text(mine.locator("h2 a").inner_text(), TITLE_WORDS)
 
     # The editor's review page shows the same untrusted title, and the body as highlighted evidence.
     (draft,) = site.service.summarizer.summarize([INJECTED])
     review = signed_in(new_context(), site, "edith", "editor")
     response = review.goto(site.url(f"/editor/summaries/{draft.id}"))
     assert response is not None and response.status == 200
-    assert PAYLOAD in review.get_by_role("heading", level=1).inner_text()
+    heading = review.get_by_role("heading", level=1).inner_text()
+    assert shown_as_text(heading, TITLE_WORDS)
+    if PAYLOAD not in heading:  # reduced at ingest: the editor still sees what arrived, as text
+        assert PAYLOAD in (review.locator("details.original").text_content() or "")
     evidence = review.locator("blockquote.evidence")
     assert evidence.count() >= 1
-    assert any(PAYLOAD in evidence.nth(n).inner_text() for n in range(evidence.count()))
+    assert any(shown_as_text(evidence.nth(n).inner_text(), BODY_WORDS) for n in range(evidence.count()))
+    article = review.get_by_test_id("article").inner_text()  # the whole article beside the summary
+    assert BODY_WORDS in " ".join(article.split()) and "ferry lanes" in article
     assert_nothing_injected(review)
+
+
+TITLE_WORDS = "Harbour lights return to Nordkaia"
+BODY_WORDS = "two weeks of repairs by Havnby port authority."
+
+
+def shown_as_text(shown: str, words: str) -> bool:
+    """Untrusted markup reaches a page as text: the payload literally (escaped) where it is kept as
+    it arrived, else reduced to the words around it at ingest (indexing), never parsed."""
+    flat = " ".join(shown.split())
+    return PAYLOAD in shown or (words in flat and "onerror" not in flat)
 
 
 def test_an_editors_edit_shows_in_the_readers_next_briefing(
@@ -375,9 +392,7 @@ def test_the_reader_page_records_impressions_clicks_reads_and_thumbs_and_retries
     context.set_offline(False)  # the browser's online event sends the queue
     recorded.until(lambda es: bool(_of(es, EventType.THUMBS_DOWN, first)))
     page.wait_for_function("() => (localStorage.getItem('briefing.events.r09') || '[]') === '[]'")
-    scripts = page.locator("script")
-    assert [scripts.nth(n).get_attribute("src") for n in range(scripts.count())] == ["/static/briefing.js"]
-    assert page.locator("img").count() == 0
+    assert_nothing_injected(page)
 
 
 def test_more_stories_the_about_page_and_sign_out(
