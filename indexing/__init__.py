@@ -13,7 +13,6 @@ from indexing.embedding import (
 from indexing.pipeline import Indexer, IngestReport, reindex
 from indexing.sources import (
     Record,
-    html_to_text,
     open_source,
     read_feed,
     read_jsonl,
@@ -30,7 +29,7 @@ from indexing.store import (
     VectorIndex,
 )
 from indexing.stories import PairScores, StoryClusterer, StoryConfig, pairwise_scores
-from indexing.text import CALENDAR_WORDS, STOPWORDS
+from indexing.text import CALENDAR_WORDS, STOPWORDS, html_to_text
 
 __all__ = [
     "CALENDAR_WORDS",

@@ -1,8 +1,9 @@
 """The article schema, validated on the way in, and its content hash.
 
 Everything that enters the index passes through `Article.model_validate`, so one place decides
-what a well-formed article is. Text is kept as given (plain text); HTML from feeds is reduced to
-text by the sources, and pages escape on output.
+what a well-formed article is. Titles, leads and bodies are plain text: markup from any source
+(a feed, a JSONL file, a CMS push) is reduced to text here, and the original is kept in
+`original_html` for editors. Pages still escape on output.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from indexing.text import has_markup, html_to_text
 
 ArticleId = Annotated[
     str,
@@ -57,6 +60,7 @@ def _normalize_name(value: Any) -> Any:
 
 # Fields that define an article's content: a change to any of them means re-embedding.
 # updated_at is left out so that re-publishing unchanged text writes nothing.
+_TEXT_FIELDS = ("title", "lead", "body")
 _CONTENT_FIELDS = ("url", "title", "lead", "body", "section", "tags", "language", "publication")
 
 
@@ -76,6 +80,25 @@ class Article(BaseModel):
     publication: Annotated[Text, Field(min_length=1, max_length=200)]
     published_at: Moment
     updated_at: Moment | None = None
+    # field -> the text as it arrived, for the fields that held markup (editors see it; readers,
+    # the index and the LLM see the reduced text).
+    original_html: dict[str, Annotated[str, Field(max_length=200_000)]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _markup_to_text(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        marked = {f: raw[f] for f in _TEXT_FIELDS if isinstance(raw.get(f), str) and has_markup(raw[f])}
+        if not marked:
+            return raw
+        clean = {f: _as_text(f, value) for f, value in marked.items()}
+        original = raw.get("original_html")
+        return {
+            **raw,
+            **clean,
+            "original_html": {**(original if isinstance(original, dict) else {}), **marked},
+        }
 
     @field_validator("tags")
     @classmethod
@@ -108,6 +131,11 @@ class Article(BaseModel):
 
     def text_for_embedding(self) -> str:
         return "\n\n".join(part for part in (self.title, self.lead, self.body) if part)
+
+
+def _as_text(field: str, value: str) -> str:
+    text = html_to_text(value)
+    return " ".join(text.split()) if field == "title" else text  # a title is one line
 
 
 @dataclass(frozen=True)

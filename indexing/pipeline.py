@@ -171,9 +171,9 @@ def reindex(
     Until the switch, searches use the old generation; if this dies midway the old generation
     keeps serving and the partial one is removed by the next re-index. Story ids are kept.
     Writes made while it copies (ingest, updates, retractions) are not lost: before the switch
-    the new generation catches up with the old one, the last time holding the index's lock, so
-    no write lands between the last catch-up and the switch (embedded mode; a Qdrant server has
-    no lock across processes, and a write in that last instant is the one case left).
+    the new generation catches up with the old one, the last time holding the index's lock and
+    its fence exclusively, so no write lands between the last catch-up and the switch (writers
+    hold the fence shared; on a Qdrant server it is the server's lock across processes).
     Returns the number of articles re-indexed.
     """
     if not index.exists():
@@ -188,7 +188,7 @@ def reindex(
     for _ in range(5):  # writes keep coming: catch up while they do, without blocking them
         if not _catch_up(index, staged, embedder, chunker):
             break
-    with index.locked():
+    with index.fence(True), index.locked():
         _catch_up(index, staged, embedder, chunker)
         index.promote(staged)
     return index.count()[0]

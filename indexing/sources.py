@@ -13,12 +13,12 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from xml.sax import SAXException
 
 from indexing.articles import Article, RecordError, validate_record
+from indexing.text import html_to_text
 
 Record = Article | RecordError
 MAX_FEED_BYTES = 20 * 1024 * 1024
@@ -149,39 +149,6 @@ def _validated(raw: Any, source: str, line: int) -> Iterator[Record]:
 
 def _is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
-
-
-class _TextExtractor(HTMLParser):
-    """Visible text of an HTML fragment; scripts and styles dropped, blocks become paragraphs."""
-
-    _BLOCKS = frozenset({"p", "div", "br", "li", "h1", "h2", "h3", "h4", "blockquote", "tr"})
-    _HIDDEN = frozenset({"script", "style", "template", "noscript"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        self._hidden += tag in self._HIDDEN
-        if tag in self._BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN and self._hidden:
-            self._hidden -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden:
-            self.parts.append(data)
-
-
-def html_to_text(fragment: str) -> str:
-    parser = _TextExtractor()
-    parser.feed(fragment)
-    parser.close()
-    paragraphs = (" ".join(p.split()) for p in "".join(parser.parts).split("\n\n"))
-    return "\n\n".join(p for p in paragraphs if p)
 
 
 Reader = Callable[[Path], Iterator[Record]]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -106,6 +106,13 @@ class VectorIndex(Protocol):
     def get(self, article_ids: Sequence[str]) -> dict[str, ArticleRecord]: ...
 
 
+Fence = Callable[[bool], contextlib.AbstractContextManager[Any]]  # exclusive? -> held while in use
+
+
+def no_fence(exclusive: bool) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
 @dataclass(frozen=True)
 class QdrantConfig:
     """Where Qdrant lives: `url` (server), else `path` (embedded, a folder), else in memory."""
@@ -146,6 +153,10 @@ class QdrantIndex:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.is_local else contextlib.nullcontext()
         )
+        # Across processes (a Qdrant server with several writers): writes to the served
+        # generation hold it shared, re-index's last catch-up and switch hold it exclusive.
+        # Local mode needs none (one process owns the folder); the server sets one for a server.
+        self.fence: Fence = no_fence
 
     @classmethod
     def open(cls, config: QdrantConfig, dim: int) -> QdrantIndex:
@@ -260,7 +271,7 @@ class QdrantIndex:
     def upsert(self, items: Sequence[IndexedArticle]) -> None:
         if not items:
             return
-        with self._lock:
+        with self.fence(False), self._lock:
             previous = self.get([item.record.article.id for item in items])
             self._write_chunks(items)
             self._commit_records([item.record for item in items])
@@ -276,7 +287,7 @@ class QdrantIndex:
     def delete(self, article_ids: Sequence[str]) -> int:
         from qdrant_client.http import models as qm
 
-        with self._lock:
+        with self.fence(False), self._lock:
             existing = self.get(article_ids)
             if not existing:
                 return 0

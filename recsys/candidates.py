@@ -117,15 +117,20 @@ def popularity_at(
 
     The arrays have a slot for every row `rows` names, up to its largest: a mapping built from a
     list that repeats an article (the event API accepts the same article twice in one impression)
-    names fewer articles than its largest row, and sizing by its length raised IndexError."""
+    names fewer articles than its largest row, and sizing by its length raised IndexError.
+    A reader's impression or click of one article at one moment counts once, whatever its event
+    ids: a page that sends an impression twice has not shown the article twice."""
     size = max(rows.values(), default=-1) + 1
     clicks = np.zeros(size, dtype=np.float64)
     shown = np.zeros(size, dtype=np.float64)
+    seen: set[tuple[str, str, str, float]] = set()
     for event in events:
         row = rows.get(event.article_id)
         at = event.at.timestamp()
-        if row is None or at >= now:
-            continue
+        key = (event.reader_id, event.type.value, event.article_id, at)
+        if row is None or at >= now or key in seen:
+            continue  # the same thing twice at one moment (two event ids, one click) counts once
+        seen.add(key)
         weight = 0.5 ** ((now - at) / 3600 / half_life_hours)
         if event.type is EventType.CLICK:
             clicks[row] += weight

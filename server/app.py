@@ -38,12 +38,12 @@ from briefing import GenerationError
 from recsys import EventsRejected
 from server.admin_pages import admin_pages
 from server.api import AdminApi, Probes, ReaderApi, ReviewApi, metrics
-from server.auth import jwt_auth, secret
+from server.auth import Failures, jwt_auth, secret
 from server.hardening import (
     BoundedRequest,
     BrowserWrites,
+    checked_request,
     failure_logger,
-    json_only,
     no_nul,
     request_id,
     stamp_response,
@@ -87,12 +87,20 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
             "review": Provide(lambda: review, use_cache=True, sync_to_thread=False),
             "jobs": Provide(lambda: _need(jobs), sync_to_thread=False),
         },
-        state=State({"settings": settings, "jwt_key": key, "secure_cookies": secure, "jobs": None}),
+        state=State(
+            {
+                "settings": settings,
+                "jwt_key": key,
+                "secure_cookies": secure,
+                "jobs": None,
+                "auth_failures": _failures(settings),
+            }
+        ),
         on_app_init=[auth.on_app_init],
         middleware=[*_rate_limit(settings), prometheus.middleware, _browser_writes(key, secure)],
         request_class=BoundedRequest,
         guards=[no_nul],
-        before_request=json_only,
+        before_request=checked_request,
         before_send=[stamp_response],
         after_exception=[failure_logger(STATUSES)],
         exception_handlers={Exception: _internal_error},
@@ -146,6 +154,11 @@ def _rate_limit(settings: Settings) -> list[Any]:
         identifier_for_request=_client,
     )
     return [config.middleware]
+
+
+def _failures(settings: Settings) -> Failures | None:
+    per_minute = settings.service.rate_limit_per_minute
+    return Failures(per_minute) if per_minute > 0 else None
 
 
 def _client(request: Request[Any, Any, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import JWTCookieAuth, JWTCookieAuthenticationMiddleware, Token
@@ -71,6 +72,30 @@ async def _retrieve(token: Token, connection: ASGIConnection[Any, Any, Any, Any]
     return _actor(token)
 
 
+class Failures:
+    """Invalid tokens per client address and minute. Authentication runs before the rate limit
+    (which is per verified caller), so without this, guessing tokens was never limited."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self._counts: dict[str, tuple[int, int]] = {}  # address -> (minute, failures in it)
+
+    def exceeded(self, address: str) -> bool:
+        minute, count = self._counts.get(address, (-1, 0))
+        return minute == self._minute() and count >= self.per_minute
+
+    def add(self, address: str) -> None:
+        now = self._minute()
+        if len(self._counts) > 100_000:  # bounded memory: forget every earlier minute
+            self._counts = {a: c for a, c in self._counts.items() if c[0] == now}
+        minute, count = self._counts.get(address, (now, 0))
+        self._counts[address] = (now, count + 1 if minute == now else 1)
+
+    def _minute(self) -> int:
+        return int(self.clock() // 60)
+
+
 class VerifiedOnce(JWTCookieAuthenticationMiddleware):
     """Checks a token's signature once, then reuses the result until the token expires: decoding
     an HS256 JWT was about a tenth of a cached briefing's server time (bench/serve.py)."""
@@ -86,7 +111,20 @@ class VerifiedOnce(JWTCookieAuthenticationMiddleware):
         credential = connection.headers.get(self.auth_header)
         if credential is None:
             credential = connection.cookies.get(self.auth_cookie_key, "")
-        return await self.authenticate_token(bearer(credential), connection)
+        failures: Failures | None = connection.app.state.get("auth_failures")
+        address = connection.client.host if connection.client else "unknown"
+        # A token verified before still passes: one guesser behind a shared address must not
+        # lock out the people signed in there.
+        known = credential.strip().partition(" ")[2].strip() in self.verified
+        if failures is not None and not known and failures.exceeded(address):
+            raise TooManyRequestsException("too many requests with invalid tokens: wait a minute")
+        try:
+            return await self.authenticate_token(bearer(credential), connection)
+        except NotAuthorizedException:
+            if failures is not None:
+                failures.add(address)
+            raise
+
 
     async def authenticate_token(
         self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]

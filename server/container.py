@@ -49,8 +49,14 @@ def build_chunker(settings: Settings, embedder: SentenceTransformerEmbedder) -> 
 
 
 def open_index(settings: Settings) -> QdrantIndex:
-    """The index as it is, whatever model built it (re-index reads it with a new model)."""
-    return QdrantIndex(settings.qdrant.connect(), settings.qdrant.prefix)
+    """The index as it is, whatever model built it (re-index reads it with a new model). On a
+    Qdrant server, other processes write too: writes and re-index's switch hold a fence."""
+    index = QdrantIndex(settings.qdrant.connect(), settings.qdrant.prefix)
+    if not index.is_local:
+        from server.db import index_fence
+
+        index.fence = index_fence(settings.database_url, settings.data_dir)
+    return index
 
 
 def build_indexer(settings: Settings, embedder: SentenceTransformerEmbedder | None = None) -> Indexer:

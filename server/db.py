@@ -7,10 +7,13 @@ JSON columns hold what is read whole and never queried inside (sentences, briefi
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import weakref
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -174,6 +178,36 @@ def write_lock(engine: Engine) -> AbstractContextManager[Any]:
     if lock is None:  # a WeakKeyDictionary lookup on every write; create the lock only once
         lock = _WRITERS.setdefault(engine, threading.Lock())
     return lock
+
+
+# "idxf" and the schema, as server.jobs keys its leader lock.
+INDEX_FENCE_KEY = 0x6964_7866
+
+
+def index_fence(url: str, data_dir: Path) -> Callable[[bool], AbstractContextManager[Any]]:
+    """The index's fence across processes (see `indexing.QdrantIndex.fence`): a PostgreSQL
+    advisory lock where the deployment has PostgreSQL (writers on several machines), else a file
+    lock under DATA_DIR (several processes on one machine). Shared for writers, exclusive for
+    re-index's switch; either is released when its holder dies, so a killed writer blocks no one."""
+    if url.startswith("sqlite"):
+        return partial(_file_fence, data_dir / "index.fence")
+    return partial(_advisory_fence, create_engine(url, pool_size=2, max_overflow=8, pool_pre_ping=True))
+
+
+@contextmanager
+def _advisory_fence(engine: Engine, exclusive: bool) -> Iterator[None]:
+    call = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with engine.begin() as connection:  # released at commit, or when the connection drops
+        connection.execute(text(f"select {call}(:k, hashtext(current_schema()))"), {"k": INDEX_FENCE_KEY})
+        yield
+
+
+@contextmanager
+def _file_fence(path: Path, exclusive: bool) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:  # flock is per open file: threads of one process exclude too
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -28,7 +28,7 @@ from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import ClientException, HTTPException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.csrf import CSRFMiddleware
-from litestar.params import BodyKwarg
+from litestar.params import BodyKwarg, DependencyKwarg, ParameterKwarg
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import Message, Receive, Scope, Send
 
@@ -83,6 +83,12 @@ async def no_nul(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHan
         raise ClientException("a NUL byte is not allowed in the path or query")
 
 
+def checked_request(request: Request[Any, Any, Any]) -> None:
+    """The rules a handler's own signature cannot state: JSON only, and no unknown query names."""
+    json_only(request)
+    known_query(request)
+
+
 def json_only(request: Request[Any, Any, Any]) -> None:
     """415 for a JSON endpoint sent anything but application/json: a text/plain body is what a
     no-cors fetch from another site can send without asking first."""
@@ -90,6 +96,44 @@ def json_only(request: Request[Any, Any, Any]) -> None:
         raise HTTPException(
             status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="the body must be sent as application/json"
         )
+
+
+def known_query(request: Request[Any, Any, Any]) -> None:
+    """400 for a query parameter the API route does not take: `?limt=5` silently meaning "no
+    limit" hides the caller's mistake, and the schema says what each route accepts. Pages stay
+    lenient: links people share pick up tracking parameters."""
+    handler = request.route_handler
+    if not request.scope["path"].startswith("/v1/") or not request.query_params:
+        return
+    unknown = sorted(set(request.query_params) - _query_names(handler))
+    if unknown:
+        accepted = ", ".join(sorted(_query_names(handler))) or "none"
+        named = ", ".join(map(repr, unknown))
+        raise ClientException(detail=f"unknown query parameter {named}; this route takes: {accepted}")
+
+
+_NOT_QUERY = frozenset({"request", "data", "state", "headers", "cookies", "query", "scope", "socket", "body"})
+
+
+def _query_names(handler: BaseRouteHandler) -> frozenset[str]:
+    """The query names a handler's signature declares; kept in the handler's `opt` (once each)."""
+    names: frozenset[str] | None = handler.opt.get("query_names")
+    if names is None:
+        skip = _NOT_QUERY | set(handler.resolve_dependencies())
+        skip |= {p for path in handler.paths for p in re.findall(r"{(\w+)(?::\w+)?}", path)}
+        fields = handler.parsed_fn_signature.parameters.items()
+        names = frozenset(q for n, f in fields if n not in skip and (q := _query_name(n, f.kwarg_definition)))
+        handler.opt["query_names"] = names
+    return names
+
+
+def _query_name(name: str, kwarg: Any) -> str | None:
+    """The query name of a parameter, or None for a body, dependency, header or cookie."""
+    if isinstance(kwarg, BodyKwarg | DependencyKwarg):
+        return None
+    if isinstance(kwarg, ParameterKwarg):
+        return None if kwarg.header or kwarg.cookie else kwarg.query or name
+    return name
 
 
 def _takes_json(handler: BaseRouteHandler) -> bool:

@@ -194,6 +194,37 @@ def test_the_rate_limit_follows_the_verified_subject_not_the_header_text(
         assert client.get("/v1/review/queue", headers=auth("other-editor", "editor")).status_code == 200
 
 
+def test_invalid_tokens_are_limited_per_address_without_locking_out_signed_in_callers(
+    running: tuple[Settings, Service, Litestar], tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        {"DATA_DIR": str(tmp_path), "JWT_SECRET": SECRET, "RATE_LIMIT_PER_MINUTE": "3"}
+    )
+    signed_in = auth("edith", "editor")
+    guesses = [{"Authorization": f"Bearer guess-{n}"} for n in range(4)]
+    with TestClient(create_app(settings, running[1])) as client:
+        assert client.get("/v1/review/queue", headers=signed_in).status_code == 200
+        codes = [client.get("/v1/review/queue", headers=g).status_code for g in guesses]
+        assert codes == [401, 401, 401, 429]
+        assert client.get("/v1/review/queue", headers={"Authorization": "Token x"}).status_code == 429
+        # A forged token signed with another key is a guess too; the signed-in editor still passes.
+        forged = issue_token("another-key-" + SECRET, "edith", "admin", timedelta(hours=1))
+        assert client.get("/v1/admin/jobs", headers={"Authorization": f"Bearer {forged}"}).status_code == 429
+        assert client.get("/v1/review/queue", headers=signed_in).status_code == 200
+
+
+def test_unknown_query_parameters_are_refused_by_the_api_but_not_by_pages(
+    client: TestClient[Litestar],
+) -> None:
+    assert client.get("/v1/review/queue?status=draft", headers=EDITOR).status_code == 200
+    refused = client.get("/v1/review/queue?state=draft", headers=EDITOR)
+    assert refused.status_code == 400
+    assert "unknown query parameter 'state'; this route takes: status" in refused.text
+    assert client.get("/v1/briefing?x=1", headers=READER).status_code == 400
+    sign_in(client, "r01", "reader")
+    assert client.get("/?utm_source=newsletter").status_code == 200  # a shared link still opens
+
+
 # 3. Inputs that were 500s, request ids and the log -----------------------------------------------
 
 

@@ -82,3 +82,16 @@ def test_the_refit_survives_a_duplicated_impression() -> None:
     assert impressions
     for imp in impressions:
         assert len(imp.popularity) == len(imp.exposure) == len(imp.rows) == len(imp.labels)
+
+
+def test_the_same_impression_sent_twice_counts_as_one_exposure() -> None:
+    """Two event ids for one reader seeing one article at one moment are one exposure; another
+    reader at that moment, or the same reader later, is another."""
+    at = NOW - timedelta(hours=DAY)
+    twice = [event(1, EventType.IMPRESSION, "a", at), event(2, EventType.IMPRESSION, "a", at)]
+    other = Event(event_id="e-1", reader_id="s", type=EventType.IMPRESSION, article_id="a", at=at)
+    later = event(3, EventType.IMPRESSION, "a", at + timedelta(seconds=1))
+    _, shown = popularity_at({"a": 0}, twice, NOW.timestamp(), DAY)
+    assert shown[0] == pytest.approx(0.5)
+    _, shown = popularity_at({"a": 0}, [*twice, other, later], NOW.timestamp(), DAY)
+    assert shown[0] == pytest.approx(0.5 * 2 + 0.5 ** ((DAY * 3600 - 1) / 3600 / DAY))
