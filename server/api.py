@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from briefing import Status, Summary
+from indexing import Article
 from server.auth import allow
 from server.jobs import Jobs
 from server.review import Review, ReviewItem
-from server.schema import EventIn, NoNul, as_record, problems
+from server.schema import DocumentedAs, EventIn, NoNul, as_record, problems
 from server.service import Actor, Service
 from server.stores import ReaderSettings
 
@@ -89,7 +90,9 @@ class RejectRequest(Strict):
 class ArticlePush(Strict):
     """Articles as ingest reads them (indexing.Article); a bad one rejects the push."""
 
-    articles: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+    articles: Annotated[
+        list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH), DocumentedAs(list[Article])
+    ]
 
 
 def _actor(request: Request[Any, Any, Any]) -> Actor:

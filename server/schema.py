@@ -8,6 +8,7 @@ still validates every event (calendar range and all) before anything is stored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from litestar.openapi.datastructures import ResponseSpec
@@ -98,13 +99,32 @@ def as_record(event: ReadEvent | OtherEvent) -> dict[str, Any]:
     return event.model_dump(exclude_none=True)
 
 
+@dataclass(frozen=True)
+class DocumentedAs:
+    """Field metadata: the schema shows `annotation` for a field the handler validates itself
+    (articles are checked one by one, so a push reports every bad record with its line)."""
+
+    annotation: Any
+
+
 class ClosedModels(PydanticSchemaPlugin):
     """litestar's pydantic schemas, plus `additionalProperties: false` for models refusing unknown
-    fields (extra="forbid"): without it the schema allows bodies that validation refuses."""
+    fields (extra="forbid"): without it the schema allows bodies that validation refuses; and the
+    `DocumentedAs` type for fields that carry one."""
 
     @classmethod
     def for_pydantic_model(cls, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        model = field_definition.annotation
         schema = super().for_pydantic_model(field_definition, schema_creator)
-        if field_definition.annotation.model_config.get("extra") == "forbid":
+        if model.model_config.get("extra") == "forbid":
             schema.additional_properties = False
+        for name, info in model.model_fields.items():
+            marker = next((m for m in info.metadata if isinstance(m, DocumentedAs)), None)
+            if marker is not None and schema.properties is not None:
+                documented = FieldDefinition.from_annotation(marker.annotation)
+                shown = schema_creator.for_field_definition(documented)
+                given = schema.properties[name]
+                if isinstance(shown, Schema) and isinstance(given, Schema):
+                    shown.min_items, shown.max_items = given.min_items, given.max_items
+                schema.properties[name] = shown
         return schema
