@@ -22,6 +22,7 @@ and the summarizer caches quoted updates per basis.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,8 @@ from briefing.summarize import Followed, Summarizer
 from briefing.wording import Audience, in_language, last_seen, plain_greeting, reason_text
 from indexing import ArticleRecord
 from recsys import CandidateMatrix, Item, Profile, Reason, Recommender
+
+_WORDS = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -260,14 +263,14 @@ class Composer:
             return fallback
         template = self.summarizer.prompts.localized(arm.greeting_prompt, audience.language)
         topics = "; ".join(i.title for i in items)
+        chat = template.render(since=last_seen(since, audience), topics=topics)
         try:
-            answer = self.summarizer.generator.generate(
-                [template.render(since=last_seen(since, audience), topics=topics)], template.params
-            )
+            answer = self.summarizer.generator.generate([chat], template.params)
         except GenerationError:
             return fallback
         line = answer[0].text.strip().split("\n")[0].strip(' "')
-        return line if _greeting_ok(line, items, audience.language) else fallback
+        prompt = " ".join(m["content"] for m in chat)
+        return line if _greeting_ok(line, items, audience.language, prompt) else fallback
 
 
 def _source(summary: Summary) -> str:
@@ -291,13 +294,22 @@ def _story_articles(matrix: CandidateMatrix, story_id: str) -> tuple[str, ...]:
     return () if code is None else tuple(matrix.ids[r] for r in np.flatnonzero(matrix.story == code))
 
 
-def _greeting_ok(line: str, items: Sequence[BriefingItem], language: str = "en") -> bool:
+def _greeting_ok(line: str, items: Sequence[BriefingItem], language: str = "en", prompt: str = "") -> bool:
     """A greeting may be warm but not factual: every name, number and quote must be in a title.
     Only that rule applies (no support score: a greeting paraphrases nothing). It must also be
-    in the reader's language: a small model asked in Bokmål may well answer in English."""
+    in the reader's language (a small model asked in Bokmål may well answer in English) and not
+    repeat its `prompt` (the packaged 135M model often answers with its instructions)."""
     if not line or len(line.split()) > 30 or not line.endswith((".", "!")):
         return False  # cut off, or more than a greeting
-    return in_language(line, language) and not missing_facts(line, " ".join(i.title for i in items))
+    if not in_language(line, language) or _shingles(line) & _shingles(prompt):
+        return False
+    return not missing_facts(line, " ".join(i.title for i in items))
+
+
+def _shingles(text: str, n: int = 4) -> set[tuple[str, ...]]:
+    """Every run of `n` words of `text`, lowercased: two texts sharing one share a phrase."""
+    words = _WORDS.findall(text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def _plain_greeting(n: int, since: datetime | None, audience: Audience) -> str:

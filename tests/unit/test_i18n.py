@@ -15,6 +15,7 @@ from babel.messages.pofile import read_po
 from litestar.plugins.jinja import JinjaTemplateEngine
 
 from briefing import PROMPTS, Audience, Briefing, BriefingItem, BriefingPolicy, SummarySentence
+from briefing.compose import _greeting_ok
 from briefing.wording import in_language, last_seen, plain_greeting, reason_text
 from recsys import Reason
 from server.i18n import (
@@ -142,7 +143,7 @@ def test_a_bokmal_prompt_is_found_for_the_greeting_and_english_elsewhere() -> No
     assert PROMPTS.localized("greeting", "nb").id == "greeting-nb@1"
     assert PROMPTS.localized("greeting@1", "nb").language == "nb"
     assert PROMPTS.localized("greeting", "en").id == "greeting@1"
-    assert PROMPTS.localized("update", "nb").id == PROMPTS.get("update").id  # no Bokmål one yet
+    assert PROMPTS.localized("article", "nb").id == PROMPTS.get("article").id  # no Bokmål one yet
 
 
 def test_a_bokmal_page_has_bokmal_labels_and_translated_sections() -> None:
@@ -177,3 +178,13 @@ def test_a_bokmal_page_has_bokmal_labels_and_translated_sections() -> None:
         "AI-generated summary, reviewed by an editor." in english
         and "New since Monday 16 November, 20:00 (CET)" in english
     )
+
+
+def test_a_greeting_that_repeats_its_prompt_is_refused() -> None:
+    """Seen with the packaged 135M model and the Bokmål prompt: it answered with its instructions."""
+    chat = PROMPTS.localized("greeting", "nb").render(since="aldri før", topics="Ferjeanlegget blir dyrere")
+    prompt = " ".join(m["content"] for m in chat)
+    echo = "Ikke oppgi fakta, navn eller tall; ikke oppsummer nyhetene. Skriv hilsenen på bokmål."
+    assert in_language(echo, "nb") and not _greeting_ok(echo, [], "nb", prompt)
+    assert _greeting_ok("Velkommen tilbake, her er det nytt siden sist!", [], "nb", prompt)
+    assert not _greeting_ok("Welcome back, here is what is new since your last visit!", [], "nb", prompt)
