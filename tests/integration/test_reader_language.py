@@ -56,6 +56,9 @@ def test_a_bokmal_reader_gets_a_bokmal_page(client: TestClient[Litestar]) -> Non
     assert "Derfor ser du dette:" in page and "Why you see this" not in page
     assert "Siden sist du var her, onsdag 18. november:" in page  # the greeting (no LLM on requests)
     assert "Since you were last here" not in page
+    for path in ("/more", "/about"):  # pages that pass no language: the signed-in reader's is used
+        other = client.get(path, headers=auth("r04", "reader")).text
+        assert '<html lang="nb">' in other and "Nyhetsoversikten din" in other, path
 
 
 def test_an_english_reader_sees_their_visit_in_oslo_time_and_after_choosing_utc_in_utc(

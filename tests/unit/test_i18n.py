@@ -29,7 +29,10 @@ from server.i18n import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-READER_TEMPLATES = ("base.html", "briefing.html", "login.html")
+READER_TEMPLATES = (  # every page and part a reader sees
+    *("base.html", "briefing.html", "login.html", "more.html", "about.html", "_settings.html"),
+    *("_reader_nav.html", "_account.html", "_feedback.html", "_events_head.html"),
+)
 VISIT = datetime(2026, 11, 16, 19, 0, tzinfo=UTC)  # 20:00 in Oslo (CET, +01:00)
 
 
