@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from briefing import (
-    Chat,
-    Completion,
     Composer,
     EmbeddingLexicalChecker,
     EvidenceRetriever,
-    GenerationError,
-    GenerationParams,
     Generator,
-    LikelihoodScorer,
     Summarizer,
     SummarizerConfig,
     SummaryRepository,
@@ -26,10 +21,10 @@ from briefing import (
 )
 from indexing import Chunker, Embedder, Indexer, QdrantIndex, SentenceTransformerEmbedder
 from recsys import CandidateMatrix, EventRepository, Recommender
+from server.parts import RememberingEmbedder, Stoppable, StoppableScorer
 from server.settings import Settings
 
 if TYPE_CHECKING:  # the service pulls in SQLAlchemy; CLI commands that do not need it stay light
-    import numpy as np
     from sqlalchemy import Engine
 
     from server.jobs import Jobs
@@ -94,50 +89,6 @@ def build_generator(settings: Settings) -> Generator:
     return make_generator(settings.llm)
 
 
-class Stoppable:
-    """A generator that starts no call once `stop` is set (the service is shutting down): a job
-    in the middle of a reader's briefing or an article's draft ends at its next LLM call instead
-    of writing on; the call in progress ends at its own deadline (LLM_TIMEOUT_S)."""
-
-    def __init__(self, inner: Generator, stop: threading.Event) -> None:
-        self.inner, self.stop = inner, stop
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    def generate(
-        self, chats: Sequence[Chat], params: GenerationParams, adapter: str | None = None
-    ) -> list[Completion]:
-        self._check()
-        return self.inner.generate(chats, params, adapter)
-
-    def stream(self, chat: Chat, params: GenerationParams, adapter: str | None = None) -> Iterator[str]:
-        self._check()
-        return self.inner.stream(chat, params, adapter)
-
-    def ready(self) -> bool:
-        return self.inner.ready()
-
-    def _check(self) -> None:
-        if self.stop.is_set():
-            raise GenerationError("the service is shutting down: no new LLM call starts")
-
-
-class StoppableScorer:
-    """The grounding check's likelihood scorer, starting no pass once `stop` is set: a draft in
-    hand at shutdown is dropped between its passes (each is a long prompt evaluation on a busy
-    CPU) rather than finished; the job counts it as failed and a later run writes it."""
-
-    def __init__(self, inner: LikelihoodScorer, stop: threading.Event) -> None:
-        self.inner, self.stop = inner, stop
-
-    def logprobs(self, context: str, continuations: Sequence[str], tail: str = "") -> list[np.ndarray]:
-        if self.stop.is_set():
-            raise GenerationError("the service is shutting down: no new likelihood pass starts")
-        return self.inner.logprobs(context, continuations, tail)
-
-
 def build_summarizer(
     settings: Settings,
     indexer: Indexer,
@@ -146,15 +97,17 @@ def build_summarizer(
     *,
     stop: threading.Event | None = None,
 ) -> Summarizer:
-    """With `stop`, the LLM and the checker's likelihood pass start nothing once it is set."""
+    """With `stop`, the LLM and the checker's likelihood pass start nothing once it is set. Both
+    checkers keep the vectors of the sentences they embedded (`RememberingEmbedder`)."""
     generator = generator or build_generator(settings)
+    checking = RememberingEmbedder(indexer.embedder)
     return Summarizer(
         Stoppable(generator, stop) if stop is not None else generator,
         EvidenceRetriever(indexer.index, indexer.embedder),
-        build_checker(settings, indexer.embedder, stop=stop),
+        build_checker(settings, checking, stop=stop),
         store or build_summary_store(settings),
         config=SummarizerConfig(adapter=settings.llm_adapter),
-        request_checker=EmbeddingLexicalChecker(indexer.embedder, settings.grounding),
+        request_checker=EmbeddingLexicalChecker(checking, settings.grounding),
     )
 
 

@@ -118,6 +118,7 @@ def _run(settings: Settings, service: Service, jobs: Jobs | None, host: str, por
         server.run()
     finally:
         service.close()
+        service.indexer.index.close()  # Qdrant's local files, before the interpreter winds down
     if not server.started:
         raise click.ClickException(f"the service could not start on {host}:{port} (see the log above)")
 

@@ -16,8 +16,9 @@ from litestar.testing import TestClient
 from briefing import GenerationError, GenerationParams, Generator
 from indexing import Article, Chunker, SentenceTransformerEmbedder
 from server.app import create_app
-from server.container import Stoppable, build_jobs
+from server.container import build_jobs
 from server.jobs import Jobs, _draft
+from server.parts import Stoppable
 from server.service import Service
 from tests.service import auth, demo_service
 
