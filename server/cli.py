@@ -18,7 +18,7 @@ from briefing import PROMPTS, VARIANTS, Briefing, GenerationError, PartlyWritten
 from briefing.wording import Audience, zone
 from indexing import Hit, Indexer, IndexUnavailable, SearchFilter, open_source, pairwise_scores
 from indexing import reindex as run_reindex
-from recsys import RANKERS, Item, load_readers
+from recsys import RANKERS, Item
 from server.container import (
     build_chunker,
     build_composer,
@@ -361,15 +361,26 @@ def demo(query: str, reader: str) -> None:
         _print_demo_stories(grouped)
         engine = build_engine(settings)  # one database connection pool (and migration) per command
         events = build_event_store(settings, engine)
-        load_readers(DEMO_DIR / "readers.jsonl", events)
+        _import_demo_readers(engine)
         recommender = build_recommender(settings, indexer, events, DEMO_NOW)
         for who, about in DEMO_READERS.items():
             click.echo(f"\nrecommended for {who} ({about}) at {_zoned(DEMO_NOW)}:")
             _print_items(recommender.recommend(who, DEMO_NOW, k=5), explain=True)
         summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings, engine))
         _demo_summaries(summarizer, grouped)
-        briefing = build_composer(settings, recommender, summarizer).compose(reader, DEMO_NOW, write=True)
+        audience = _reader_audience(settings, engine, reader)
+        composer = build_composer(settings, recommender, summarizer)
+        briefing = composer.compose(reader, DEMO_NOW, write=True, audience=audience)
     click.echo(f"\n{_briefing_text(briefing)}")
+
+
+def _import_demo_readers(engine: Engine) -> None:
+    """The demo readers with their events, last visits and languages (as `readers import` does)."""
+    from server.readers import parse_readers
+    from server.stores import Readers
+
+    path = DEMO_DIR / "readers.jsonl"
+    Readers(engine).load(parse_readers(path.read_text(encoding="utf-8"), str(path)), datetime.now(UTC))
 
 
 def _print_demo_stories(grouped: dict[str, list[Any]]) -> None:
