@@ -131,7 +131,7 @@ def select(
     """The story's article versions changed after the reader's last read of it and published by
     `now`, oldest first, `newest` among them. Without `read_at`, the newest change of what they
     read stands in for it (they read it at that time or later)."""
-    cutoff = read_at or max((r.article.last_modified for r in read), default=None)
+    cutoff = last_read(read, read_at)
     chosen = {
         r.article.id: r
         for r in story
@@ -141,6 +141,11 @@ def select(
     }
     chosen[newest.article.id] = newest
     return sorted(chosen.values(), key=lambda r: (r.article.last_modified, r.article.id))
+
+
+def last_read(read: Sequence[ArticleRecord], read_at: datetime | None) -> datetime | None:
+    """The reader's last read of the story, or the newest change to what they read."""
+    return read_at or max((r.article.last_modified for r in read), default=None)
 
 
 def developments(records: Sequence[ArticleRecord], read: Sequence[ArticleRecord]) -> list[Development]:

@@ -29,6 +29,7 @@ from briefing.developments import (
     Development,
     Note,
     developments,
+    last_read,
     quoted,
     relevant,
     select,
@@ -150,17 +151,21 @@ class Summarizer:
     ) -> Request | None:
         """An update's request without its evidence (enough to name the summary): index lookups,
         no retrieval and no model."""
-        template = self.prompts.get(prompt or self.config.update_prompt)
         followed = read if isinstance(read, Followed) else Followed(tuple(read))
         records = self.retriever.index.get([article_id, *followed.read, *(followed.story or ())])
         if article_id not in records:
             return None
         newest = records[article_id]
+        # the story's language: a Bokmål story is told from a Bokmål prompt where one is registered
+        template = self.prompts.localized(prompt or self.config.update_prompt, newest.article.language)
         mine = [records[a] for a in followed.read if a in records and records[a].story_id == newest.story_id]
         basis = tuple(sorted(mine, key=lambda r: r.article.published_at))
         chosen = select(self._story(newest, followed, records), basis, followed.read_at, followed.now, newest)
         devs = tuple(developments(chosen, basis))
-        again = [d.id for d in devs if d.id in followed.read]  # read, then updated in place
+        cutoff = last_read(basis, followed.read_at)
+        again = [
+            d.id for d in devs if d.id in followed.read and cutoff and d.record.article.last_modified > cutoff
+        ]
         notes = tuple(relevant((n for d in devs for n in d.notes), basis, again))
         return Request(newest, [], template, basis, devs, notes)
 

@@ -239,3 +239,13 @@ def test_days_and_times_are_not_taken_for_corrected_values() -> None:
 def test_text_that_only_looks_like_a_note_is_not_one() -> None:
     body = "The correct answer to the quiz was 42, said the host.\n\nA previous winner scored 17."
     assert find_notes(_record(make_article("q-1", body=body))) == []
+
+
+def test_a_bokmal_story_is_told_from_the_bokmal_update_prompt() -> None:
+    from briefing import PROMPTS
+
+    assert PROMPTS.localized("update", "en").id == "update@2"
+    bokmal = PROMPTS.localized("update", "nb")
+    assert (bokmal.id, bokmal.kind, bokmal.language) == ("update-nb@1", "update", "nb")
+    chat = bokmal.render(title="T", text="Tekst.", read="- Dag 1")
+    assert "<article>" in chat[1]["content"] and "Dag 1" in chat[1]["content"]
