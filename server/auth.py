@@ -125,7 +125,6 @@ class VerifiedOnce(JWTCookieAuthenticationMiddleware):
                 failures.add(address)
             raise
 
-
     async def authenticate_token(
         self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
