@@ -188,7 +188,7 @@ class Composer:
                 return update
             if request is not None and (len(request.developments) > 1 or request.notes):
                 return None
-        prompt = self.summarizer.prompts.get(arm.article_prompt).id
+        prompt = self.summarizer.article_template(arm.article_prompt, current).id
         mine = [
             s
             for s in self.summarizer.store.find(current.article.id)

@@ -115,14 +115,22 @@ class Summarizer:
         self, article_ids: Sequence[str], *, prompt: str | None = None, refresh: bool = False
     ) -> list[Summary]:
         """Summaries of the current versions of these articles (unknown ids are skipped)."""
-        template = self.prompts.get(prompt or self.config.article_prompt)
+        name = prompt or self.config.article_prompt
         records = self.retriever.index.get(list(article_ids))
         requests = [
-            Request(records[a], self.retriever.article(a, records[a].article.title), template)
+            Request(
+                records[a],
+                self.retriever.article(a, records[a].article.title),
+                self.article_template(name, records[a]),
+            )
             for a in article_ids
             if a in records
         ]
         return self._run(requests, refresh)
+
+    def article_template(self, prompt: str, record: ArticleRecord) -> PromptTemplate:
+        """`prompt` in the article's language where a version for it is registered."""
+        return self.prompts.localized(prompt, record.article.language)
 
     def update(
         self,

@@ -54,3 +54,20 @@ def test_points_are_parsed_from_bullets_numbers_or_plain_lines(answer: str, poin
 
 def test_parse_points_keeps_at_most_the_template_maximum() -> None:
     assert len(parse_points("\n".join(f"- Point {n}." for n in range(9)), 4)) == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "language", "expected"),
+    [
+        ("article", "nb", "article-nb@1"),
+        ("article-one-sentence", "nb", "article-one-sentence-nb@1"),
+        ("article", "en", "article@1"),
+        ("article", "sv", "article@1"),  # no Swedish version: the English one
+        ("update", "nb", "update-nb@1"),
+    ],
+)
+def test_article_templates_are_asked_in_the_articles_language(name: str, language: str, expected: str) -> None:
+    template = PROMPTS.localized(name, language)
+    assert template.id == expected
+    assert template.kind == PROMPTS.get(name).kind
+    assert "{title}" in template.user and "{text}" in template.user
