@@ -1,6 +1,8 @@
 """Story-clustering benchmark: pairwise precision/recall on two sets of documented threads.
 
     python bench/stories.py --out bench/results/stories.json
+    python bench/stories.py --threshold 1.1 --name-weight 1.5 --word-weight 0 \
+        --out bench/results/stories_names_only.json   # the settings before words were added
 
 Runs the real embedder (the packaged MiniLM, chunked as the service chunks) and `StoryClusterer`
 on (a) the demo newsroom's 18 threads (`data/demo`, where the settings are chosen) and (b) the
@@ -67,7 +69,7 @@ def main() -> None:
     write_results(results, args.out, args)
 
 
-_TUNABLE = ("window_hours", "threshold", "name_weight", "candidates")
+_TUNABLE = ("window_hours", "threshold", "name_weight", "word_weight", "candidates")
 
 
 def parse_args() -> argparse.Namespace:
@@ -78,6 +80,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window-hours", dest="window_hours", type=float)
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--name-weight", dest="name_weight", type=float)
+    parser.add_argument("--word-weight", dest="word_weight", type=float)
     parser.add_argument("--candidates", type=int)
     return parser.parse_args()
 

@@ -1,9 +1,19 @@
 from __future__ import annotations
 
-import numpy as np
+from collections import Counter
 
-from indexing import StoryClusterer, StoryConfig, pairwise_scores
-from indexing.stories import batch_stories
+import numpy as np
+import pytest
+
+from indexing import (
+    Article,
+    Chunker,
+    SentenceTransformerEmbedder,
+    StoryClusterer,
+    StoryConfig,
+    pairwise_scores,
+)
+from indexing.stories import Profile, batch_stories, idf_from, pair_score, words
 from tests.factories import make_article
 
 
@@ -42,7 +52,7 @@ def test_clusterer_joins_close_articles_within_window_only() -> None:
 def test_batch_links_what_publication_order_split() -> None:
     # b is unlike a; c, published last, is like both (cosine 0.71 each). Incremental: a and b
     # are apart when c arrives, and c joins one of them. Batch: c's two links make one story.
-    config = StoryConfig(window_hours=48, threshold=0.7, name_weight=0.0)
+    config = StoryConfig(window_hours=48, threshold=0.7, name_weight=0.0, word_weight=0.0)
     articles = [make_article(i, title=i, published_at=h) for i, h in (("a", 0), ("b", 1), ("c", 2))]
     vectors = np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 1, 0])])
     clusterer = StoryClusterer(3, config)
@@ -52,7 +62,81 @@ def test_batch_links_what_publication_order_split() -> None:
 
 
 def test_batch_respects_the_window_and_keeps_singletons() -> None:
-    config = StoryConfig(window_hours=24, threshold=0.9, name_weight=0.0)
+    config = StoryConfig(window_hours=24, threshold=0.9, name_weight=0.0, word_weight=0.0)
     articles = [make_article(i, published_at=h) for i, h in (("x", 0), ("y", 30), ("z", 31))]
     vectors = np.stack([unit([1, 0, 0]), unit([1, 0, 0]), unit([0, 0, 1])])
     assert batch_stories(articles, vectors, config) == {"x": "story-x", "y": "story-y", "z": "story-z"}
+
+
+def _vector(article: Article, embedder: SentenceTransformerEmbedder, chunker: Chunker) -> np.ndarray:
+    vectors = embedder.embed_documents([c.embed_text for c in chunker.split(article)])
+    mean = vectors.mean(axis=0)
+    return np.asarray(mean / np.linalg.norm(mean), dtype=np.float32)
+
+
+FIRE = make_article(
+    "fire-1",
+    title="Fire destroys drying hall at Solberg sawmill",
+    lead="A night fire burned down the drying hall at Solberg Sag in Fossdal. Nobody was hurt.",
+    body=(
+        "Firefighters spent five hours on the fire at Solberg Sag, which started in the drying hall "
+        "shortly after midnight. The planing mill and the timber stacks were saved.\n\n"
+        '"The whole drying hall was burning when we arrived," said fire chief Randi Moe.\n\n'
+        "The 28 workers at the sawmill were sent home. Police have not said what caused the fire."
+    ),
+    published_at=300,
+)
+FOLLOW_UP = make_article(
+    "fire-2",
+    title="Police appeal for witnesses after blaze at timber yard",
+    lead="Investigators do not rule out that the drying hall was set alight on purpose.",
+    body=(
+        "Police in Fossdal want to talk to the driver of a van seen leaving the yard minutes before "
+        "the alarm.\n\n"
+        '"We keep every possibility open," said police lawyer Eirik Dahl. The drying hall at the '
+        "family-owned sawmill burned to the ground on Monday night.\n\n"
+        "Owner Petter Solberg said the damage could reach NOK 40 million."
+    ),
+    published_at=330,
+)
+OTHER_FIRE = make_article(
+    "fire-3",
+    title="Family escapes chimney fire in Fossdal",
+    lead="A family of four got out unhurt when a chimney fire spread to the roof of their house.",
+    body=(
+        "The fire service had the fire out within an hour, but the loft was badly damaged.\n\n"
+        '"This is the season for chimney fires. Have your chimney swept," said fire chief Randi Moe.\n\n'
+        "Police said there was nothing suspicious about the fire in Fossdal."
+    ),
+    published_at=340,
+)
+
+
+def test_paraphrased_follow_up_joins_and_same_town_fire_does_not(
+    embedder: SentenceTransformerEmbedder, chunker: Chunker, demo_articles: list[Article]
+) -> None:
+    # A newsroom with history: the demo's articles, 12 days earlier and so outside the window,
+    # count only in the word frequencies (their vectors never meet these articles).
+    clusterer = StoryClusterer(embedder.dim)  # the default settings
+    for old in demo_articles:
+        clusterer.add(old, np.zeros(embedder.dim, dtype=np.float32), f"story-{old.id}")
+    stories = [clusterer.assign(a, _vector(a, embedder, chunker)) for a in (FIRE, FOLLOW_UP, OTHER_FIRE)]
+    assert stories == ["story-fire-1", "story-fire-1", "story-fire-3"]
+
+
+def test_words_weigh_by_rarity() -> None:
+    # "Fossdal" is in every article, "drying" in two: sharing only the rare word counts more.
+    a, b = Profile.of(FIRE), Profile.of(FOLLOW_UP)
+    idf = idf_from(Counter({"fossdal": 3, "dri": 2}), 3)
+    assert idf("fossdal") == pytest.approx(1.0) and idf("dri") > idf("fossdal")
+    assert "dri" in a.words and "dri" in b.words  # "drying" stemmed alike in both
+    assert pair_score(StoryConfig(name_weight=0, word_weight=1), 0.0, a, b, idf) > 0.1
+
+
+def test_words_are_stemmed_per_language() -> None:
+    nb = make_article(
+        "nb-1", title="Brannen i tørkehallen", lead="", body="Tørkehallene brant.", language="nb"
+    )
+    assert words(nb)["tørkehall"] == 2
+    unknown = make_article("xx-1", title="Brannen", lead="", body="Brannen.", language="de")
+    assert words(unknown) == Counter({"brannen": 2})  # no stemmer for it: words as written
