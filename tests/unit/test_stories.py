@@ -140,3 +140,21 @@ def test_words_are_stemmed_per_language() -> None:
     assert words(nb)["tørkehall"] == 2
     unknown = make_article("xx-1", title="Brannen", lead="", body="Brannen.", language="de")
     assert words(unknown) == Counter({"brannen": 2})  # no stemmer for it: words as written
+
+
+def test_vectorized_word_cosines_equal_pair_score() -> None:
+    # The clusterer's numpy path must score as `pair_score` does (the batch check uses that).
+    empty = make_article("e-1", title="X", lead="", body="1")  # no words at all
+    remembered = [FIRE, OTHER_FIRE, empty]
+    clusterer = StoryClusterer(3, StoryConfig(name_weight=0, word_weight=1))
+    for article in remembered:
+        clusterer.add(article, unit([1, 0, 0]), f"story-{article.id}")
+    new = Profile.of(FOLLOW_UP)
+    df = Counter(w for a in remembered for w in words(a))
+    idf = idf_from(df, len(remembered) + 1, also=new)
+    expected = [
+        pair_score(StoryConfig(name_weight=0, word_weight=1), 0.0, new, Profile.of(a), idf)
+        for a in remembered
+    ]
+    got = clusterer._words.cosines(new.words, np.arange(len(remembered)))
+    assert got == pytest.approx(expected) and expected[0] > expected[1] > 0 == expected[2]
