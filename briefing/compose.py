@@ -58,12 +58,22 @@ VARIANTS = {
 
 @dataclass(frozen=True)
 class BriefingPolicy:
-    """Per surface: whether checked but unreviewed drafts may reach readers."""
+    """Per surface: whether checked but unreviewed drafts may reach readers. By DESIGN §5 they
+    may only in the languages whose checker precision was measured to pass (`draft_languages`,
+    from briefing.gate), unless `allow_drafts` forces them everywhere (a demo of generation)."""
 
     name: str = "front-page"
-    allow_drafts: bool = True
+    allow_drafts: bool = False
     items: int = 5
     llm_greeting: bool = True  # off: a template greeting, and no LLM call on a cache miss
+    draft_languages: frozenset[str] = frozenset()
+
+    def drafts_show(self, language: str) -> bool:
+        return self.allow_drafts or language in self.draft_languages
+
+    @property
+    def any_drafts(self) -> bool:
+        return self.allow_drafts or bool(self.draft_languages)
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,7 @@ class Composer:
         versions = self.summarizer.retriever.index.get([i.article_id for i in picked])
         picked = [i for i in picked if i.article_id in versions]  # retracted since the matrix was built
         reads = {i.article_id: _read(i, profile, self.recommender.matrix, now) for i in picked}
-        if write and self.policy.allow_drafts:
+        if write and self.policy.any_drafts:
             self._write_missing(picked, reads, arm)
         texts = [self._text(i, versions[i.article_id], reads, arm) for i in picked]
         items = tuple(
@@ -184,7 +194,7 @@ class Composer:
             summarizer = self.summarizer
             request = summarizer.update_request(item.article_id, reads[item.article_id], arm.update_prompt)
             update = summarizer.store.get(summarizer.summary_id(request)) if request else None
-            if update is not None and self._shows(update):
+            if update is not None and self._shows(update, current.article.language):
                 return update
             if request is not None and (len(request.developments) > 1 or request.notes):
                 return None
@@ -195,12 +205,14 @@ class Composer:
             if s.kind == "article" and s.prompt == prompt and s.content_hash == current.content_hash
         ]
         reviewed = [s for s in mine if s.status in REVIEWED]
-        return next(iter(reviewed), None) or next((s for s in mine if self._shows(s)), None)
+        language = current.article.language
+        return next(iter(reviewed), None) or next((s for s in mine if self._shows(s, language)), None)
 
-    def _shows(self, summary: Summary) -> bool:
+    def _shows(self, summary: Summary, language: str) -> bool:
         """Whether this policy lets a reader see the summary: reviewed, or a draft where drafts may
-        show; rejected and retracted text never."""
-        return summary.status in REVIEWED or (summary.status is Status.DRAFT and self.policy.allow_drafts)
+        show in its language; rejected and retracted text never."""
+        draft = summary.status is Status.DRAFT and self.policy.drafts_show(language)
+        return summary.status in REVIEWED or draft
 
     def _item(
         self,

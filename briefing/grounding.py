@@ -172,6 +172,8 @@ class EmbeddingLexicalChecker:
     """Meaning by embeddings, words and facts by lookup, likelihood by the LLM when a scorer is
     given; see the module docstring."""
 
+    name = "embedding-lexical"  # what every figure about it names, and the show gate is keyed on
+
     def __init__(
         self,
         embedder: Embedder,

@@ -439,7 +439,7 @@ def _sentence_line(sentence: Any) -> str:
 
 def _briefing_text(briefing: Briefing) -> str:
     since = f"since {_zoned(briefing.since)}" if briefing.since else "first visit"
-    policy = "checked drafts allowed" if briefing.policy.allow_drafts else "reviewed text only"
+    policy = "checked drafts may show" if briefing.policy.any_drafts else "reviewed text only"
     lines = [
         f"Since you were last here: briefing for {briefing.reader_id} ({since}; variant {briefing.variant}; "
         f"policy {briefing.policy.name}: {policy})",

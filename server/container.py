@@ -19,6 +19,7 @@ from briefing import (
     make_generator,
     make_scorer,
 )
+from briefing.gate import draft_languages
 from indexing import Chunker, Embedder, Indexer, QdrantIndex, SentenceTransformerEmbedder
 from recsys import CandidateMatrix, EventRepository, Recommender
 from server.parts import RememberingEmbedder, Stoppable, StoppableScorer
@@ -149,7 +150,12 @@ def build_summary_store(settings: Settings, engine: Engine | None = None) -> Sum
 
 
 def build_composer(settings: Settings, recommender: Recommender, summarizer: Summarizer) -> Composer:
-    return Composer(recommender, summarizer, policy=settings.briefing)
+    """The composer under the briefing policy, with the languages the show gate lets drafts
+    show in (measured for this checker at this threshold; none without a gate)."""
+    name = getattr(summarizer.checker, "name", "")
+    languages = draft_languages(settings.show_gate, name, settings.grounding.threshold)
+    policy = replace(settings.briefing, draft_languages=languages)
+    return Composer(recommender, summarizer, policy=policy)
 
 
 def build_clock(settings: Settings) -> Callable[[], datetime]:

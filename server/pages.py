@@ -111,8 +111,9 @@ class ReaderPages(Controller):
 @get("/about", guards=[allow(*ROLES)], sync_to_thread=False, include_in_schema=False)
 def about(request: Request[Any, Any, Any], service: NamedDependency[Service]) -> Template:
     """How the briefing is made: the models, the policy, and what is recorded about a reader."""
-    settings = request.app.state.settings
-    return Template("about.html", context={"settings": settings, "policy": service.composer.policy})
+    settings, policy = request.app.state.settings, service.composer.policy
+    drafts = policy.drafts_show(service.audience(request.user.id).language)
+    return Template("about.html", context={"settings": settings, "policy": policy, "drafts_show": drafts})
 
 
 @post("/logout", guards=[allow(*ROLES)], sync_to_thread=False, include_in_schema=False)

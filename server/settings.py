@@ -19,7 +19,9 @@
 | GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |
 | GROUNDING_LIKELIHOOD | llamacpp | the checker's LLM signal: llamacpp, transformers or off |
 | GROUNDING_MODEL | packaged:SmolLM2-135M-Instruct | the model it reads (its curve is fitted to this one) |
-| BRIEFING_ITEMS / BRIEFING_ALLOW_DRAFTS | 5 / true | items per briefing; may checked drafts show |
+| BRIEFING_ITEMS | 5 | items per briefing |
+| BRIEFING_ALLOW_DRAFTS | false | true: checked drafts show in every language (a demo of generation) |
+| SHOW_GATE | data/labels/gate.json | measured checker precision per language: where drafts may show |
 | BRIEFING_LLM_GREETING | true | the LLM writes the greeting (false: a template, no LLM call) |
 | CHUNK_TOKENS / CHUNK_OVERLAP | 200 / 20 | chunk size and overlap in embedding-model tokens |
 | STORY_WINDOW_HOURS / STORY_THRESHOLD | 96 / 1.3 | story clustering window and join threshold |
@@ -53,6 +55,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from briefing import BriefingPolicy, GeneratorConfig, GroundingConfig
+from briefing.gate import GATE_FILE
 from indexing import PACKAGED_MINILM, QdrantConfig, StoryConfig
 from recsys import RecsysConfig
 from server.i18n import check_language, check_timezone
@@ -107,6 +110,7 @@ class Settings:
     llm_adapter: str | None = None
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     briefing: BriefingPolicy = field(default_factory=BriefingPolicy)
+    show_gate: Path = GATE_FILE  # by DESIGN §5, drafts show only where it says the checker passed
     service: ServiceConfig = field(default_factory=ServiceConfig)
     publication_language: str = "en"  # a reader's language and zone until they choose their own
     publication_timezone: str = "Europe/Oslo"
@@ -144,6 +148,7 @@ class Settings:
                 allow_drafts=_bool(env, "BRIEFING_ALLOW_DRAFTS", BriefingPolicy.allow_drafts),
                 llm_greeting=_bool(env, "BRIEFING_LLM_GREETING", BriefingPolicy.llm_greeting),
             ),
+            show_gate=Path(env.get("SHOW_GATE") or GATE_FILE),
             service=_service(env),
             publication_language=check_language(env.get("PUBLICATION_LANGUAGE", "en")),
             publication_timezone=check_timezone(env.get("PUBLICATION_TZ", "Europe/Oslo")),

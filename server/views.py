@@ -35,7 +35,7 @@ def live_to_readers(service: Service, summaries: Sequence[Summary]) -> dict[str,
     the article's current version shows; a draft shows only where drafts may and no reviewed text
     of that version exists; rejected and retired text never."""
     current = service.indexer.index.get(sorted({s.article_id for s in summaries}))
-    allow_drafts = service.composer.policy.allow_drafts
+    policy = service.composer.policy
     reviewed: dict[str, set[tuple[str, str]]] = {}
     for article_id in {s.article_id for s in summaries if s.status is Status.DRAFT}:
         found = service.summaries.find(article_id)
@@ -43,7 +43,8 @@ def live_to_readers(service: Service, summaries: Sequence[Summary]) -> dict[str,
     out: dict[str, Live] = {}
     for s in summaries:
         record = current.get(s.article_id)
-        out[s.id] = _live(s, record.content_hash if record else None, allow_drafts, reviewed)
+        drafts = record is not None and policy.drafts_show(record.article.language)
+        out[s.id] = _live(s, record.content_hash if record else None, drafts, reviewed)
     return out
 
 
@@ -59,7 +60,7 @@ def _live(
     if s.content_hash != current_hash:
         return Live(False, "its article changed since it was written")
     if s.status is Status.DRAFT and not allow_drafts:
-        return Live(False, "drafts are not shown: readers get reviewed text only")
+        return Live(False, "drafts are not shown in this language: readers get reviewed text only")
     if s.status is Status.DRAFT and (s.content_hash, s.kind) in reviewed.get(s.article_id, set()):
         return Live(False, "a reviewed text of this article shows instead")
     if s.status is Status.DRAFT:

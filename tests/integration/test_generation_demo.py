@@ -139,7 +139,9 @@ def composer(demo: Indexer, summarizer: Summarizer) -> Composer:
     load_readers(DEMO / "readers.jsonl", events)
     recommender = Recommender(CandidateMatrix.from_index(demo.index, demo.embedder.dim), events)
     recommender.refresh(recommender.matrix, NOW)
-    return Composer(recommender, summarizer)
+    # Drafts forced on: this module is about what generation writes (the shipped policy, where the
+    # show gate decides, is tested in tests/unit/test_gate.py and the service tests).
+    return Composer(recommender, summarizer, policy=BriefingPolicy(allow_drafts=True))
 
 
 def test_a_briefing_has_a_greeting_and_cited_items(composer: Composer) -> None:

@@ -215,10 +215,9 @@ def test_the_about_page_states_the_policy_it_runs_under() -> None:
     from server.settings import Settings
 
     settings = Settings()
-    shown = render("about.html", settings=settings, policy=BriefingPolicy(allow_drafts=True), role="reader")
-    reviewed_only = render(
-        "about.html", settings=settings, policy=BriefingPolicy(allow_drafts=False), role="reader"
-    )
+    policy = BriefingPolicy()
+    shown = render("about.html", settings=settings, policy=policy, drafts_show=True, role="reader")
+    reviewed_only = render("about.html", settings=settings, policy=policy, drafts_show=False, role="reader")
     assert "not yet reviewed by an editor" in shown and "Only summaries an editor has reviewed" not in shown
     assert "Only summaries an editor has reviewed are shown" in reviewed_only
     assert "SmolLM2-135M-Instruct" in shown and "at least 0.6" in shown

@@ -1,0 +1,312 @@
+"""The project's labelled sentences: generate candidates from the demo newsroom, then score a
+checker's show policy on the labels (issue 17; DESIGN §5).
+
+    python bench/label_set.py generate --out data/labels/candidates.jsonl
+    python bench/label_set.py score --out bench/results/labels_embedding-lexical.json
+
+`generate` runs the production path on the demo newsroom (data/demo: ingest into embedded
+Qdrant, llama-index retrieval, the packaged SmolLM2 GGUF through llama.cpp, the grounding check)
+and writes every sentence the model wrote that reached the check, kept or dropped, with its
+support score, missing facts and citations: article summaries (each article gets one of the
+article templates, chosen by its id's hash, in its own language where a template for it exists)
+and story updates (each developing story, for a reader who read its first k articles). It is our
+own text (the demo newsroom is ours), so it is committed with its labels.
+
+`score` joins the candidates with data/labels/labels.jsonl (one row per sentence id: `label` is
+supported, unsupported or garbled; `error` names an unsupported sentence's error type) and
+reports, per language and split, what the shipped policy shows and how much of it is right:
+precision of the shown sentences (supported / shown), the share of supported sentences shown,
+and the threshold that the selection half would need for precision >= 0.95. The split is by
+story (every article of one story in one half), stricter than by article: follow-ups repeat
+their story's facts, so an article-level split would leak them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import machine, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo"
+LABELS = ROOT / "data" / "labels"
+ARTICLE_TEMPLATES = ("article", "article-one-sentence")
+TARGET_PRECISION = 0.95
+
+
+def split_of(story_key: str) -> str:
+    """'select' (choosing thresholds) or 'report' (the figures), fixed by the story's key."""
+    return "select" if int(hashlib.sha256(story_key.encode()).hexdigest(), 16) % 2 == 0 else "report"
+
+
+# -- generate ---------------------------------------------------------------------------------
+
+
+def generate(out: Path, limit: int | None, updates_per_story: int) -> None:
+    from briefing import GenerationError
+    from indexing import open_source
+    from server.container import build_indexer, build_summarizer, build_summary_store
+    from server.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.from_env({**os.environ, "DATA_DIR": tmp})
+        indexer = build_indexer(settings)
+        indexer.ingest(open_source(str(DEMO / "articles")))
+        summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings))
+        stories = indexer.stories()
+        story_of = {a.id: story_id for story_id, articles in stories.items() for a in articles}
+        first_of = {story_id: articles[0].id for story_id, articles in stories.items()}
+        start = time.monotonic()
+        jobs = list(_jobs(stories, updates_per_story))[:limit]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        with out.open("w") as sink:  # row by row: an interrupted run keeps what it wrote
+            for n, (kind, article_id, read) in enumerate(jobs, 1):
+                language = next(a.language for s in stories.values() for a in s if a.id == article_id)
+                try:
+                    summaries = _write(summarizer, kind, article_id, read)
+                except GenerationError as exc:  # a timeout: this one is left out, the run goes on
+                    print(f"{n}/{len(jobs)} {kind} {article_id} failed: {exc}", flush=True)
+                    continue
+                split = split_of(first_of[story_of[article_id]])
+                for row in (r for summary in summaries for r in _rows(summary, language, split)):
+                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    written += 1
+                sink.flush()
+                print(f"{n}/{len(jobs)} {kind} {article_id} ({time.monotonic() - start:.0f} s)", flush=True)
+        print(f"wrote {written} sentences to {out}")
+
+
+def _write(summarizer: Any, kind: str, article_id: str, read: list[str]) -> list[Any]:
+    from briefing.summarize import Followed
+
+    if kind == "article":
+        name = ARTICLE_TEMPLATES[int(hashlib.sha256(article_id.encode()).hexdigest(), 16) % 2]
+        return list(summarizer.summarize([article_id], prompt=name, refresh=True))
+    update = summarizer.update(article_id, Followed(tuple(read)), refresh=True)
+    return [update] if update is not None else []
+
+
+def _jobs(stories: dict[str, list[Any]], per_story: int) -> Iterator[tuple[str, str, list[str]]]:
+    """Story by story: each article's summary, then updates of its newest article for readers
+    who read the first k articles (a run cut short still holds both kinds)."""
+    for articles in stories.values():
+        ids = [a.id for a in articles]
+        for article_id in ids:
+            yield "article", article_id, []
+        for k in range(1, min(len(ids), per_story + 1)):
+            yield "update", ids[-1], ids[:k]
+
+
+def _rows(summary: Any, language: str, split: str) -> Iterator[dict[str, Any]]:
+    generated = [(s, True) for s in summary.sentences if not s.extractive] + [
+        (s, False) for s in summary.dropped
+    ]
+    for sentence, kept in generated:
+        key = f"{summary.id}|{sentence.text}"
+        yield {
+            "id": hashlib.sha256(key.encode()).hexdigest()[:12],
+            "split": split,
+            "language": language,
+            "kind": summary.kind,
+            "prompt": summary.prompt,
+            "article_id": summary.article_id,
+            "basis": list(summary.basis),
+            "cited_articles": list(sentence.articles),
+            "sentence": sentence.text,
+            "score": sentence.score,
+            "missing": list(sentence.missing),
+            "kept": kept,
+            "model": summary.model,
+        }
+
+
+# -- score ------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def joined(candidates: Path, labels: Path) -> list[dict[str, Any]]:
+    """Candidates that carry a label (unlabelled ones are left out and counted)."""
+    by_id = {row["id"]: row for row in read_jsonl(labels)}
+    rows = [{**c, **by_id[c["id"]]} for c in read_jsonl(candidates) if c["id"] in by_id]
+    unknown = set(by_id) - {c["id"] for c in read_jsonl(candidates)}
+    if unknown:
+        raise SystemExit(f"labels name {len(unknown)} unknown sentence ids, e.g. {sorted(unknown)[:3]}")
+    bad = [r["id"] for r in rows if r["label"] not in ("supported", "unsupported", "garbled")]
+    if bad:
+        raise SystemExit(f"labels must be supported, unsupported or garbled: {bad[:5]}")
+    return rows
+
+
+def shown_at(row: dict[str, Any], threshold: float) -> bool:
+    """What the check shows at `threshold`: enough support and no fact missing from evidence."""
+    return row["score"] >= threshold and not row["missing"]
+
+
+def policy_figures(rows: list[dict[str, Any]], threshold: float, *, policy: bool = False) -> dict[str, Any]:
+    """Precision and coverage of what is shown; `policy` uses the recorded decision (`kept`)."""
+    shown = [r for r in rows if (r["kept"] if policy else shown_at(r, threshold))]
+    right = sum(r["label"] == "supported" for r in shown)
+    supported = sum(r["label"] == "supported" for r in rows)
+    return {
+        "sentences": len(rows),
+        "labels": dict(Counter(r["label"] for r in rows)),
+        "shown": len(shown),
+        "shown_right": right,
+        "shown_wrong": sum(r["label"] == "unsupported" for r in shown),
+        "shown_garbled": sum(r["label"] == "garbled" for r in shown),
+        "precision": right / len(shown) if shown else None,
+        "precision_ci_low": wilson_low(right, len(shown)),
+        "precision_ci95": _bootstrap([r["label"] == "supported" for r in shown]),
+        "supported_shown": right / supported if supported else None,
+    }
+
+
+def wilson_low(successes: int, n: int, z: float = 1.959964) -> float | None:
+    """The Wilson score interval's lower bound (95%): unlike the plain one it stays inside [0, 1]
+    and is honest for small n and precision near 1."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+    return (centre - spread) / (1 + z * z / n)
+
+
+def _bootstrap(outcomes: list[bool], rounds: int = 2000) -> list[float] | None:
+    import numpy as np
+
+    if not outcomes:
+        return None
+    values = np.asarray(outcomes, dtype=np.float64)
+    draws = np.random.default_rng(17).choice(values, size=(rounds, len(values)), replace=True).mean(axis=1)
+    return [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]
+
+
+def threshold_for(rows: list[dict[str, Any]], target: float) -> float | None:
+    """The lowest threshold whose shown sentences reach `target` precision (None: none does)."""
+    for threshold in sorted({r["score"] for r in rows}):
+        figures = policy_figures(rows, threshold)
+        if figures["shown"] >= 10 and (figures["precision"] or 0.0) >= target:
+            return float(threshold)
+    return None
+
+
+def write_gate(path: Path, checker: str, threshold: float, results: dict[str, Any]) -> None:
+    """The figures the service's show gate reads (briefing.gate): the report half, as shipped."""
+    languages = {
+        language: {
+            k: f["shipped_policy"]["report"][k]
+            for k in ("precision", "precision_ci_low", "shown", "sentences")
+        }
+        for language, f in results.items()
+        if isinstance(f, dict) and "shipped_policy" in f
+    }
+    gate = {
+        "checker": checker,
+        "threshold": threshold,
+        "target_precision": TARGET_PRECISION,
+        "languages": languages,
+    }
+    path.write_text(json.dumps(gate, indent=2) + "\n")
+    print(f"wrote the show gate {path}")
+
+
+def score(
+    candidates: Path, labels: Path, out: Path, checker: str, args: Any, gate: Path | None = None
+) -> dict[str, Any]:
+    from server.settings import Settings
+
+    threshold = Settings.from_env({}).grounding.threshold
+    rows = joined(candidates, labels)
+    results: dict[str, Any] = {
+        "checker": checker,
+        "threshold": threshold,
+        "target_precision": TARGET_PRECISION,
+    }
+    for language in sorted({r["language"] for r in rows}):
+        mine = [r for r in rows if r["language"] == language]
+        select = [r for r in mine if r["split"] == "select"]
+        report = [r for r in mine if r["split"] == "report"]
+        chosen = threshold_for(select, TARGET_PRECISION)
+        results[language] = {
+            "shipped_policy": {
+                s: policy_figures(p, threshold, policy=True)
+                for s, p in (("select", select), ("report", report))
+            },
+            "threshold_for_target_on_select": chosen,
+            "report_at_that_threshold": policy_figures(report, chosen) if chosen is not None else None,
+            "errors": dict(Counter(r.get("error") or "-" for r in mine if r["label"] == "unsupported")),
+        }
+    _table(results)
+    if gate is not None:
+        write_gate(gate, checker, threshold, results)
+    write_results(
+        {"machine": machine(), "data": {"candidates": str(candidates), "labels": str(labels)}, **results},
+        out,
+        args,
+    )
+    return results
+
+
+def _table(results: dict[str, Any]) -> None:
+    print(f"checker {results['checker']} at threshold {results['threshold']} (shipped policy)")
+    print(
+        f"{'lang':<5}{'split':<8}{'sentences':>10}{'shown':>7}{'right':>7}{'wrong':>7}{'garbled':>8}{'precision':>11}"
+    )
+    for language, figures in results.items():
+        if not isinstance(figures, dict) or "shipped_policy" not in figures:
+            continue
+        for split, f in figures["shipped_policy"].items():
+            precision = "-" if f["precision"] is None else f"{f['precision']:.3f}"
+            print(
+                f"{language:<5}{split:<8}{f['sentences']:>10}{f['shown']:>7}{f['shown_right']:>7}"
+                f"{f['shown_wrong']:>7}{f['shown_garbled']:>8}{precision:>11}"
+            )
+        chosen = figures["threshold_for_target_on_select"]
+        print(f"      threshold for precision >= {TARGET_PRECISION} on select: {chosen}")
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("generate", help="write candidate sentences from the demo newsroom")
+    make.add_argument("--out", type=Path, default=LABELS / "candidates.jsonl")
+    make.add_argument("--limit", type=int, default=None, help="at most this many summaries (a quick look)")
+    make.add_argument("--updates-per-story", type=int, default=2)
+    judge = commands.add_parser("score", help="precision of the shown sentences on the labels")
+    judge.add_argument("--candidates", type=Path, default=LABELS / "candidates.jsonl")
+    judge.add_argument("--labels", type=Path, default=LABELS / "labels.jsonl")
+    judge.add_argument("--checker", default="embedding-lexical")
+    judge.add_argument(
+        "--gate", type=Path, default=None, help="also write the show gate here (data/labels/gate.json)"
+    )
+    judge.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "labels_embedding-lexical.json"
+    )
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.command == "generate":
+        generate(args.out, args.limit, args.updates_per_story)
+    else:
+        score(args.candidates, args.labels, args.out, args.checker, args, args.gate)
+
+
+if __name__ == "__main__":
+    main()

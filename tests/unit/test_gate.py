@@ -1,0 +1,82 @@
+"""The show gate (DESIGN §5): drafts show only in languages whose checker precision, measured on
+the labelled sentences for this checker at this threshold, reaches the target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from briefing import BriefingPolicy
+from briefing.gate import MIN_SHOWN, TARGET_PRECISION, draft_languages
+
+
+def gate(tmp_path: Path, **changes: Any) -> Path:
+    data = {
+        "checker": "embedding-lexical",
+        "threshold": 0.6,
+        "languages": {
+            "en": {"precision": 0.97, "precision_ci_low": 0.91, "shown": 120},
+            "nb": {"precision": 0.71, "precision_ci_low": 0.6, "shown": 80},
+        },
+        **changes,
+    }
+    path = tmp_path / "gate.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_only_languages_that_pass_show_drafts(tmp_path: Path) -> None:
+    assert draft_languages(gate(tmp_path), "embedding-lexical", 0.6) == {"en"}
+
+
+@pytest.mark.parametrize(("checker", "threshold"), [("relation", 0.6), ("embedding-lexical", 0.5)])
+def test_a_gate_measured_for_another_checker_or_threshold_passes_nothing(
+    tmp_path: Path, checker: str, threshold: float
+) -> None:
+    assert draft_languages(gate(tmp_path), checker, threshold) == frozenset()
+
+
+def test_too_few_shown_sentences_measure_nothing(tmp_path: Path) -> None:
+    languages = {
+        "en": {"precision": 1.0, "shown": MIN_SHOWN - 1},
+        "nb": {"precision": TARGET_PRECISION, "shown": MIN_SHOWN},
+    }
+    assert draft_languages(gate(tmp_path, languages=languages), "embedding-lexical", 0.6) == {"nb"}
+
+
+@pytest.mark.parametrize("content", [None, "not json", '{"checker": "embedding-lexical"}'])
+def test_no_gate_or_a_broken_one_passes_nothing(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "gate.json"
+    if content is not None:
+        path.write_text(content)
+    assert draft_languages(path, "embedding-lexical", 0.6) == frozenset()
+
+
+def test_the_shipped_policy_shows_no_draft_without_a_passing_gate() -> None:
+    policy = BriefingPolicy()
+    assert not policy.allow_drafts and not policy.any_drafts
+    assert not policy.drafts_show("en") and not policy.drafts_show("nb")
+    gated = BriefingPolicy(draft_languages=frozenset({"en"}))
+    assert gated.drafts_show("en") and not gated.drafts_show("nb") and gated.any_drafts
+    assert BriefingPolicy(allow_drafts=True).drafts_show("nb")
+
+
+def test_the_committed_gate_is_what_the_service_reads() -> None:
+    """The service runs the embedding-lexical checker at 0.6 by default: whatever the committed
+    gate says for it is what readers get, and a language passes only on measured figures."""
+    from server.settings import Settings
+
+    settings = Settings.from_env({})
+    languages = draft_languages(settings.show_gate, "embedding-lexical", settings.grounding.threshold)
+    if settings.show_gate.exists():
+        figures = json.loads(settings.show_gate.read_text())["languages"]
+        assert languages == {
+            lang
+            for lang, f in figures.items()
+            if f["precision"] >= TARGET_PRECISION and f["shown"] >= MIN_SHOWN
+        }
+    else:
+        assert languages == frozenset()
