@@ -62,10 +62,10 @@ DEMO = ROOT / "data" / "demo"
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 JWT_SECRET = "bench-serve-" + "k" * 40  # fixed and >= 32 bytes: the bench signs reader tokens too
 POLICY = {
-    "allow_drafts": True,
+    "allow_drafts": False,
     "llm_greeting": True,
     "jobs": True,
-    "text": "shipped defaults: stored drafts may show, the LLM runs only in jobs, scheduler on",
+    "text": "shipped defaults: drafts only where the show gate passes, LLM only in jobs, scheduler on",
 }
 READY_TIMEOUT_S = 300.0
 VISIT_S = float(os.environ.get("SESSION_MINUTES", "30")) * 60  # the server inherits SESSION_MINUTES
