@@ -226,7 +226,11 @@ def test_the_about_page_names_the_model_the_policy_and_the_erasure(
     page = client.get("/about").text
     assert settings.llm.model.removeprefix("packaged:") in page
     assert f"at least {settings.grounding.threshold}" in page
-    assert "labelled as not yet reviewed" in page  # checked drafts may show (the default policy)
+    # the shipped policy: no measured show gate passes, so readers get reviewed or quoted text
+    assert (
+        "Only summaries an editor has reviewed are shown" in page
+        and "labelled as not yet reviewed" not in page
+    )
     assert f"deleted after {settings.service.retention_days:.0f} days" in page
     assert "erases your events, your visits and your briefings" in page
 

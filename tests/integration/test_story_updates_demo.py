@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from briefing import (
+    BriefingPolicy,
     Chat,
     Completion,
     Composer,
@@ -99,7 +100,8 @@ def composer(demo: Indexer, summarizer: Summarizer) -> Composer:
     load_readers(DEMO / "readers.jsonl", events)
     recommender = Recommender(CandidateMatrix.from_index(demo.index, demo.embedder.dim), events)
     recommender.refresh(recommender.matrix, NOW)
-    return Composer(recommender, summarizer)
+    # drafts forced on: this module is about what a story update says when it shows
+    return Composer(recommender, summarizer, policy=BriefingPolicy(allow_drafts=True))
 
 
 def covered(summarizer: Summarizer, newest: str, followed: Followed | Sequence[str]) -> list[str]:
