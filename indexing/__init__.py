@@ -28,7 +28,7 @@ from indexing.store import (
     SearchFilter,
     VectorIndex,
 )
-from indexing.stories import PairScores, StoryClusterer, StoryConfig, pairwise_scores
+from indexing.stories import PairScores, StoryClusterer, StoryConfig, batch_stories, pairwise_scores
 from indexing.text import CALENDAR_WORDS, STOPWORDS, html_to_text
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "StoryConfig",
     "VectorIndex",
     "Vectors",
+    "batch_stories",
     "html_to_text",
     "make_embedder",
     "open_source",
