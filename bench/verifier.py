@@ -1,0 +1,196 @@
+"""Train the relation verifier and cache it under DATA_DIR/models/verifier (`make verifier`).
+
+    python bench/verifier.py --data-dir var [--shared ../shared/datasets] [--pairs 3000]
+
+Training pairs are synthetic errors (briefing/synthetic.py) from the demo newsroom's articles
+(data/demo/articles: our own text), and with `--shared`, for the benchmark model, also from XSum
+articles (../shared/datasets/xsum, none that FRANK rates) and from FRANK's validation half: its
+articles' sentences and its rated summaries (a faithful summary's sentences against their
+closest article window: supported; a one-sentence unfaithful summary: not). FRANK's test half is
+never read here. XSum, CNN/DM and FRANK articles are research-only: weights trained on them stay
+under DATA_DIR and are never committed.
+
+A fifth of the demo articles (by id) is held out: their synthetic pairs, each sentence checked
+against its whole article by `RelationChecker.features`, fit the calibration (logistic regression
+of the label on the verifier's logit and the embedding-lexical text score) and give the held-out
+AUCs reported in bench/results/verifier.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import machine, write_results
+
+from briefing.grounding import Evidence, split_sentences
+from briefing.synthetic import Pair, article_sentences, synthetic_pairs
+from briefing.verifier import (
+    CrossEncoderVerifier,
+    RelationChecker,
+    TrainConfig,
+    fit_calibration,
+    save_calibration,
+    train,
+    verifier_dir,
+)
+from indexing import SentenceTransformerEmbedder
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo" / "articles"
+SECONDS_PER_PAIR = 0.2  # measured on the 2-core development machine at max_length 128
+
+
+def main() -> None:
+    args = parse_args()
+    demo = demo_articles()
+    train_ids = {a for a in demo if not held_out(a)}
+    rng = random.Random(args.seed)
+    pairs = synthetic_pairs([demo[a] for a in sorted(train_ids)], seed=args.seed)
+    sources = {"demo": len(pairs)}
+    if args.shared:
+        embedder = SentenceTransformerEmbedder()
+        shared = shared_pairs(args.shared, args.seed, embedder)
+        sources.update({k: len(v) for k, v in shared.items()})
+        pairs += [p for v in shared.values() for p in v]
+    rng.shuffle(pairs)
+    pairs = pairs[: args.pairs]
+    config = TrainConfig(seed=args.seed, max_length=args.max_length)
+    print(
+        f"training the verifier on {len(pairs)} pairs ({sources} before sampling): expect about "
+        f"{len(pairs) * SECONDS_PER_PAIR / 60:.0f} minutes on 2 cores, then a minute to calibrate",
+        flush=True,
+    )
+    held = {a: demo[a] for a in demo if a not in train_ids}
+    report: dict[str, Any] = {"sources": sources, "pairs": len(pairs), "config": config.__dict__}
+    started = time.perf_counter()
+
+    def calibrate(folder: Path) -> None:
+        report["calibration"] = calibrate_on(folder, held, args.seed, args.calibration_pairs)
+        report["seconds"] = round(time.perf_counter() - started, 1)
+
+    notes = {"sources": sources, "shared": bool(args.shared)}
+    out = train(pairs, args.out or verifier_dir(args.data_dir), config, notes=notes, finish=calibrate)
+    report["cached_at"] = str(out)
+    report["machine"] = machine()
+    print(json.dumps(report["calibration"], indent=2))
+    if args.results:
+        write_results(report, args.results, args)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "var")))
+    parser.add_argument("--out", type=Path, help="folder for the model (default DATA_DIR/models/verifier)")
+    parser.add_argument("--shared", type=Path, help="../shared/datasets: add XSum and FRANK validation pairs")
+    parser.add_argument("--pairs", type=int, default=3000, help="training pairs (sampled)")
+    parser.add_argument("--max-length", type=int, default=TrainConfig.max_length)
+    parser.add_argument(
+        "--calibration-pairs", type=int, default=400, help="held-out pairs the calibration is fitted on"
+    )
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--results", type=Path, help="JSON report (bench/results/verifier.json)")
+    return parser.parse_args()
+
+
+def demo_articles() -> dict[str, list[str]]:
+    articles = {}
+    for path in sorted(DEMO.glob("*.jsonl")):
+        for line in path.open(encoding="utf-8"):
+            row = json.loads(line)
+            articles[row["id"]] = article_sentences(row)
+    return articles
+
+
+def held_out(article_id: str) -> bool:
+    """A fifth of the demo articles, fixed by id: calibration and held-out figures."""
+    return int(hashlib.sha256(article_id.encode()).hexdigest(), 16) % 5 == 0
+
+
+def calibrate_on(folder: Path, held: dict[str, list[str]], seed: int, size: int) -> dict[str, Any]:
+    """Fit the calibration on held-out demo pairs (a sample of `size`, spread over the
+    articles) checked against their whole article."""
+    from sklearn.metrics import roc_auc_score
+
+    checker = RelationChecker(SentenceTransformerEmbedder(), CrossEncoderVerifier(folder))
+    logits, texts, labels, kinds = [], [], [], []
+    rng = random.Random(seed)
+    per_article = max(2, size // max(1, len(held)))
+    for article_id, sentences in sorted(held.items()):
+        pairs = [p for p in synthetic_pairs([sentences], seed=seed) if p.kind != "unrelated"]
+        pairs = rng.sample(pairs, min(per_article, len(pairs)))
+        evidence = [Evidence(article_id, " ".join(sentences))]
+        for p, f in zip(pairs, checker.features([p.sentence for p in pairs], evidence), strict=True):
+            logits.append(f.logit)
+            texts.append(f.base.text_score)
+            labels.append(p.label)
+            kinds.append(p.kind)
+    calibration = fit_calibration(
+        logits, texts, labels, f"held-out synthetic pairs of {len(held)} demo articles"
+    )
+    save_calibration(folder, calibration)
+    combined = [calibration(x, t) for x, t in zip(logits, texts, strict=True)]
+    by_kind = {}
+    for kind in sorted(set(kinds) - {"supported"}):
+        keep = [i for i, k in enumerate(kinds) if k in (kind, "supported")]
+        by_kind[kind] = round(float(roc_auc_score([labels[i] for i in keep], [combined[i] for i in keep])), 3)
+    return {
+        "fitted": calibration.__dict__,
+        "pairs": len(labels),
+        "auc_verifier": round(float(roc_auc_score(labels, logits)), 3),
+        "auc_text_score": round(float(roc_auc_score(labels, texts)), 3),
+        "auc_combined": round(float(roc_auc_score(labels, combined)), 3),
+        "auc_combined_by_error": by_kind,
+    }
+
+
+def shared_pairs(datasets: Path, seed: int, embedder: SentenceTransformerEmbedder) -> dict[str, list[Pair]]:
+    """Synthetic pairs from XSum articles FRANK does not rate and from FRANK's validation
+    articles, and FRANK's validation summaries as rated pairs."""
+    frank = [json.loads(line) for line in (datasets / "frank" / "frank_articles_refs_systems.jsonl").open()]
+    rated = {str(r["orig_id"]) for r in frank} | {str(r["id"]) for r in frank}
+    xsum = [json.loads(line) for line in (datasets / "xsum" / "xsum.jsonl").open()]
+    docs = [split_sentences(x["document"]) for x in xsum if str(x["id"]) not in rated][:300]
+    validation = [r for r in frank if r["frank_split"] == "validation"]
+    return {
+        "xsum": synthetic_pairs([[s for s in d if len(s.split()) >= 5] for d in docs], seed=seed),
+        "frank_validation_synthetic": synthetic_pairs(
+            [[s for s in split_sentences(r["article"]) if len(s.split()) >= 5] for r in validation], seed=seed
+        ),
+        "frank_validation_rated": rated_pairs(validation, embedder),
+    }
+
+
+def rated_pairs(rows: list[dict[str, Any]], embedder: SentenceTransformerEmbedder) -> list[Pair]:
+    from briefing.grounding import _units
+
+    out = []
+    for row in rows:
+        units, _, _ = _units([Evidence("a", row["article"])])
+        for summary in row["system_summaries"]:
+            score = summary["frank_factuality"]
+            sentences = split_sentences(summary["summary"]) or [summary["summary"]]
+            if score is None or (score < 1.0 and len(sentences) > 1):
+                continue  # which sentence of an unfaithful summary is wrong is not known
+            vectors = embedder.embed_documents([*sentences, *units])
+            nearest = (vectors[: len(sentences)] @ vectors[len(sentences) :].T).argmax(axis=1)
+            for s, j in zip(sentences, nearest, strict=True):
+                out.append(Pair(s, units[int(j)], int(score >= 1.0), "frank", "en"))
+    return out
+
+
+if __name__ == "__main__":
+    main()
