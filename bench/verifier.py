@@ -59,13 +59,11 @@ def main() -> None:
     rng = random.Random(args.seed)
     pairs = synthetic_pairs([demo[a] for a in sorted(train_ids)], seed=args.seed)
     sources = {"demo": len(pairs)}
+    by_source = {"demo": pairs}
     if args.shared:
-        embedder = SentenceTransformerEmbedder()
-        shared = shared_pairs(args.shared, args.seed, embedder)
-        sources.update({k: len(v) for k, v in shared.items()})
-        pairs += [p for v in shared.values() for p in v]
-    rng.shuffle(pairs)
-    pairs = pairs[: args.pairs]
+        by_source.update(shared_pairs(args.shared, args.seed, SentenceTransformerEmbedder()))
+        sources.update({k: len(v) for k, v in by_source.items()})
+    pairs = sample(by_source, args.pairs, rng)
     config = TrainConfig(seed=args.seed, max_length=args.max_length)
     print(
         f"training the verifier on {len(pairs)} pairs ({sources} before sampling): expect about "
@@ -81,7 +79,9 @@ def main() -> None:
         report["seconds"] = round(time.perf_counter() - started, 1)
 
     notes = {"sources": sources, "shared": bool(args.shared)}
-    out = train(pairs, args.out or verifier_dir(args.data_dir), config, notes=notes, finish=calibrate)
+    folder = verifier_dir(args.data_dir)
+    default = folder.with_name("verifier-bench") if args.shared else folder
+    out = train(pairs, args.out or default, config, notes=notes, finish=calibrate)
     report["cached_at"] = str(out)
     report["machine"] = machine()
     print(json.dumps(report["calibration"], indent=2))
@@ -94,7 +94,11 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "var")))
-    parser.add_argument("--out", type=Path, help="folder for the model (default DATA_DIR/models/verifier)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="model folder (default DATA_DIR/models/verifier, verifier-bench with --shared)",
+    )
     parser.add_argument("--shared", type=Path, help="../shared/datasets: add XSum and FRANK validation pairs")
     parser.add_argument("--pairs", type=int, default=3000, help="training pairs (sampled)")
     parser.add_argument("--max-length", type=int, default=TrainConfig.max_length)
@@ -104,6 +108,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--results", type=Path, help="JSON report (bench/results/verifier.json)")
     return parser.parse_args()
+
+
+def sample(by_source: dict[str, list[Pair]], size: int, rng: random.Random) -> list[Pair]:
+    """FRANK's rated pairs all (up to a third of `size`: the only abstractive sentences), the
+    rest in equal shares from each synthetic source, shuffled."""
+    rated = by_source.get("frank_validation_rated", [])[: size // 3]
+    synthetic = [v for k, v in by_source.items() if k != "frank_validation_rated"]
+    share = (size - len(rated)) // max(1, len(synthetic))
+    pairs = list(rated)
+    for source in synthetic:
+        pairs += rng.sample(source, min(share, len(source)))
+    rng.shuffle(pairs)
+    return pairs
 
 
 def demo_articles() -> dict[str, list[str]]:
@@ -180,13 +197,13 @@ def rated_pairs(rows: list[dict[str, Any]], embedder: SentenceTransformerEmbedde
     out = []
     for row in rows:
         units, _, _ = _units([Evidence("a", row["article"])])
+        unit_vectors = embedder.embed_documents(units)
         for summary in row["system_summaries"]:
             score = summary["frank_factuality"]
             sentences = split_sentences(summary["summary"]) or [summary["summary"]]
             if score is None or (score < 1.0 and len(sentences) > 1):
                 continue  # which sentence of an unfaithful summary is wrong is not known
-            vectors = embedder.embed_documents([*sentences, *units])
-            nearest = (vectors[: len(sentences)] @ vectors[len(sentences) :].T).argmax(axis=1)
+            nearest = (embedder.embed_documents(sentences) @ unit_vectors.T).argmax(axis=1)
             for s, j in zip(sentences, nearest, strict=True):
                 out.append(Pair(s, units[int(j)], int(score >= 1.0), "frank", "en"))
     return out

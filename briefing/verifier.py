@@ -44,6 +44,9 @@ from indexing import Embedder
 
 log = logging.getLogger(__name__)
 
+# GROUNDING_CHECKER's names: today's check, and this module's (falls back to today's when no
+# trained verifier is cached).
+CHECKERS = ("embedding-lexical", "relation")
 CALIBRATION_FILE = "calibration.json"
 TRAINING_FILE = "training.json"
 

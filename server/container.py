@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,10 +21,13 @@ from briefing import (
     make_scorer,
 )
 from briefing.gate import draft_languages
+from briefing.verifier import RelationChecker, load_relation_checker, verifier_dir
 from indexing import Chunker, Embedder, Indexer, QdrantIndex, SentenceTransformerEmbedder
 from recsys import CandidateMatrix, EventRepository, Recommender
 from server.parts import RememberingEmbedder, Stoppable, StoppableScorer
 from server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the service pulls in SQLAlchemy; CLI commands that do not need it stay light
     from sqlalchemy import Engine
@@ -102,20 +106,39 @@ def build_summarizer(
     checkers keep the vectors of the sentences they embedded (`RememberingEmbedder`)."""
     generator = generator or build_generator(settings)
     checking = RememberingEmbedder(indexer.embedder)
+    checker = build_checker(settings, checking, stop=stop)
+    # The relation checker has no LLM pass: editors' sentences get the same verdict as drafts.
+    quick = (
+        checker
+        if isinstance(checker, RelationChecker)
+        else EmbeddingLexicalChecker(checking, settings.grounding)
+    )
     return Summarizer(
         Stoppable(generator, stop) if stop is not None else generator,
         EvidenceRetriever(indexer.index, indexer.embedder),
-        build_checker(settings, checking, stop=stop),
+        checker,
         store or build_summary_store(settings),
         config=SummarizerConfig(adapter=settings.llm_adapter),
-        request_checker=EmbeddingLexicalChecker(checking, settings.grounding),
+        request_checker=quick,
     )
 
 
 def build_checker(
     settings: Settings, embedder: Embedder, *, stop: threading.Event | None = None
-) -> EmbeddingLexicalChecker:
+) -> EmbeddingLexicalChecker | RelationChecker:
+    """GROUNDING_CHECKER's checker: "relation" when a trained verifier is cached under
+    DATA_DIR/models/verifier, else (and by default) the embedding-lexical check, logged."""
     grounding = settings.grounding
+    if settings.grounding_checker == "relation":
+        relation = load_relation_checker(embedder, settings.data_dir, grounding)
+        if relation is not None:
+            log.info("grounding checker: relation (verifier %s)", relation.verifier.folder)
+            return relation
+        log.warning(
+            "GROUNDING_CHECKER=relation but no trained verifier in %s (make verifier): "
+            "using the embedding-lexical checker",
+            verifier_dir(settings.data_dir),
+        )
     scorer = make_scorer(
         grounding.likelihood_backend,
         grounding.likelihood_model,

@@ -19,6 +19,7 @@
 | GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |
 | GROUNDING_LIKELIHOOD | llamacpp | the checker's LLM signal: llamacpp, transformers or off |
 | GROUNDING_MODEL | packaged:SmolLM2-135M-Instruct | the model it reads (its curve is fitted to this one) |
+| GROUNDING_CHECKER | embedding-lexical | or relation: the verifier `make verifier` puts in DATA_DIR/models |
 | BRIEFING_ITEMS | 5 | items per briefing |
 | BRIEFING_ALLOW_DRAFTS | false | true: checked drafts show in every language (a demo of generation) |
 | SHOW_GATE | data/labels/gate.json | measured checker precision per language: where drafts may show |
@@ -56,6 +57,7 @@ from pathlib import Path
 
 from briefing import BriefingPolicy, GeneratorConfig, GroundingConfig
 from briefing.gate import GATE_FILE
+from briefing.verifier import CHECKERS
 from indexing import PACKAGED_MINILM, QdrantConfig, StoryConfig
 from recsys import RecsysConfig
 from server.i18n import check_language, check_timezone
@@ -109,6 +111,7 @@ class Settings:
     llm: GeneratorConfig = field(default_factory=GeneratorConfig)
     llm_adapter: str | None = None
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    grounding_checker: str = "embedding-lexical"  # or "relation" (briefing/verifier.py)
     briefing: BriefingPolicy = field(default_factory=BriefingPolicy)
     show_gate: Path = GATE_FILE  # by DESIGN §5, drafts show only where it says the checker passed
     service: ServiceConfig = field(default_factory=ServiceConfig)
@@ -143,6 +146,7 @@ class Settings:
                 likelihood_backend=env.get("GROUNDING_LIKELIHOOD", GroundingConfig.likelihood_backend),
                 likelihood_model=env.get("GROUNDING_MODEL", GroundingConfig.likelihood_model),
             ),
+            grounding_checker=_choice(env, "GROUNDING_CHECKER", "embedding-lexical", CHECKERS),
             briefing=BriefingPolicy(
                 items=_int(env, "BRIEFING_ITEMS", BriefingPolicy.items),
                 allow_drafts=_bool(env, "BRIEFING_ALLOW_DRAFTS", BriefingPolicy.allow_drafts),
@@ -221,6 +225,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -213,3 +213,74 @@ def test_issue_sentences_are_rejected_by_the_relation_checker(article_id: str, s
     wrong, right = checker.check([sentence, true], [Evidence(article_id, article)])
     assert not wrong.supported, (wrong.score, wrong.missing)
     assert right.supported and right.score > wrong.score
+
+
+def test_checker_name_is_validated_and_relation_falls_back_without_a_verifier(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from briefing.grounding import EmbeddingLexicalChecker
+    from indexing import SentenceTransformerEmbedder
+    from server.container import build_checker
+    from server.settings import Settings
+
+    env = {"DATA_DIR": str(tmp_path), "GROUNDING_LIKELIHOOD": "off"}
+    assert Settings.from_env(env).grounding_checker == "embedding-lexical"
+    with pytest.raises(ValueError, match="GROUNDING_CHECKER"):
+        Settings.from_env({**env, "GROUNDING_CHECKER": "alignscore"})
+    settings = Settings.from_env({**env, "GROUNDING_CHECKER": "relation"})
+    with caplog.at_level("WARNING"):
+        checker = build_checker(settings, SentenceTransformerEmbedder())
+    assert isinstance(checker, EmbeddingLexicalChecker)
+    assert "no trained verifier" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def untrained_verifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged MiniLM with a fresh one-logit head, saved as `train` saves: the checker's
+    code path end to end, with no training (its scores mean nothing)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from briefing.verifier import TrainConfig, _save, base_model_path
+
+    folder = verifier_dir(tmp_path_factory.mktemp("data"))
+    folder.mkdir(parents=True)
+    source = str(base_model_path())
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+    _save(model, AutoTokenizer.from_pretrained(source), folder, TrainConfig(), 0, None)
+    return folder
+
+
+def test_relation_checker_contract_and_missing_facts_veto(untrained_verifier: Path) -> None:
+    from briefing.grounding import Evidence
+    from briefing.verifier import Calibration, CrossEncoderVerifier, RelationChecker
+    from indexing import SentenceTransformerEmbedder
+
+    # A calibration that always says "supported" leaves the veto as the only way to fail.
+    always = Calibration(w_logit=0.0, w_text=0.0, bias=10.0, fitted_on="test")
+    checker = RelationChecker(
+        SentenceTransformerEmbedder(), CrossEncoderVerifier(untrained_verifier), calibration=always
+    )
+    evidence = [Evidence("c1", EN[0]), Evidence("c2", " ".join(EN[1:]))]
+    sentences = [
+        EN[0],
+        EN[0].replace("412", "512"),
+        "Mayor Kari Nordmann said the terminal will cost 412 million kroner.",
+    ]
+    right, number, name = checker.check(sentences, evidence)
+    assert right.supported and right.citations == ("c1",)
+    assert not number.supported and number.missing == ("512",)
+    assert not name.supported and {"Kari", "Nordmann"} <= set(name.missing)
+    assert checker.check([], evidence) == []
+    nothing = checker.check([EN[0]], [])
+    assert len(nothing) == 1 and not nothing[0].supported and nothing[0].score == 0.0
+
+
+def test_relation_checker_is_built_when_a_verifier_is_cached(untrained_verifier: Path) -> None:
+    from briefing.verifier import RelationChecker
+    from indexing import SentenceTransformerEmbedder
+    from server.container import build_checker
+    from server.settings import Settings
+
+    data_dir = untrained_verifier.parent.parent
+    env = {"DATA_DIR": str(data_dir), "GROUNDING_LIKELIHOOD": "off", "GROUNDING_CHECKER": "relation"}
+    assert isinstance(build_checker(Settings.from_env(env), SentenceTransformerEmbedder()), RelationChecker)
