@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from briefing import Audience, Briefing, Composer, GenerationError, Summarizer
+from briefing import Audience, Briefing, BriefingItem, Composer, GenerationError, Summarizer
 from indexing import Article, Indexer, IngestReport, RecordError, validate_record
 from recsys import Recommender, record_events
 from server.i18n import audience as make_audience
@@ -316,9 +316,10 @@ class Service:
         return detail
 
     def forget_article(self, article_id: str) -> int:
-        """Drop every cached briefing citing this article."""
+        """Drop every cached briefing showing or citing this article (a story update cites the
+        story's earlier articles too)."""
         self.composer.invalidate(article_id)
-        return self.cache.drop(lambda b: all(i.article_id != article_id for i in b.items))
+        return self.cache.drop(lambda b: not any(shows_or_cites(i, article_id) for i in b.items))
 
     def retire_stale(self, article_id: str) -> int:
         """Retire summaries of versions no longer in the index (a job wrote one while the article
@@ -338,3 +339,8 @@ class Service:
             raise NotFound(f"reader {reader_id!r} has no data")
         self.audit.write(actor.id, actor.role, "erase", reader_id, counts)
         return counts
+
+
+def shows_or_cites(item: BriefingItem, article_id: str) -> bool:
+    """Whether the item is about the article or any of its sentences cites it."""
+    return item.article_id == article_id or any(article_id in s.articles for s in item.sentences)
