@@ -145,8 +145,8 @@ def test_an_article_read_before_its_in_place_update_is_covered_again(summarizer:
 
 
 # r23 read the four day-1 articles that were corrected later, and left on 16 Nov at 22:00. The
-# documented threads name the story (the clusterer may keep a correcting article apart: that is
-# its own known answer, in test_stories.py)
+# documented threads name the story (this tests the updates, not the clusterer, which is scored
+# on the threads by bench/stories.py)
 CORRECTED = [
     ("loc-0008", ("loc-0002", "loc-0008", "loc-0019")),
     ("cul-0006", ("cul-0001", "cul-0006", "cul-0016")),
@@ -253,7 +253,7 @@ def test_the_written_update_covers_the_story_and_is_reused(
 
 
 def test_the_written_update_states_the_correction_and_not_the_wrong_cost(summarizer: Summarizer) -> None:
-    thread = ("loc-0002", "loc-0008", "loc-0019")  # as documented (the clusterer keeps loc-0008 apart)
+    thread = ("loc-0002", "loc-0008", "loc-0019")  # the documented thread, passed explicitly
     update = summarizer.update(
         "loc-0019", Followed(("loc-0002",), at("16T22:00:00"), NOW, thread)
     )  # one generation
