@@ -57,6 +57,7 @@ from briefing.grounding import (
     split_sentences,
 )
 from briefing.llm.scoring import SCORERS, CachedScorer, make_scorer
+from briefing.verifier import CrossEncoderVerifier, RelationChecker, RelationFeatures
 from indexing import SentenceTransformerEmbedder
 
 PARTS = ("cnndm", "xsum")
@@ -76,17 +77,35 @@ def main() -> None:
     checkers = {"checker": EmbeddingLexicalChecker(embedder, config, scorer)}
     if scorer is not None:
         checkers["checker_without_likelihood"] = EmbeddingLexicalChecker(embedder, config)
-    if args.limit:  # the first N articles of each part, so both parts are scored
-        rows = [r for part in PARTS for r in [x for x in rows if x["source_dataset"] == part][: args.limit]]
+    if args.limit:  # the first N articles of each part and split, so every cell is scored
+        rows = [
+            r
+            for part in PARTS
+            for split in ("validation", "test")
+            for r in [x for x in rows if x["source_dataset"] == part and x["frank_split"] == split][
+                : args.limit
+            ]
+        ]
     results: dict[str, Any] = {"data": str(args.data), "likelihood": args.likelihood, "seconds": {}}
     scored: list[dict[str, Any]] = []
+    if args.skip_checker:  # the relation pass still reports the embedding-lexical text score
+        checkers = {}
     for name, checker in checkers.items():
         started = time.perf_counter()
         mine = [item for row in rows for item in score_article(checker, row)]
         results["seconds"][name] = round(time.perf_counter() - started, 1)
         results[name] = evaluate(mine, "score", verdict="supported")
         scored = scored or mine
-    if scorer is not None:
+    if args.verifier:
+        relation = RelationChecker(
+            embedder, CrossEncoderVerifier(args.verifier), config, windows=args.windows
+        )
+        started = time.perf_counter()
+        mine = [item for row in rows for item in score_relation(relation, row)]
+        results["seconds"]["relation"] = round(time.perf_counter() - started, 1)
+        results.update(relation_rows(mine, relation))
+        scored = scored or mine
+    if scorer is not None and not args.skip_checker:
         results["floor_sweep"] = floor_sweep(scored, config)
     results["summaries"] = len(scored)
     if cache is not None:
@@ -105,13 +124,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="FRANK directory")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument(
-        "--limit", type=int, default=0, help="only the first N articles of each part (0: all)"
+        "--limit", type=int, default=0, help="only the first N articles of each part and split (0: all)"
     )
     parser.add_argument(
         "--likelihood",
         choices=SCORERS,
         default=GroundingConfig.likelihood_backend,
         help="the checker's likelihood signal (off: embeddings and words only)",
+    )
+    parser.add_argument(
+        "--verifier",
+        type=Path,
+        help="a trained verifier (DATA_DIR/models/verifier-bench): adds the verifier and relation rows",
+    )
+    parser.add_argument(
+        "--windows", type=int, default=3, help="evidence windows the verifier reads per sentence"
+    )
+    parser.add_argument(
+        "--skip-checker",
+        action="store_true",
+        help="only the relation pass (its text score is the no-LLM checker)",
     )
     parser.add_argument(
         "--logprob-cache", type=Path, help="SQLite file that keeps the LLM's log-probabilities between runs"
@@ -144,6 +176,66 @@ def score_article(checker: EmbeddingLexicalChecker, row: dict[str, Any]) -> list
             }
         )
     return out
+
+
+def score_relation(checker: RelationChecker, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rated summary of one article through the relation checker, keeping its parts: the
+    verifier's probability alone, the embedding-lexical text score (no LLM), and the calibrated
+    relation score with the missing-facts veto."""
+    summaries = [s for s in row["system_summaries"] if s["frank_factuality"] is not None]
+    sentences = [split_sentences(s["summary"]) or [s["summary"]] for s in summaries]
+    flat = [x for group in sentences for x in group]
+    features = iter(checker.features(flat, [Evidence("article", row["article"])]))
+    calibrate, threshold = checker.calibration, checker.config.threshold
+    out = []
+    for summary, group in zip(summaries, sentences, strict=True):
+        mine: list[RelationFeatures] = [next(features) for _ in group]
+        probability = [1.0 / (1.0 + np.exp(-f.logit)) for f in mine]
+        relation = [calibrate(f.logit, f.base.text_score) for f in mine]
+        out.append(
+            {
+                "part": row["source_dataset"],
+                "split": row["frank_split"],
+                "faithful": summary["frank_factuality"] >= 1.0,
+                "verifier": soft_min(probability),
+                "text": soft_min([f.base.text_score for f in mine]),
+                "text_supported": all(f.base.supported for f in mine),
+                "relation": soft_min(relation),
+                "relation_supported": all(
+                    x >= threshold and not f.base.missing for x, f in zip(relation, mine, strict=True)
+                ),
+                "vetoed": any(f.base.missing for f in mine),
+                "bigram": bigram_precision(summary["summary"], row["article"]),
+                "rouge2": rouge2(summary["summary"], row["reference"]),
+            }
+        )
+    return out
+
+
+def relation_rows(scored: list[dict[str, Any]], checker: RelationChecker) -> dict[str, Any]:
+    """The verifier alone, the relation checker (shipped calibration: held-out synthetic demo
+    pairs), the no-LLM embedding-lexical score from the same pass, and a logistic regression on
+    (verifier, text score, veto) fitted on FRANK's validation summaries, scored on both splits
+    (its validation figures are in-sample)."""
+    from sklearn.linear_model import LogisticRegression
+
+    def x(rows: list[dict[str, Any]]) -> np.ndarray:
+        return np.array([[r["verifier"], r["text"], float(r["vetoed"])] for r in rows])
+
+    validation = [r for r in scored if r["split"] == "validation"]
+    model = LogisticRegression().fit(x(validation), [r["faithful"] for r in validation])
+    fitted = [
+        {**r, "fitted": float(p)} for r, p in zip(scored, model.predict_proba(x(scored))[:, 1], strict=True)
+    ]
+    return {
+        "verifier": evaluate(scored, "verifier", verdict=None),
+        "relation": evaluate(scored, "relation", verdict="relation_supported"),
+        "relation_text_only": evaluate(scored, "text", verdict="text_supported"),
+        "relation_fitted_on_frank_validation": evaluate(fitted, "fitted", verdict=None),
+        "relation_calibration": checker.calibration.__dict__,
+        "relation_frank_fit": {"coef": model.coef_[0].tolist(), "intercept": float(model.intercept_[0])},
+        "relation_veto_share": round(float(np.mean([r["vetoed"] for r in scored])), 3),
+    }
 
 
 SOFT_MIN_TEMPERATURE = 0.1
@@ -235,15 +327,16 @@ def print_table(r: dict[str, Any]) -> None:
     seconds = ", ".join(f"{name} {s:.0f} s" for name, s in r["seconds"].items())
     print(f"\n{r['summaries']} summaries ({seconds})\n")
     print(
-        f"{'method':<28}{'AUC cnndm':>11}{'AUC xsum':>10}{'AUC macro':>11}{'bal.acc macro':>15}"
+        f"{'method':<38}{'AUC cnndm':>11}{'AUC xsum':>10}{'AUC macro':>11}{'bal.acc macro':>15}"
         f"{'AUC macro, test split':>23}"
     )
-    methods = [m for m in ("checker", "checker_without_likelihood") if m in r]
+    relation = ("verifier", "relation", "relation_text_only", "relation_fitted_on_frank_validation")
+    methods = [m for m in ("checker", "checker_without_likelihood", *relation) if m in r]
     for name in (*methods, "baseline_bigram", "baseline_rouge2"):
         m = r[name]
         auc = m["auc"]
         print(
-            f"{name:<28}{auc['cnndm']:>11.3f}{auc['xsum']:>10.3f}{m['auc_macro']:>11.3f}"
+            f"{name:<38}{auc['cnndm']:>11.3f}{auc['xsum']:>10.3f}{m['auc_macro']:>11.3f}"
             f"{m['balanced_accuracy_macro']:>15.3f}{m['by_split']['test']['auc_macro']:>23.3f}"
         )
     if "floor_sweep" in r:

@@ -61,7 +61,7 @@ def main() -> None:
     sources = {"demo": len(pairs)}
     by_source = {"demo": pairs}
     if args.shared:
-        by_source.update(shared_pairs(args.shared, args.seed, SentenceTransformerEmbedder()))
+        by_source.update(shared_pairs(args.shared, args.seed))
         sources.update({k: len(v) for k, v in by_source.items()})
     pairs = sample(by_source, args.pairs, rng)
     config = TrainConfig(seed=args.seed, max_length=args.max_length)
@@ -174,7 +174,7 @@ def calibrate_on(folder: Path, held: dict[str, list[str]], seed: int, size: int)
     }
 
 
-def shared_pairs(datasets: Path, seed: int, embedder: SentenceTransformerEmbedder) -> dict[str, list[Pair]]:
+def shared_pairs(datasets: Path, seed: int) -> dict[str, list[Pair]]:
     """Synthetic pairs from XSum articles FRANK does not rate and from FRANK's validation
     articles, and FRANK's validation summaries as rated pairs."""
     frank = [json.loads(line) for line in (datasets / "frank" / "frank_articles_refs_systems.jsonl").open()]
@@ -187,25 +187,32 @@ def shared_pairs(datasets: Path, seed: int, embedder: SentenceTransformerEmbedde
         "frank_validation_synthetic": synthetic_pairs(
             [[s for s in split_sentences(r["article"]) if len(s.split()) >= 5] for r in validation], seed=seed
         ),
-        "frank_validation_rated": rated_pairs(validation, embedder),
+        "frank_validation_rated": rated_pairs(validation),
     }
 
 
-def rated_pairs(rows: list[dict[str, Any]], embedder: SentenceTransformerEmbedder) -> list[Pair]:
-    from briefing.grounding import _units
+def rated_pairs(rows: list[dict[str, Any]]) -> list[Pair]:
+    """Each sentence of a rated summary against the article window sharing most of its content
+    words (words, not embeddings: embedding every window of 149 long articles takes most of the
+    training budget on 2 cores)."""
+    from briefing.grounding import _units, content_words
 
     out = []
     for row in rows:
         units, _, _ = _units([Evidence("a", row["article"])])
-        unit_vectors = embedder.embed_documents(units)
+        unit_words = [content_words(u) for u in units]
         for summary in row["system_summaries"]:
             score = summary["frank_factuality"]
             sentences = split_sentences(summary["summary"]) or [summary["summary"]]
             if score is None or (score < 1.0 and len(sentences) > 1):
                 continue  # which sentence of an unfaithful summary is wrong is not known
-            nearest = (embedder.embed_documents(sentences) @ unit_vectors.T).argmax(axis=1)
-            for s, j in zip(sentences, nearest, strict=True):
-                out.append(Pair(s, units[int(j)], int(score >= 1.0), "frank", "en"))
+            for s in sentences:
+                own = content_words(s)
+                best = max(
+                    range(len(units)),
+                    key=lambda j: len(own & unit_words[j]) / (1 + 0.02 * len(unit_words[j])),
+                )
+                out.append(Pair(s, units[best], int(score >= 1.0), "frank", "en"))
     return out
 
 
