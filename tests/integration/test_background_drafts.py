@@ -37,7 +37,8 @@ def running(
 ) -> Iterator[tuple[Service, Jobs, Litestar]]:
     tmp = tmp_path_factory.mktemp("drafts")
     stop = threading.Event()
-    env = {"GROUNDING_LIKELIHOOD": "off", "SUMMARIZE_PER_RUN": "6", "JOBS": "1"}
+    # drafts forced on: what is tested is when a draft reaches readers, not the show gate's verdict
+    env = {"GROUNDING_LIKELIHOOD": "off", "SUMMARIZE_PER_RUN": "6", "BRIEFING_ALLOW_DRAFTS": "1"}
     with demo_service(
         tmp, f"sqlite:///{tmp / 'b.db'}", embedder, chunker, demo_articles, Stoppable(llamacpp, stop), **env
     ) as (settings, service):
