@@ -41,9 +41,11 @@ from briefing.summaries import (
     SummarySentence,
 )
 from briefing.summarize import PartlyWritten, Summarizer, SummarizerConfig
+from briefing.verifier import CHECKERS, CrossEncoderVerifier, RelationChecker
 from briefing.wording import Audience
 
 __all__ = [
+    "CHECKERS",
     "FINAL",
     "GENERATORS",
     "PROMPTS",
@@ -56,6 +58,7 @@ __all__ = [
     "Chat",
     "Completion",
     "Composer",
+    "CrossEncoderVerifier",
     "EmbeddingLexicalChecker",
     "Evidence",
     "EvidenceChunk",
@@ -75,6 +78,7 @@ __all__ = [
     "PartlyWritten",
     "PromptRegistry",
     "PromptTemplate",
+    "RelationChecker",
     "Status",
     "Summarizer",
     "SummarizerConfig",
