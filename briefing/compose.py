@@ -111,6 +111,7 @@ class Briefing:
         data = asdict(self)
         data["generated_at"] = self.generated_at.isoformat()
         data["since"] = self.since.isoformat() if self.since else None
+        data["policy"]["draft_languages"] = sorted(self.policy.draft_languages)
         for item in data["items"]:
             if item["why"] and item["why"]["read_at"]:
                 item["why"]["read_at"] = item["why"]["read_at"].isoformat()

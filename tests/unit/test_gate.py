@@ -80,3 +80,15 @@ def test_the_committed_gate_is_what_the_service_reads() -> None:
         }
     else:
         assert languages == frozenset()
+
+
+def test_a_briefing_under_a_gated_policy_is_plain_json() -> None:
+    """The API caches and sends `Briefing.to_json()`: the policy's languages must serialize."""
+    from datetime import UTC, datetime
+
+    from briefing import Briefing
+
+    policy = BriefingPolicy(draft_languages=frozenset({"nb", "en"}))
+    briefing = Briefing("r1", datetime(2026, 11, 19, tzinfo=UTC), None, "control", policy, "Hello.", ())
+    data = json.loads(json.dumps(briefing.to_json()))
+    assert data["policy"]["draft_languages"] == ["en", "nb"] and data["policy"]["allow_drafts"] is False
