@@ -68,8 +68,20 @@ class CandidateMatrix:
         self.language = self.languages.array(i.article.language for i in self.infos)
         self.published = np.array([i.article.published_at.timestamp() for i in self.infos], dtype=np.float64)
         self.modified = np.array([i.article.last_modified.timestamp() for i in self.infos], dtype=np.float64)
+        self.typical = self._typical_similarity()
         self.popularity = np.zeros(len(self.infos), dtype=np.float64)  # decayed clicks
         self.exposure = np.zeros(len(self.infos), dtype=np.float64)  # decayed impressions
+
+    def _typical_similarity(self) -> Floats:
+        """Each article's mean cosine to the articles of its language (its similarity to the
+        average one): what "similar" must beat. An English-only model puts every Bokmål pair
+        near 0.75, and any two English articles about one town near 0.3."""
+        typical = np.zeros(len(self.infos), dtype=np.float64)
+        for code in range(len(self.languages)):
+            rows = self.language == code
+            if rows.any():
+                typical[rows] = self.vectors[rows] @ self.vectors[rows].mean(axis=0)
+        return typical
 
     @classmethod
     def from_index(cls, index: QdrantIndex, dim: int, since: datetime | None = None) -> CandidateMatrix:
@@ -83,7 +95,7 @@ class CandidateMatrix:
 
     def nbytes(self) -> int:
         arrays = (self.vectors, self.story, self.section, self.tag, self.language)
-        floats = (self.published, self.modified, self.popularity, self.exposure)
+        floats = (self.published, self.modified, self.typical, self.popularity, self.exposure)
         return sum(a.nbytes for a in (*arrays, *floats))
 
     def set_popularity(self, events: Iterable[Event], now: datetime, half_life_hours: float = 24.0) -> None:
