@@ -223,7 +223,7 @@ def relation_rows(scored: list[dict[str, Any]], checker: RelationChecker) -> dic
         return np.array([[r["verifier"], r["text"], float(r["vetoed"])] for r in rows])
 
     validation = [r for r in scored if r["split"] == "validation"]
-    model = LogisticRegression().fit(x(validation), [r["faithful"] for r in validation])
+    model = LogisticRegression(C=1e4).fit(x(validation), [r["faithful"] for r in validation])
     fitted = [
         {**r, "fitted": float(p)} for r, p in zip(scored, model.predict_proba(x(scored))[:, 1], strict=True)
     ]

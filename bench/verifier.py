@@ -56,6 +56,12 @@ def main() -> None:
     args = parse_args()
     demo = demo_articles()
     train_ids = {a for a in demo if not held_out(a)}
+    if args.calibrate_only:  # refit the calibration of a trained verifier in place
+        held = {a: demo[a] for a in demo if a not in train_ids}
+        print(
+            json.dumps(calibrate_on(args.calibrate_only, held, args.seed, args.calibration_pairs), indent=2)
+        )
+        return
     rng = random.Random(args.seed)
     pairs = synthetic_pairs([demo[a] for a in sorted(train_ids)], seed=args.seed)
     sources = {"demo": len(pairs)}
@@ -64,7 +70,7 @@ def main() -> None:
         by_source.update(shared_pairs(args.shared, args.seed))
         sources.update({k: len(v) for k, v in by_source.items()})
     pairs = sample(by_source, args.pairs, rng)
-    config = TrainConfig(seed=args.seed, max_length=args.max_length)
+    config = TrainConfig(seed=args.seed, max_length=args.max_length, learning_rate=args.learning_rate)
     print(
         f"training the verifier on {len(pairs)} pairs ({sources} before sampling): expect about "
         f"{len(pairs) * SECONDS_PER_PAIR / 60:.0f} minutes on 2 cores, then a minute to calibrate",
@@ -105,6 +111,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--calibration-pairs", type=int, default=400, help="held-out pairs the calibration is fitted on"
     )
+    parser.add_argument(
+        "--calibrate-only", type=Path, help="a trained verifier folder: refit its calibration"
+    )
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--results", type=Path, help="JSON report (bench/results/verifier.json)")
     return parser.parse_args()

@@ -67,7 +67,9 @@ class TrainConfig:
     max_length: int = 128  # a sentence and a window of one or two sentences fit in it
     batch_size: int = 16
     epochs: int = 1
-    learning_rate: float = 3e-5
+    # The bi-encoder's [CLS] pooler was never trained for pairs: at 3e-5 the loss stayed at 0.69
+    # (chance) for all 75 steps of a 1,200-pair epoch; a higher rate moves the new head in time.
+    learning_rate: float = 1.5e-4
     warmup_share: float = 0.1
 
 
@@ -321,7 +323,9 @@ def fit_calibration(
     from sklearn.linear_model import LogisticRegression
 
     x = np.column_stack([np.asarray(logits, np.float64), np.asarray(text_scores, np.float64)])
-    model = LogisticRegression(C=1.0).fit(x, np.asarray(labels))
+    # Unregularized in effect: with C = 1 the text score (in [0, 1]) was shrunk so far that the
+    # fit scored worse than the text score alone (AUC 0.67 against 0.90 on held-out pairs).
+    model = LogisticRegression(C=1e4).fit(x, np.asarray(labels))
     return Calibration(
         w_logit=float(model.coef_[0][0]),
         w_text=float(model.coef_[0][1]),
