@@ -73,8 +73,20 @@ def test_ingest_search_stories_retract(runner: CliRunner, tmp_path: Path) -> Non
 def test_recommend_json_is_one_document_a_program_can_read(runner: CliRunner, tmp_path: Path) -> None:
     feed = tmp_path / "day.jsonl"
     articles = [
-        make_article("cli-a", title="Havnby opens a heated sea bath", published_at=2),
-        make_article("cli-b", title="Ferry timetable changes", section="business", published_at=3),
+        # distinct bodies: the factory's shared body would make them one story (one candidate)
+        make_article(
+            "cli-a",
+            title="Havnby opens a heated sea bath",
+            body="The sea bath at Nordkaia opens. " * 5,
+            published_at=2,
+        ),
+        make_article(
+            "cli-b",
+            title="Ferry timetable changes",
+            body="Skjærøy ferries leave later from Monday. " * 5,
+            section="business",
+            published_at=3,
+        ),
         make_article("cli-c", title="Old news", published_at=-72),  # outside a first visit's 24 hours
     ]
     feed.write_text("".join(a.model_dump_json() + "\n" for a in articles))
