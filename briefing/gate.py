@@ -34,7 +34,11 @@ def draft_languages(path: Path, checker: str, threshold: float) -> frozenset[str
     if gate.get("checker") != checker or gate.get("threshold") != threshold:
         log.info(
             "show gate %s was measured for %s at %s, not %s at %s: drafts show in no language",
-            path, gate.get("checker"), gate.get("threshold"), checker, threshold,
+            path,
+            gate.get("checker"),
+            gate.get("threshold"),
+            checker,
+            threshold,
         )
         return frozenset()
     return frozenset(language for language, figures in gate.get("languages", {}).items() if passes(figures))

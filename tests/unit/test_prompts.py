@@ -66,7 +66,9 @@ def test_parse_points_keeps_at_most_the_template_maximum() -> None:
         ("update", "nb", "update-nb@1"),
     ],
 )
-def test_article_templates_are_asked_in_the_articles_language(name: str, language: str, expected: str) -> None:
+def test_article_templates_are_asked_in_the_articles_language(
+    name: str, language: str, expected: str
+) -> None:
     template = PROMPTS.localized(name, language)
     assert template.id == expected
     assert template.kind == PROMPTS.get(name).kind
