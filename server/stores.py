@@ -55,16 +55,8 @@ class SqlEventStore:
     def add(self, events: Sequence[Event]) -> int:
         """All or nothing; events already stored (same reader and event id) are skipped, not counted."""
         rows = list({(e.reader_id, e.event_id): _event_row(e) for e in reversed(events)}.values())[::-1]
-        stored = 0
         with write_lock(self.engine), self.engine.begin() as connection:
-            for start in range(0, len(rows), _BATCH):
-                statement = (
-                    self._insert(EventRow)
-                    .values(rows[start : start + _BATCH])
-                    .on_conflict_do_nothing(index_elements=["reader_id", "event_id"])
-                    .returning(EventRow.event_id)
-                )
-                stored += len(connection.execute(statement).all())
+            stored = _insert_events(connection, self._insert, rows)
         return stored
 
     def for_reader(self, reader_id: str) -> list[Event]:
@@ -224,15 +216,7 @@ class Readers:
         with write_lock(self.engine), self.engine.begin() as connection:
             for reader in readers:
                 connection.execute(self._upsert(reader, at))
-                rows = [_event_row(e) for e in reader.events]
-                for start in range(0, len(rows), _BATCH):
-                    statement = (
-                        self._insert(EventRow)
-                        .values(rows[start : start + _BATCH])
-                        .on_conflict_do_nothing(index_elements=["reader_id", "event_id"])
-                        .returning(EventRow.event_id)
-                    )
-                    added += len(connection.execute(statement).all())
+                added += _insert_events(connection, self._insert, [_event_row(e) for e in reader.events])
         return added
 
     def _upsert(self, reader: ReaderRecord, at: datetime) -> Any:
@@ -516,3 +500,17 @@ def erase_reader(engine: Engine, reader_id: str) -> dict[str, int]:
             ).rowcount,
             "profile": connection.execute(delete(ReaderRow).where(ReaderRow.id == reader_id)).rowcount,
         }
+
+
+def _insert_events(connection: Any, insert: Any, rows: list[dict[str, Any]]) -> int:
+    """Insert event rows in batches, skipping those already stored; returns how many were new."""
+    stored = 0
+    for start in range(0, len(rows), _BATCH):
+        statement = (
+            insert(EventRow)
+            .values(rows[start : start + _BATCH])
+            .on_conflict_do_nothing(index_elements=["reader_id", "event_id"])
+            .returning(EventRow.event_id)
+        )
+        stored += len(connection.execute(statement).all())
+    return stored
