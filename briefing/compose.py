@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from briefing.grounding import missing_facts
+from briefing.grounding import WordForms, missing_facts
 from briefing.llm import GenerationError
 from briefing.summaries import REVIEWED, Status, Summary, SummarySentence
 from briefing.summarize import Followed, Summarizer
 from briefing.wording import Audience, in_language, last_seen, plain_greeting, reason_text
-from indexing import ArticleRecord
+from indexing import CALENDAR_WORDS, STOPWORDS, ArticleRecord
 from recsys import CandidateMatrix, Item, Profile, Reason, Recommender
 
 _WORDS = re.compile(r"\w+")
@@ -308,15 +308,54 @@ def _story_articles(matrix: CandidateMatrix, story_id: str) -> tuple[str, ...]:
 
 
 def _greeting_ok(line: str, items: Sequence[BriefingItem], language: str = "en", prompt: str = "") -> bool:
-    """A greeting may be warm but not factual: every name, number and quote must be in a title.
-    Only that rule applies (no support score: a greeting paraphrases nothing). It must also be
-    in the reader's language (a small model asked in Bokmål may well answer in English) and not
-    repeat its `prompt` (the packaged 135M model often answers with its instructions)."""
+    """A greeting may be warm but must say something true about this briefing: it names at
+    least one word of the items' titles or shown text that is not generic ("The latest news
+    from the latest news briefing" names nothing), states no name, number or quote absent from
+    them (no support score: a greeting paraphrases nothing), and does not repeat itself. It
+    must also be in the reader's language (a small model asked in Bokmål may well answer in
+    English) and not repeat its `prompt` (the packaged 135M model often answers with its
+    instructions)."""
     if not line or len(line.split()) > 30 or not line.endswith((".", "!")):
         return False  # cut off, or more than a greeting
     if not in_language(line, language) or _shingles(line) & _shingles(prompt):
         return False
-    return not missing_facts(line, " ".join(i.title for i in items))
+    shown = " ".join(f"{i.title} {' '.join(s.text for s in i.sentences)}" for i in items)
+    return _names_an_item(line, shown) and not _repeats(line) and not missing_facts(line, shown)
+
+
+# Words any greeting may use whatever the news: naming them says nothing about the reader's
+# items, even where a title happens to contain one ("Latest figures ...", "Siste nytt ...").
+_GENERIC = (
+    STOPWORDS
+    | CALENDAR_WORDS
+    | frozenset(
+        """news newsletter briefing briefings latest today todays tonight update updates updated
+        story stories headline headlines day days week weekend morning afternoon evening night
+        welcome back hello hi dear reader readers here there time last since visit catch happening
+        happened going whats what's everything things thing top big great good best quick look few
+        stay informed enjoy read reading hope wonderful exciting interesting important recent
+        recently fresh brief summary summaries personal around world local business culture
+        politics sport sports lot lots much many just now
+        nyheter nyhetene nyhet nytt nye ny siste sist dag dagen dagens idag kveld morgen uke uken
+        helg oppdatering oppdateringer oppdatert sak saker saken sakene oversikt oversikten
+        nyhetsoversikt nyhetsoversikten velkommen tilbake hei god godt gode der leser tid skjedd
+        skjer besøk lese les kort viktig viktige spennende fin fint håper alt litt mye noe mer deg
+        din ditt dine du gang verden lokalt kultur politikk næringsliv utenriks""".split()
+    )
+)
+_FORMS = WordForms(("english", "norwegian"))  # "ferries" names "ferry", "ferja" "ferje"
+
+
+def _names_an_item(line: str, shown: str) -> bool:
+    """Whether `line` has a word (or a form of one) of the items' `shown` text that is not generic."""
+    named = {w for w in _WORDS.findall(line.lower()) if len(w) > 2 and w not in _GENERIC and not w.isdigit()}
+    return bool(_FORMS.of(named) & _FORMS.of(set(_WORDS.findall(shown.lower()))))
+
+
+def _repeats(line: str) -> bool:
+    """Whether a word other than a stop word comes back in `line` (in any form)."""
+    words = [_FORMS(w) for w in _WORDS.findall(line.lower()) if len(w) > 2 and w not in STOPWORDS]
+    return any(forms & later for n, forms in enumerate(words) for later in words[n + 1 :])
 
 
 def _shingles(text: str, n: int = 4) -> set[tuple[str, ...]]:

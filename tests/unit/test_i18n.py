@@ -190,5 +190,9 @@ def test_a_greeting_that_repeats_its_prompt_is_refused() -> None:
     prompt = " ".join(m["content"] for m in chat)
     echo = "Ikke oppgi fakta, navn eller tall; ikke oppsummer nyhetene. Skriv hilsenen på bokmål."
     assert in_language(echo, "nb") and not _greeting_ok(echo, [], "nb", prompt)
-    assert _greeting_ok("Velkommen tilbake, her er det nytt siden sist!", [], "nb", prompt)
+    ferry = BriefingItem(
+        "s1", "nob-1", "Ferjeanlegget blir dyrere", "u", "", False, "", "draft", None, None, ()
+    )
+    greeting = "Velkommen tilbake, her er det nytt om ferjeanlegget siden sist!"  # it names an item
+    assert _greeting_ok(greeting, [ferry], "nb", prompt)
     assert not _greeting_ok("Welcome back, here is what is new since your last visit!", [], "nb", prompt)
