@@ -352,6 +352,19 @@ class QdrantIndex:
         records = (_record(p) for p in points)
         return {r.article.id: r for r in records}
 
+    def chunks_by_id(self, chunk_ids: Sequence[str]) -> dict[str, Hit]:
+        """Chunks by citation id (`article@hash#n`) in one request, for showing cited passages.
+        An id names one version's text, so no hash check is needed; ids no longer stored (a
+        retracted or replaced version) are absent. Nothing is searched: every score is 0."""
+        if not chunk_ids:
+            return {}
+        with self._lock:
+            points = self.client.retrieve(
+                self.chunks, [point_id(c) for c in chunk_ids], with_payload=True, with_vectors=False
+            )
+        hits = (_hit(p, score=0.0) for p in points if p.payload)
+        return {h.chunk_id: h for h in hits}
+
     def count(self) -> tuple[int, int]:
         """(articles, chunk points) in the current generation, strays included."""
         with self._lock:
@@ -463,12 +476,12 @@ def _record(point: Any) -> ArticleRecord:
     )
 
 
-def _hit(point: Any) -> Hit:
+def _hit(point: Any, score: float | None = None) -> Hit:
     payload = point.payload
     return Hit(
         chunk_id=payload["chunk_id"],
         article_id=payload["article_id"],
-        score=float(point.score),
+        score=float(point.score) if score is None else score,
         text=json.loads(payload["_node_content"])["text"],
         title=payload["title"],
         url=payload["url"],

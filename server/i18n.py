@@ -8,8 +8,9 @@ is the source language: its messages are their own translation.
 Templates write reader-facing text as `{{ _("Text") }}` or `{{ _("New since %(when)s", when=...) }}`
 (Jinja's "newstyle" gettext: fields are escaped, then filled). The language is the template
 context's `audience` (a `briefing.Audience`, the signed-in reader's) or else the publication's;
-`when(moment)` writes a time in the audience's zone with the zone shown. Nothing here is global
-per request, so concurrent requests in different languages cannot mix.
+`when(moment)` writes a time in the audience's zone with the zone shown, `number(x)` a score in
+its language's digits (0.91, 0,91). Nothing here is global per request, so concurrent requests
+in different languages cannot mix.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from babel.numbers import format_decimal
 from babel.support import Translations
 from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
@@ -70,7 +72,7 @@ def audience(language: str, timezone: str) -> Audience:
 def install(env: Environment, default: Audience, readers: Callable[[str], Audience] | None = None) -> None:
     """Jinja's i18n extension with `_`, `gettext` and `ngettext` in the language of the context's
     `audience`, else the signed-in reader's (`readers(reader_id)`, looked up once per request),
-    else `default`; plus `when(moment)`, `translated(name)` and `page_language()`."""
+    else `default`; plus `when(moment)`, `number(x)`, `translated(name)` and `page_language()`."""
 
     def of(ctx: Context) -> Audience:
         found = ctx.get("audience")
@@ -92,6 +94,10 @@ def install(env: Environment, default: Audience, readers: Callable[[str], Audien
         return of(ctx).when(moment)
 
     @pass_context
+    def number(ctx: Context, value: float, pattern: str = "0.00") -> str:
+        return str(format_decimal(value, pattern, locale=of(ctx).language))
+
+    @pass_context
     def page_language(ctx: Context) -> str:
         return of(ctx).language
 
@@ -108,7 +114,11 @@ def install(env: Environment, default: Audience, readers: Callable[[str], Audien
     env.add_extension("jinja2.ext.i18n")
     env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.globals.update(
-        when=when, page_language=page_language, page_timezone=page_timezone, languages=LANGUAGE_NAMES.items()
+        when=when,
+        number=number,
+        page_language=page_language,
+        page_timezone=page_timezone,
+        languages=LANGUAGE_NAMES.items(),
     )
     env.filters["translated"] = translated
 

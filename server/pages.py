@@ -23,7 +23,7 @@ from server.review import Review, ReviewItem
 from server.schema import NoNul
 from server.service import Actor, Service
 from server.stores import ReaderSettings
-from server.views import event_id, iso, live_to_readers, more_stories, next_draft, paragraphs
+from server.views import event_id, iso, live_to_readers, more_stories, paragraphs, passages
 
 MORE_STORIES = 10  # "More stories": this many past the briefing's own
 # The audit entries editors see: their decisions (server.review) and retractions with their reasons.
@@ -80,7 +80,8 @@ class ReaderPages(Controller):
         shown_at = iso(b.generated_at)  # one moment for all of them: the ranker's training groups by it
         impressions = {i.article_id: event_id(b.reader_id, shown_at, i.article_id) for i in b.items}
         context = {"b": b, "reader": b.reader_id, "now": iso(service.clock()), "shown_at": shown_at}
-        return Template("briefing.html", context={**context, "impressions": impressions})
+        cited = passages(service, b.items)
+        return Template("briefing.html", context={**context, "impressions": impressions, "passages": cited})
 
     @get("/more", sync_to_thread=True)
     def more(self, request: Request[Any, Any, Any], service: NamedDependency[Service]) -> Template:
@@ -144,10 +145,12 @@ class EditorPages(Controller):
         status: FromQuery[Status] = Status.DRAFT,
         done: FromQuery[bool] = False,
     ) -> Template:
-        """The queue; `done` after "next draft" found none left."""
-        summaries = review.queue(status)
-        context = {"summaries": summaries, "status": status.value, "statuses": list(Status), "done": done}
-        return Template("queue.html", context={**context, "live": live_to_readers(review.service, summaries)})
+        """The queue, riskiest first; `done` after "next draft" found none left."""
+        queued = review.risk_queue(status)
+        live = live_to_readers(review.service, [q.summary for q in queued])
+        context = {"queued": queued, "status": status.value, "statuses": list(Status), "done": done}
+        checker = getattr(review.service.summarizer.checker, "name", "")
+        return Template("queue.html", context={**context, "live": live, "checker": checker})
 
     @get("/summaries/{summary_id:str}", sync_to_thread=True)
     def summary(self, review: NamedDependency[Review], summary_id: FromPath[str]) -> Template:
@@ -166,8 +169,8 @@ class EditorPages(Controller):
 
     @get("/next", sync_to_thread=True)
     def next_item(self, review: NamedDependency[Review], after: FromQuery[str] = "") -> Redirect:
-        """The next undecided draft after `after` (queue order), or the queue when none is left."""
-        found = next_draft(review.service, after)
+        """The next undecided draft after `after` (risk order), or the queue when none is left."""
+        found = review.next_after(after)
         return Redirect(f"/editor/summaries/{found}" if found else "/editor?done=1", status_code=303)
 
     @get("/audit", sync_to_thread=True)

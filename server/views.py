@@ -1,5 +1,5 @@
 """What the pages show beyond what `Service` and `Review` return: whether a summary is live to
-readers, the next draft to review, more stories past the briefing, an article's text by
+readers, the passages a briefing cites, more stories past the briefing, an article's text by
 paragraph, stable ids for the events a page reports, and job run details in words.
 
 Pure reads of the service's parts: nothing here writes, so the pages can call it on any request.
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from briefing import REVIEWED, Status, Summary
+from briefing import REVIEWED, BriefingItem, Status, Summary
 from briefing.wording import reason_text
-from indexing import Article
+from indexing import Article, Hit
 from recsys import Item
 from server.service import Service
 
@@ -68,17 +68,11 @@ def _live(
     return Live(True, "live")
 
 
-def next_draft(service: Service, after: str) -> str | None:
-    """The draft after `after` in queue order (oldest first), wrapping round; None when no other
-    draft waits. `after` may have left the queue (decided): its place is kept by its time."""
-    drafts = service.summaries.by_status(Status.DRAFT)
-    seen = service.summaries.get(after)
-    if seen is not None:
-        key = (seen.created_at, seen.id)
-        later = [d for d in drafts if (d.created_at, d.id) > key]
-        if later:
-            return later[0].id
-    return next((d.id for d in drafts if d.id != after), None)
+def passages(service: Service, items: Iterable[BriefingItem]) -> dict[str, Hit]:
+    """Every chunk the items cite, by chunk id, in one index request (not one per citation):
+    the reader page shows each citation's passage from what is stored, with no model call."""
+    cited = sorted({c for item in items for s in item.sentences for c in s.citations})
+    return service.indexer.index.chunks_by_id(cited)
 
 
 @dataclass(frozen=True)
