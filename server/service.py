@@ -294,6 +294,7 @@ class Service:
                 current = self.indexer.index.get([r.id for r in records if isinstance(r, Article)])
                 for article_id, record in current.items():
                     self.summaries.retire(article_id, keep_hash=record.content_hash, at=self.clock())
+                    self.summaries.retire_updates_from(article_id, record.content_hash, self.clock())
                     self.composer.invalidate(article_id)
             if report.new or report.updated:
                 self.refresh_matrix(self.clock())
@@ -301,17 +302,22 @@ class Service:
         return report
 
     def retract(self, actor: Actor, article_id: str, reason: str | None = None) -> dict[str, int]:
-        """Out of the index, its summaries retired for good, briefings citing it dropped; the
-        audit entry keeps `reason` (editors read it on the audit log)."""
+        """Out of the index, its summaries retired for good, and so are the story updates of
+        other articles written from it (their evidence is gone; the next job run writes them
+        from what remains); briefings citing it dropped. The audit entry keeps `reason` (editors
+        read it on the audit log) and names the retired updates."""
         with self.write_lock:
             removed = self.indexer.retract([article_id])
             if not removed:
                 raise NotFound(f"article {article_id!r} is not in the index")
             summaries = self.summaries.retire(article_id, keep_hash=None, at=self.clock())
+            updates = self.summaries.retire_updates_from(article_id, None, self.clock())
             self.refresh_matrix(self.clock())
             briefings = self.forget_article(article_id)
-        detail = {"summaries": summaries, "cached_briefings": briefings}
-        noted = {**detail, "reason": reason} if reason else detail
+        detail = {"summaries": summaries, "updates": len(updates), "cached_briefings": briefings}
+        noted: dict[str, Any] = {**detail, "retired_updates": updates} if updates else {**detail}
+        if reason:
+            noted["reason"] = reason
         self.audit.write(actor.id, actor.role, "retract", article_id, noted)
         return detail
 

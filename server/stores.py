@@ -313,6 +313,45 @@ class SqlSummaryStore:
         with write_lock(self.engine), self.engine.begin() as connection:
             return int(connection.execute(statement).rowcount)
 
+    def retire_updates_from(self, article_id: str, keep_hash: str | None, at: datetime) -> list[str]:
+        """Story updates of other articles written from this one leave the queue for good, with
+        the reason: for a retraction (`keep_hash=None`) every update that covers or cites it,
+        for an in-place update those citing another version than `keep_hash`. Their ids name
+        that evidence, so no reader's request reaches them again; the next job run writes the
+        update from what remains. Returns their ids."""
+        final = [s.value for s in FINAL]
+        query = select(SummaryRow.id, SummaryRow.basis, SummaryRow.sentences, SummaryRow.dropped).where(
+            SummaryRow.kind == "update", SummaryRow.article_id != article_id, SummaryRow.status.not_in(final)
+        )
+        how = "retraction" if keep_hash is None else "update"
+        reason = f"written from {article_id}, since {'retracted' if keep_hash is None else 'updated'}"
+        with write_lock(self.engine), self.engine.begin() as connection:
+            rows = connection.execute(query).all()
+            ids = [r.id for r in rows if _written_from(r, article_id, keep_hash)]
+            if ids:
+                connection.execute(
+                    update(SummaryRow)
+                    .where(SummaryRow.id.in_(ids), SummaryRow.status.not_in(final))
+                    .values(
+                        status=Status.RETRACTED.value,
+                        reviewed_by=how,
+                        reviewed_at=at,
+                        reason=reason,
+                        version=SummaryRow.version + 1,
+                    )
+                )
+        return ids
+
+
+def _written_from(row: Any, article_id: str, keep_hash: str | None) -> bool:
+    """Whether an update row covers `article_id` (retraction) or cites a version of it other
+    than `keep_hash` (an in-place update: its basis may have named the article as read only)."""
+    chunks = (c.partition("#")[0] for s in (*row.sentences, *row.dropped) for c in s["citations"])
+    versions = {version for cited, _, version in (c.partition("@") for c in chunks) if cited == article_id}
+    if keep_hash is None:
+        return article_id in row.basis or bool(versions)
+    return bool(versions - {keep_hash})
+
 
 def _summary_values(s: Summary) -> dict[str, Any]:
     data = s.to_json()
