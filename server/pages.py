@@ -23,7 +23,7 @@ from server.review import Review, ReviewItem
 from server.schema import NoNul
 from server.service import Actor, Service
 from server.stores import ReaderSettings
-from server.views import event_id, iso, live_to_readers, more_stories, paragraphs, passages
+from server.views import event_id, iso, live_to_readers, more_stories, paragraphs, passages, published
 
 MORE_STORIES = 10  # "More stories": this many past the briefing's own
 # The audit entries editors see: their decisions (server.review) and retractions with their reasons.
@@ -81,7 +81,8 @@ class ReaderPages(Controller):
         impressions = {i.article_id: event_id(b.reader_id, shown_at, i.article_id) for i in b.items}
         context = {"b": b, "reader": b.reader_id, "now": iso(service.clock()), "shown_at": shown_at}
         cited = passages(service, b.items)
-        return Template("briefing.html", context={**context, "impressions": impressions, "passages": cited})
+        context |= {"impressions": impressions, "passages": cited, "published": published(b.items, cited)}
+        return Template("briefing.html", context=context)
 
     @get("/more", sync_to_thread=True)
     def more(self, request: Request[Any, Any, Any], service: NamedDependency[Service]) -> Template:

@@ -1,6 +1,7 @@
 """What the pages show beyond what `Service` and `Review` return: whether a summary is live to
-readers, the passages a briefing cites, more stories past the briefing, an article's text by
-paragraph, stable ids for the events a page reports, and job run details in words.
+readers, the passages a briefing cites and when each update sentence was published, more
+stories past the briefing, an article's text by paragraph, stable ids for the events a page
+reports, and job run details in words.
 
 Pure reads of the service's parts: nothing here writes, so the pages can call it on any request.
 """
@@ -8,9 +9,9 @@ Pure reads of the service's parts: nothing here writes, so the pages can call it
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from briefing import REVIEWED, BriefingItem, Status, Summary
@@ -73,6 +74,19 @@ def passages(service: Service, items: Iterable[BriefingItem]) -> dict[str, Hit]:
     the reader page shows each citation's passage from what is stored, with no model call."""
     cited = sorted({c for item in items for s in item.sentences for c in s.citations})
     return service.indexer.index.chunks_by_id(cited)
+
+
+def published(items: Iterable[BriefingItem], cited: Mapping[str, Hit]) -> dict[tuple[str, int], datetime]:
+    """When each sentence of a story update was published, by (item's article, sentence index):
+    the newest article it cites (from the cited passages). An update quotes earlier developments,
+    and without its date a state since changed ("the route is closed") reads as current."""
+    out: dict[tuple[str, int], datetime] = {}
+    for item in items:
+        for n, sentence in enumerate(item.sentences if item.update else ()):
+            times = [cited[c].published_at for c in sentence.citations if c in cited]
+            if times:
+                out[(item.article_id, n)] = datetime.fromtimestamp(max(times), UTC)
+    return out
 
 
 @dataclass(frozen=True)

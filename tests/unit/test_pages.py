@@ -12,12 +12,12 @@ import pytest
 from litestar.plugins.jinja import JinjaTemplateEngine
 
 from briefing import Briefing, BriefingItem, BriefingPolicy, Status, Summary, SummarySentence
-from indexing import Article
+from indexing import Article, Hit
 from recsys import Item
 from server.app import HERE
 from server.i18n import audience, install
 from server.pages import highlight
-from server.views import MoreItem, _live, describe, event_id, every, lead
+from server.views import MoreItem, _live, describe, event_id, every, lead, published
 from tests.factories import make_article
 
 ATTACK = '<script>alert("x")</script><img src=x onerror="steal()">'
@@ -222,3 +222,34 @@ def test_the_about_page_states_the_policy_it_runs_under() -> None:
     assert "Only summaries an editor has reviewed are shown" in reviewed_only
     assert "SmolLM2-135M-Instruct" in shown and "at least 0.6" in shown
     assert timedelta(days=settings.service.retention_days).days == 365 and "after 365 days" in shown
+
+
+def _passage(article_id: str, text: str, day: int, hour: int, minute: int) -> Hit:
+    at = datetime(2026, 11, day, hour, minute, tzinfo=UTC).timestamp()
+    return Hit(f"{article_id}@h#0", article_id, 0.0, text, "Route 4", "https://x.example/", "local", "s", at)
+
+
+def test_each_sentence_of_a_story_update_shows_when_it_was_published() -> None:
+    """A quoted earlier development says when it was published, in the reader's zone and
+    language: Monday's "route 4 is closed" must not read as current under Wednesday's reopening."""
+    monday = _passage("loc-0002", "Route 4 is closed for repairs.", 16, 7, 30)
+    wednesday = _passage("loc-0009", "Route 4 reopened this morning.", 18, 9, 5)
+    cited = {p.chunk_id: p for p in (monday, wednesday)}
+    quoted = tuple(SummarySentence(p.text, 1.0, (p.chunk_id,), extractive=True) for p in (wednesday, monday))
+    update = BriefingItem(
+        "s", "loc-0009", "Route 4", "https://x.example/", "local", True, "", "extractive", None, None, quoted
+    )
+    fresh = replace(update, story_id="s2", article_id="loc-0010", update=False, sentences=quoted[:1])
+    b = Briefing(
+        "r02", datetime(2026, 11, 19, tzinfo=UTC), None, "control", BriefingPolicy(), "Hi.", (update, fresh)
+    )
+    context = {"b": b, "reader": "r02", "now": "t", "shown_at": "t", "impressions": {}, "passages": cited}
+    context["published"] = published(b.items, cited)
+
+    page = render("briefing.html", **context)
+    assert re.findall(r'data-testid="published">([^<]*)</time>: ([^<]*?)\s*<', page) == [
+        ("Wednesday 18 November, 10:05 (CET)", "Route 4 reopened this morning."),
+        ("Monday 16 November, 08:30 (CET)", "Route 4 is closed for repairs."),
+    ]  # the item that is no update quotes its own article only: not dated
+    bokmal = render("briefing.html", **context, audience=audience("nb", "Europe/Oslo"))
+    assert ">mandag 16. november kl. 08:30 (CET)</time>: Route 4 is closed for repairs." in bokmal
