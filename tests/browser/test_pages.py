@@ -212,15 +212,18 @@ def test_a_reader_sees_their_briefing(site: Site, new_context: Callable[[], Brow
     records = site.service.indexer.index.get(
         [a for i in range(items.count()) if (a := items.nth(i).get_attribute("data-article"))]
     )
+    published = {str(r.article.url) for r in site.service.indexer.index.scroll()}
     for n in range(items.count()):
         item = items.nth(n)
         article_id = item.get_attribute("data-article")
         assert article_id in records, article_id
         url = str(records[article_id].article.url)
         assert item.locator("h2 a").get_attribute("href") == url
-        cites = item.locator("a.cite")
-        assert cites.count() >= 1, f"{article_id} has no citation links"
-        assert {cites.nth(c).get_attribute("href") for c in range(cites.count())} == {url}
+        # a citation opens its passage (a link to the cited article inside), or is a plain link
+        cites = item.locator('[data-testid="citation"] a.source, a.cite')
+        assert cites.count() >= 1, f"{article_id} has no citations"
+        hrefs = {cites.nth(c).get_attribute("href") for c in range(cites.count())}
+        assert hrefs <= published and (item.get_by_text("update to a story").count() or hrefs == {url})
         label = item.get_by_test_id("label").inner_text()
         assert any(label.startswith(known) for known in LABELS), label
         assert "Why you see this:" in label
@@ -246,6 +249,20 @@ def test_a_reader_sees_their_briefing(site: Site, new_context: Callable[[], Brow
     article = review.get_by_test_id("article").inner_text()  # the whole article beside the summary
     assert BODY_WORDS in " ".join(article.split()) and "ferry lanes" in article
     assert_nothing_injected(review)
+
+
+def test_a_citation_opens_the_passage_it_cites(site: Site, new_context: Callable[[], BrowserContext]) -> None:
+    page = signed_in(new_context(), site, "r03", "reader")
+    citation = page.get_by_test_id("citation").first
+    passage = citation.get_by_test_id("passage")
+    assert not passage.is_visible()  # closed until the reader asks for it; no script involved
+    citation.locator("summary").click()
+    assert passage.is_visible()
+    chunk_id = (citation.locator("summary").get_attribute("title") or "").split(": ")[-1]  # "source: <id>"
+    stored = site.service.indexer.index.chunks_by_id([chunk_id])[chunk_id]
+    assert " ".join(passage.inner_text().split()) == " ".join(stored.text.split())
+    assert citation.locator("a.source").get_attribute("href") == stored.url
+    assert_nothing_injected(page)
 
 
 TITLE_WORDS = "Harbour lights return to Nordkaia"
