@@ -251,9 +251,7 @@ def test_the_queue_page_lists_riskiest_first_with_each_sentences_verdict() -> No
     live = {s.id: Live(False, "drafts are not shown in this language") for s in rows}
     page = render("queue.html", queued=queued, status="draft", statuses=list(Status), done=False, live=live)
     assert "<script>" not in page and "<img" not in page and ESCAPED in page
-    shown = re.findall(
-        r'<tr data-testid="queue-row">\s*<td>[^<]*</td>\s*<td><a href="/editor/summaries/([^"]+)"', page
-    )
+    shown = re.findall(r'<tr data-testid="queue-row">\s*<td><a href="/editor/summaries/([^"]+)"', page)
     assert shown == [s.id for s in rows]
     verdicts = [" ".join(v.split()) for v in re.findall(r'data-testid="verdict">(.*?)</span>', page, re.S)]
     assert len(verdicts) == sum(len(s.sentences) for s in rows)
