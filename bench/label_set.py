@@ -56,7 +56,7 @@ def split_of(story_key: str) -> str:
 # -- generate ---------------------------------------------------------------------------------
 
 
-def generate(out: Path, limit: int | None, updates_per_story: int) -> None:
+def generate(out: Path, limit: int | None, updates_per_story: int, template_offset: int = 0) -> None:
     from briefing import GenerationError
     from indexing import open_source
     from server.container import build_indexer, build_summarizer, build_summary_store
@@ -67,35 +67,64 @@ def generate(out: Path, limit: int | None, updates_per_story: int) -> None:
         indexer = build_indexer(settings)
         indexer.ingest(open_source(str(DEMO / "articles")))
         summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings))
+        summarizer.checker = recorder = Recording(summarizer.checker)
         stories = indexer.stories()
         story_of = {a.id: story_id for story_id, articles in stories.items() for a in articles}
-        first_of = {story_id: articles[0].id for story_id, articles in stories.items()}
         start = time.monotonic()
         jobs = list(_jobs(stories, updates_per_story))[:limit]
         out.parent.mkdir(parents=True, exist_ok=True)
         written = 0
+        chunks: dict[str, str] = {}
         with out.open("w") as sink:  # row by row: an interrupted run keeps what it wrote
             for n, (kind, article_id, read) in enumerate(jobs, 1):
                 language = next(a.language for s in stories.values() for a in s if a.id == article_id)
                 try:
-                    summaries = _write(summarizer, kind, article_id, read)
+                    summaries = _write(summarizer, kind, article_id, read, template_offset)
                 except GenerationError as exc:  # a timeout: this one is left out, the run goes on
                     print(f"{n}/{len(jobs)} {kind} {article_id} failed: {exc}", flush=True)
                     continue
-                split = split_of(first_of[story_of[article_id]])
-                for row in (r for summary in summaries for r in _rows(summary, language, split)):
+                story = [a.id for a in stories[story_of[article_id]]]
+                split = split_of(story[0])
+                rows = (r for s in summaries for r in _rows(s, (language, split, story), recorder, chunks))
+                for row in rows:
                     sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                     written += 1
                 sink.flush()
                 print(f"{n}/{len(jobs)} {kind} {article_id} ({time.monotonic() - start:.0f} s)", flush=True)
-        print(f"wrote {written} sentences to {out}")
+                _write_evidence(out, chunks)
+        print(f"wrote {written} sentences to {out} and their evidence to {evidence_path(out)}")
 
 
-def _write(summarizer: Any, kind: str, article_id: str, read: list[str]) -> list[Any]:
+class Recording:
+    """The summarizer's checker, remembering each sentence's full support and the evidence it was
+    checked against: a candidate row keeps every signal (text score, likelihood, fluency) and
+    its evidence, so a new checker or policy can be scored on the labels without the LLM."""
+
+    def __init__(self, checker: Any) -> None:
+        self.checker = checker
+        self.seen: dict[str, tuple[Any, list[Any]]] = {}
+
+    def check(self, sentences: Any, evidence: Any) -> Any:
+        supports = self.checker.check(sentences, evidence)
+        for support in supports:
+            self.seen[support.sentence] = (support, list(evidence))
+        return supports
+
+
+def evidence_path(candidates: Path) -> Path:
+    return candidates.with_name(candidates.stem + ".evidence.jsonl")
+
+
+def _write_evidence(candidates: Path, chunks: dict[str, str]) -> None:
+    lines = (json.dumps({"chunk_id": k, "text": v}, ensure_ascii=False) for k, v in sorted(chunks.items()))
+    evidence_path(candidates).write_text("\n".join(lines) + "\n")
+
+
+def _write(summarizer: Any, kind: str, article_id: str, read: list[str], offset: int) -> list[Any]:
     from briefing.summarize import Followed
 
     if kind == "article":
-        name = ARTICLE_TEMPLATES[int(hashlib.sha256(article_id.encode()).hexdigest(), 16) % 2]
+        name = ARTICLE_TEMPLATES[(int(hashlib.sha256(article_id.encode()).hexdigest(), 16) + offset) % 2]
         return list(summarizer.summarize([article_id], prompt=name, refresh=True))
     update = summarizer.update(article_id, Followed(tuple(read)), refresh=True)
     return [update] if update is not None else []
@@ -112,12 +141,17 @@ def _jobs(stories: dict[str, list[Any]], per_story: int) -> Iterator[tuple[str, 
             yield "update", ids[-1], ids[:k]
 
 
-def _rows(summary: Any, language: str, split: str) -> Iterator[dict[str, Any]]:
+def _rows(
+    summary: Any, where: tuple[str, str, list[str]], recorder: Recording, chunks: dict[str, str]
+) -> Iterator[dict[str, Any]]:
+    language, split, story = where
     generated = [(s, True) for s in summary.sentences if not s.extractive] + [
         (s, False) for s in summary.dropped
     ]
     for sentence, kept in generated:
         key = f"{summary.id}|{sentence.text}"
+        support, evidence = recorder.seen.get(sentence.text, (None, []))
+        chunks.update({e.chunk_id: e.text for e in evidence})
         yield {
             "id": hashlib.sha256(key.encode()).hexdigest()[:12],
             "split": split,
@@ -126,12 +160,17 @@ def _rows(summary: Any, language: str, split: str) -> Iterator[dict[str, Any]]:
             "prompt": summary.prompt,
             "article_id": summary.article_id,
             "basis": list(summary.basis),
+            "story": story,
             "cited_articles": list(sentence.articles),
             "sentence": sentence.text,
             "score": sentence.score,
             "missing": list(sentence.missing),
             "kept": kept,
             "model": summary.model,
+            "text_score": getattr(support, "text_score", None),
+            "likelihood": getattr(support, "likelihood", None),
+            "fluency": getattr(support, "fluency", None),
+            "evidence": [e.chunk_id for e in evidence],
         }
 
 
@@ -291,6 +330,12 @@ def main(argv: Iterable[str] | None = None) -> None:
     make.add_argument("--out", type=Path, default=LABELS / "candidates.jsonl")
     make.add_argument("--limit", type=int, default=None, help="at most this many summaries (a quick look)")
     make.add_argument("--updates-per-story", type=int, default=2)
+    make.add_argument(
+        "--template-offset",
+        type=int,
+        default=0,
+        help="1: each article gets the other article template (a second pass: more sentences)",
+    )
     judge = commands.add_parser("score", help="precision of the shown sentences on the labels")
     judge.add_argument("--candidates", type=Path, default=LABELS / "candidates.jsonl")
     judge.add_argument("--labels", type=Path, default=LABELS / "labels.jsonl")
@@ -303,7 +348,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "generate":
-        generate(args.out, args.limit, args.updates_per_story)
+        generate(args.out, args.limit, args.updates_per_story, args.template_offset)
     else:
         score(args.candidates, args.labels, args.out, args.checker, args, args.gate)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -108,6 +110,17 @@ def _run(settings: Settings, service: Service, jobs: Jobs | None, host: str, por
             if jobs is not None:  # off the signal handler: halt() logs and takes locks
                 threading.Thread(target=jobs.halt, name="jobs-halt", daemon=True).start()
             super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn (>= 0.29) raises the caught signal again once it has shut down: SIGINT
+            # then ends in click's "Aborted!" (exit 1) and SIGTERM kills the process before the
+            # `finally` below closes Qdrant's files. The shutdown was orderly: exit normally.
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job runs are recorded in job_runs

@@ -128,8 +128,9 @@ def test_ctrl_c_stops_the_drafting_at_its_next_article(served: Served) -> None:
     assert first.group(2) == str(PER_RUN)
     sent = time.monotonic()
     served.process.send_signal(signal.SIGINT)
-    served.process.wait(timeout=LLM_TIMEOUT_S * 4 + 60)  # a stuck-test bound; the real one is below
+    code = served.process.wait(timeout=LLM_TIMEOUT_S * 4 + 60)  # a stuck-test bound; the real one is below
     took = time.monotonic() - sent
+    assert code == 0, served.log()[-3000:]  # Ctrl-C is an orderly stop, not "Aborted!"
     waiting = served.wait_for_line(re.compile(r"waiting for summarize-new to finish (\S+)"), 10)
     done = [m for line in served.lines if (m := DRAFTING.search(line))]
     assert waiting.group(1) not in {m.group(3) for m in done[:-1]}  # the article in hand, not one done
