@@ -39,6 +39,7 @@ from typing import Protocol
 import numpy as np
 import snowballstemmer
 
+from briefing.facts import canonical_number, evidence_keys, is_typed_name, sentence_facts
 from briefing.llm.scoring import LikelihoodScorer
 from indexing import STOPWORDS, Embedder
 
@@ -140,26 +141,43 @@ def negation_scopes(text: str) -> list[list[str]]:
 
 
 def stated_facts(sentence: str) -> set[str]:
-    """Numbers, names (capitalized words not opening the sentence) and quoted spans."""
-    numbers = {n.replace(",", "") for n in _NUMBER.findall(sentence)}
-    names = {n for n in _NAME.findall(sentence) if n.lower() not in _STOP}
-    quotes = {q.strip() for q in _QUOTE.findall(sentence)}
-    return numbers | names | quotes
+    """Numbers, names (capitalized words not opening the sentence) and quoted spans, and, as
+    written, its dates, ordinals, months, weekdays and numbers with a scale or unit
+    (briefing/facts.py)."""
+    return _plain_facts(sentence) | {fact.shown for fact in sentence_facts(sentence)}
 
 
 def missing_facts(sentence: str, evidence: str) -> tuple[str, ...]:
-    """The numbers, names and quotes the sentence states that the evidence does not contain:
-    the check's hard rule on its own, without embeddings or an LLM."""
+    """What the sentence states that the evidence does not contain, or not in the same sense
+    (a "12th" or "12 seats" where the evidence has only "12 employees"): the check's hard rule
+    on its own, without embeddings or an LLM."""
     return _missing_facts(sentence, _fact_haystack(evidence))
 
 
 def _fact_haystack(evidence: str) -> str:
-    # Numbers are compared as numbers ("1960" is in "the 1960s"), the rest as word sequences.
-    return _normalized(evidence) + " ".join(_numbers(evidence)) + " "
+    # Numbers are compared as numbers ("1960" is in "the 1960s", "4,2" is "4.2"), names and
+    # quotes as word sequences, typed facts by their keys (briefing/facts.py).
+    numbers = sorted(_numbers(evidence))
+    keys = sorted(evidence_keys(evidence))
+    return " ".join([_normalized(evidence), *numbers, *map(_normalize, numbers), *keys, ""])
 
 
 def _missing_facts(sentence: str, haystack: str) -> tuple[str, ...]:
-    return tuple(sorted(f for f in stated_facts(sentence) if f" {_normalize(f)} " not in haystack))
+    plain = {f for f in _plain_facts(sentence) if f" {_normalize(f)} " not in haystack}
+    typed = {
+        fact.shown
+        for fact in sentence_facts(sentence)
+        # a fact resting on an absent number is reported as that number (the plain rule)
+        if not plain.intersection(fact.numbers) and not any(f" {key} " in haystack for key in fact.keys)
+    }
+    return tuple(sorted(plain | typed))
+
+
+def _plain_facts(sentence: str) -> set[str]:
+    # Months, weekdays and currency codes are facts in their own sense (briefing/facts.py).
+    names = {n for n in _NAME.findall(sentence) if n.lower() not in _STOP and not is_typed_name(n)}
+    quotes = {q.strip() for q in _QUOTE.findall(sentence)}
+    return _numbers(sentence) | names | quotes
 
 
 # The likelihood signal's two framings: the sentence after the evidence, and after nothing.
@@ -309,7 +327,7 @@ def _normalize(text: str) -> str:
 
 
 def _numbers(text: str) -> set[str]:
-    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+    return {canonical_number(n) for n in _NUMBER.findall(text)}
 
 
 def _normalized(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from briefing import LikelihoodScorer
+from briefing.facts import canonical_number
 from briefing.grounding import (
     EmbeddingLexicalChecker,
     Evidence,
@@ -182,3 +183,91 @@ def test_scores_keep_their_parts(checker: EmbeddingLexicalChecker) -> None:
         assert (support.likelihood is None) == (checker.scorer is None)
         expected = combined_score(support.text_score, support.likelihood, checker.config)
         assert support.score == pytest.approx(expected)
+
+
+# Numbers and dates in the same sense (issue 17, briefing/facts.py). From loc-0013 and nob-0026
+# of the demo newsroom: the article has "12 of the 25 employees", "1 December" and "Monday".
+FIRE = (
+    "The fire that destroyed Brekke Sjømat's warehouse on Nordkaia early on Monday was most likely "
+    "caused by an electrical fault in a refrigeration compressor, police said on Wednesday. Brekke "
+    "Sjømat announced that 12 of the 25 employees at the warehouse will be temporarily laid off from "
+    "1 December. Halvard Brekke said the insurers had estimated the damage at around 45 million kroner."
+)
+TEATER = (
+    "Havnby teater setter opp «Nissen som glemte julen» fra 5. til 15. desember. Budsjettet for "
+    "brøyting økes med 2,4 millioner kroner, til 17,0 millioner kroner. Premieren er lørdag, og hele "
+    "28 skuespillere er med."
+)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "evidence", "missing"),
+    [
+        # the issue's sentence: its date is invented, though the article has a 12
+        (
+            "The fire on Nordkaia on December 12th was most likely caused by an electrical fault.",
+            FIRE,
+            "December 12th",
+        ),
+        ("Brekke Sjømat will lay off 12 employees from 12 December.", FIRE, "12 December"),
+        ("Police named the 12th employee to be laid off.", FIRE, "12th"),
+        ("Brekke Sjømat will lay off 12 firefighters.", FIRE, "12 firefighters"),
+        ("The insurers estimated the damage at 45 billion kroner.", FIRE, "45 billion"),
+        ("Brekke Sjømat will cut 25 percent of the warehouse staff.", FIRE, "25 percent"),
+        ("The insurers estimated the damage at EUR 45 million.", FIRE, "EUR"),
+        ("Police said on Tuesday that the fire was caused by an electrical fault.", FIRE, "Tuesday"),
+        ("Tuesday's fire destroyed Brekke Sjømat's warehouse.", FIRE, "Tuesday's"),  # opens the sentence
+        ("In January, 12 employees will be laid off.", FIRE, "January"),
+        ("The warehouse will reopen in December 2027.", FIRE, "2027"),  # a year is a number
+        ("Premieren er 28. desember.", TEATER, "28. desember"),
+        ("Teatret spiller stykket for 28. gang.", TEATER, "28."),
+        ("Budsjettet for brøyting økes med 2,4 milliarder kroner.", TEATER, "2,4 milliarder"),
+        ("Budsjettet for brøyting økes med 28 prosent.", TEATER, "28 prosent"),
+        ("Premieren er søndag.", TEATER, "søndag"),
+        ("Forestillingen spilles i januar.", TEATER, "januar"),
+    ],
+)
+def test_a_number_or_date_in_another_sense_is_missing(sentence: str, evidence: str, missing: str) -> None:
+    assert missing_facts(sentence, evidence) == (missing,)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "evidence"),
+    [
+        ("Police said on Wednesday that an electrical fault most likely caused the fire.", FIRE),
+        ("Wednesday's police statement blamed an electrical fault.", FIRE),
+        ("Twelve employees will be laid off from December 1st, 12 of 25.", FIRE),
+        ("The 12 employees will be laid off from 1 December.", FIRE),
+        ("The damage was put at NOK 45 million.", FIRE),  # "45 million kroner" in other words
+        ("The damage was put at 45 million kroner, police said on Wednesday.", FIRE),
+        ("The fire on Monday destroyed the warehouse in December's first week.", FIRE),
+        ("Residents may join a march against the layoffs.", FIRE),  # "may" and "march" are no months
+        ("Forestillingen spilles fra 5. desember.", TEATER),  # the first day of "5. til 15. desember"
+        ("Budsjettet for brøyting økes med 2.4 millioner, til 17 mill. kroner.", TEATER),
+        ("Lørdag er premieren, og 28 skuespillere er med.", TEATER),
+        ("Teatret har 28 skuespillere og spiller til 15. desember.", TEATER),
+    ],
+)
+def test_the_same_number_or_date_in_other_words_is_found(sentence: str, evidence: str) -> None:
+    assert missing_facts(sentence, evidence) == ()
+
+
+def test_decimal_commas_and_thousands_separators() -> None:
+    numbers = ("4,2", "38,9", "150,000", "1,950", "2,000,000", "4.1", "17,0", "44.50", "100")
+    assert [canonical_number(n) for n in numbers] == [
+        "4.2",
+        "38.9",
+        "150000",
+        "1950",
+        "2000000",
+        "4.1",
+        "17",
+        "44.5",
+        "100",
+    ]
+
+
+def test_the_issue_sentence_fails_the_check(checker: EmbeddingLexicalChecker) -> None:
+    sentence = "The fire on Nordkaia on December 12th was most likely caused by an electrical fault."
+    [support] = checker.check([sentence], [Evidence("loc-0013@abc#0", FIRE)])
+    assert not support.supported and support.missing == ("December 12th",)
