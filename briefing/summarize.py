@@ -414,12 +414,36 @@ def _not_news(sentence: str, title: str) -> bool:
 
 
 def _unique(sentences: list[str]) -> list[str]:
-    """Drop repeats (small models loop), keeping the first."""
-    seen: set[str] = set()
-    out = []
+    """The sentences worth checking, in order: whole ones (`_fragment`), each said once. Small
+    models loop: a sentence that repeats an earlier one (`_near_duplicate`) is dropped."""
+    out: list[str] = []
     for sentence in sentences:
-        key = " ".join(sentence.lower().split())
-        if key not in seen:
-            seen.add(key)
+        if not _fragment(sentence) and not any(_near_duplicate(sentence, kept) for kept in out):
             out.append(sentence)
     return out
+
+
+MIN_WORDS = 4
+NEAR_DUPLICATE = 0.8  # token-set Jaccard from which two sentences say the same
+_WORDS = re.compile(r"\w+")
+_PAIRS = (("(", ")"), ("[", "]"), ("“", "”"), ("«", "»"))
+
+
+def _fragment(sentence: str) -> bool:
+    """Not a whole sentence: under `MIN_WORDS` words (a list marker alone has none), a heading
+    ("Key points:"), no sentence-final punctuation (cut off, or a headline) or an unclosed quote
+    or bracket (half a quotation, or a cut)."""
+    text = sentence.strip()
+    unbalanced = text.count('"') % 2 == 1 or any(text.count(a) != text.count(b) for a, b in _PAIRS)
+    return len(_WORDS.findall(text)) < MIN_WORDS or not text.endswith(_ENDS) or unbalanced
+
+
+def _near_duplicate(sentence: str, earlier: str) -> bool:
+    """Whether the two say the same: their word sets overlap by `NEAR_DUPLICATE` (Jaccard), or
+    one's words run, in order, inside the other's ("The council voted 27 to 22." and "The
+    council voted 27 to 22 on Tuesday.")."""
+    a, b = _WORDS.findall(sentence.lower()), _WORDS.findall(earlier.lower())
+    if len(set(a) & set(b)) >= NEAR_DUPLICATE * len(set(a) | set(b)):
+        return True
+    short, long = sorted((a, b), key=len)
+    return f" {' '.join(short)} " in f" {' '.join(long)} "

@@ -1,10 +1,11 @@
-"""What the summarizer removes before the grounding check: sentences that are not news."""
+"""What the summarizer removes before the grounding check: sentences that are not news, cut
+off, not whole, or said before."""
 
 from __future__ import annotations
 
 import pytest
 
-from briefing.summarize import _complete, _not_news
+from briefing.summarize import _complete, _fragment, _near_duplicate, _not_news, _unique
 
 TITLE = "Council approves the ferry terminal"
 
@@ -48,3 +49,86 @@ def test_news_is_news(sentence: str) -> None:
 )
 def test_a_sentence_cut_off_by_a_limit_is_not_checked(reason: str, sentences: list[str], kept: int) -> None:
     assert _complete(sentences, reason) == sentences[:kept]
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "Fire on Nordkaia.",  # under four words
+        "Regjeringspartnerne.",
+        "-",  # a list marker alone
+        "2.",
+        "Key points from the council meeting:",  # a heading
+        "Hovedpunkter fra møtet i kommunestyret:",
+        "The terminal will open in",  # cut off
+        "Media playback is not supported on this device",  # no sentence-final punctuation
+        "Den unevnelige plan B | Friskoler |",
+        '"We cannot keep patching a quay that is literally rusting.',  # half a quotation
+        "Solheim said the quay is “literally rusting under our feet.",
+        "Ordføreren sa at kaia «ruster under føttene våre.",
+        "The council (which met on Tuesday voted 27 to 22.",  # an unclosed bracket
+    ],
+)
+def test_fragments_are_not_whole_sentences(sentence: str) -> None:
+    assert _fragment(sentence)
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "No one was injured.",
+        "Ingen ble skadd i brannen.",
+        'Solheim said: "We cannot keep patching a quay that is literally rusting."',
+        "Ordføreren sa at kaia «ruster under føttene våre».",
+        "Striker Ingrid Solvik (24) needs knee surgery.",
+        "Will the council approve the terminal?",
+        "Hannah Jones overbeviste helsemyndighetene (13)",  # a closing bracket ends a sentence too
+    ],
+)
+def test_whole_sentences_are_not_fragments(sentence: str) -> None:
+    assert not _fragment(sentence)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "earlier", "same"),
+    [
+        ("The council voted 27 to 22.", "the council  voted 27 to 22 .", True),  # case and spacing
+        (
+            "On Wednesday the council approved the new ferry terminal.",
+            "The council approved the new ferry terminal on Wednesday.",
+            True,  # the same words in another order: Jaccard 1
+        ),
+        (
+            "The council approved the ferry terminal on Wednesday after a long debate.",
+            "The council approved the ferry terminal on Wednesday after a debate.",
+            True,  # Jaccard 10/11 = 0.91
+        ),
+        ("The council voted 27 to 22 on Wednesday.", "The council voted 27 to 22.", True),  # contained
+        ("Kommunestyret stemte 27 mot 22.", "Kommunestyret stemte 27 mot 22 for terminalen i går.", True),
+        (
+            "The council voted 22 to 27 against the terminal.",
+            "The council voted 27 to 22 for the terminal.",
+            False,  # Jaccard 7/9 = 0.78, and neither runs inside the other
+        ),
+        ("The opposition wants a cheaper plan.", "The council approved the terminal.", False),
+    ],
+)
+def test_near_duplicates(sentence: str, earlier: str, same: bool) -> None:
+    assert _near_duplicate(sentence, earlier) is same
+    assert _near_duplicate(earlier, sentence) is same  # symmetric
+
+
+def test_unique_keeps_the_first_whole_sentence_of_each_repeat() -> None:
+    generated = [
+        "The council voted",  # a fragment: removed first, so it cannot hide what follows
+        "The council voted 27 to 22 for the terminal.",
+        "The council voted 27 to 22 for the terminal.",
+        "Key points:",
+        "On Wednesday, the council voted 27 to 22 for the terminal.",  # Jaccard 8/10, and contains it
+        "The opposition wants a cheaper plan of 300 million kroner.",
+        "The opposition wants a cheaper plan.",  # contained in the one before
+    ]
+    assert _unique(generated) == [
+        "The council voted 27 to 22 for the terminal.",
+        "The opposition wants a cheaper plan of 300 million kroner.",
+    ]
