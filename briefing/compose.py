@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from briefing.gate import ShowRule
 from briefing.grounding import WordForms, missing_facts
 from briefing.llm import GenerationError
 from briefing.summaries import REVIEWED, Status, Summary, SummarySentence
@@ -59,17 +60,29 @@ VARIANTS = {
 @dataclass(frozen=True)
 class BriefingPolicy:
     """Per surface: whether checked but unreviewed drafts may reach readers. By DESIGN §5 they
-    may only in the languages whose checker precision was measured to pass (`draft_languages`,
-    from briefing.gate), unless `allow_drafts` forces them everywhere (a demo of generation)."""
+    may only in the languages whose checker precision was measured to pass (`show_rules`, from
+    briefing.gate), and only drafts whose every generated sentence passes that language's rule,
+    unless `allow_drafts` forces them everywhere (a demo of generation)."""
 
     name: str = "front-page"
     allow_drafts: bool = False
     items: int = 5
     llm_greeting: bool = True  # off: a template greeting, and no LLM call on a cache miss
-    draft_languages: frozenset[str] = frozenset()
+    show_rules: tuple[tuple[str, ShowRule], ...] = ()  # (language, rule): a tuple keeps it hashable
+
+    @property
+    def draft_languages(self) -> frozenset[str]:
+        return frozenset(language for language, _ in self.show_rules)
 
     def drafts_show(self, language: str) -> bool:
         return self.allow_drafts or language in self.draft_languages
+
+    def draft_shows(self, sentences: Sequence[SummarySentence], language: str) -> bool:
+        """Whether a draft with these sentences may reach a reader of this language."""
+        if self.allow_drafts:
+            return True
+        rule = dict(self.show_rules).get(language)
+        return rule is not None and rule.shows_all(sentences)
 
     @property
     def any_drafts(self) -> bool:
@@ -112,6 +125,7 @@ class Briefing:
         data["generated_at"] = self.generated_at.isoformat()
         data["since"] = self.since.isoformat() if self.since else None
         data["policy"]["draft_languages"] = sorted(self.policy.draft_languages)
+        data["policy"]["show_rules"] = {lang: asdict(rule) for lang, rule in self.policy.show_rules}
         for item in data["items"]:
             if item["why"] and item["why"]["read_at"]:
                 item["why"]["read_at"] = item["why"]["read_at"].isoformat()
@@ -212,7 +226,7 @@ class Composer:
     def _shows(self, summary: Summary, language: str) -> bool:
         """Whether this policy lets a reader see the summary: reviewed, or a draft where drafts may
         show in its language; rejected and retracted text never."""
-        draft = summary.status is Status.DRAFT and self.policy.drafts_show(language)
+        draft = summary.status is Status.DRAFT and self.policy.draft_shows(summary.sentences, language)
         return summary.status in REVIEWED or draft
 
     def _item(

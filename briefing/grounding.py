@@ -75,6 +75,10 @@ class Support:
     citations: tuple[str, ...]
     missing: tuple[str, ...]  # numbers, names and quotes the evidence does not contain
     supported: bool
+    # How probable the packaged LLM finds the sentence on its own (mean log-probability per
+    # token, nats; None without a scorer): fragments, repeats and broken grammar are improbable
+    # whatever the evidence (bench/label_set.py measures it against the `garbled` labels).
+    fluency: float | None = None
 
 
 class GroundingChecker(Protocol):
@@ -212,7 +216,7 @@ class EmbeddingLexicalChecker:
         haystack = " ".join(e.text for e in evidence)
         words = self._forms.of(content_words(haystack))
         facts = _fact_haystack(haystack)
-        gains = self.likelihood(sentences, evidence) if self.scorer and evidence else None
+        signals = self.signals(sentences, evidence) if self.scorer and evidence else None
         return [
             self._support(
                 s,
@@ -220,13 +224,19 @@ class EmbeddingLexicalChecker:
                 (units, singles),
                 owners,
                 (words, facts),
-                gains[i] if gains else None,
+                signals[i] if signals else None,
             )
             for i, s in enumerate(sentences)
         ]
 
     def likelihood(self, sentences: Sequence[str], evidence: Sequence[Evidence]) -> list[float]:
-        """Per sentence and token, the mean of log p(token | evidence) - λ·log p(token | nothing).
+        """The likelihood signal alone (`signals`' first half)."""
+        return [gain for gain, _ in self.signals(sentences, evidence)]
+
+    def signals(self, sentences: Sequence[str], evidence: Sequence[Evidence]) -> list[tuple[float, float]]:
+        """Per sentence: the likelihood gain and the fluency, from the same two LLM passes.
+
+        The gain is, per sentence and token, the mean of log p(token | evidence) - λ·log p(token | nothing).
 
         λ = 1 is the information the evidence brings (pointwise mutual information); below 1,
         a sentence the model finds unlikely even after the evidence also counts against it.
@@ -238,7 +248,7 @@ class EmbeddingLexicalChecker:
         given = self.scorer.logprobs(context, sentences, tail=EVIDENCE_TAIL)
         prior = self.scorer.logprobs(PRIOR_PROMPT, sentences)
         lam = self.config.likelihood_prior_weight
-        return [float(np.mean(g - lam * p)) for g, p in zip(given, prior, strict=True)]
+        return [(float(np.mean(g - lam * p)), float(np.mean(p))) for g, p in zip(given, prior, strict=True)]
 
     def _support(
         self,
@@ -247,7 +257,7 @@ class EmbeddingLexicalChecker:
         unit_texts: tuple[list[str], list[int]],
         owners: list[tuple[str, ...]],
         haystack: tuple[set[str], str],
-        gain: float | None,
+        signal: tuple[float, float] | None,
     ) -> Support:
         cfg = self.config
         units, singles = unit_texts
@@ -256,8 +266,9 @@ class EmbeddingLexicalChecker:
         own = content_words(sentence)
         share = sum(bool(self._forms(w) & words) for w in own) / len(own) if own else 1.0
         text = float(np.clip(cfg.meaning_weight * meaning + (1 - cfg.meaning_weight) * share, 0.0, 1.0))
-        likely = None
-        if gain is not None:
+        likely = fluency = None
+        if signal is not None:
+            gain, fluency = signal
             likely = float(1.0 / (1.0 + np.exp(-(gain - cfg.likelihood_center) / cfg.likelihood_scale)))
         score = combined_score(text, likely, cfg)
         missing = _missing_facts(sentence, facts)
@@ -268,7 +279,7 @@ class EmbeddingLexicalChecker:
         near = np.flatnonzero(sims >= meaning - cfg.cite_margin) if sims.size else np.zeros(0, np.int64)
         citations = tuple(dict.fromkeys(c for i in near for c in owners[i]))
         supported = score >= cfg.threshold and not missing
-        return Support(sentence, score, text, likely, citations, missing, supported)
+        return Support(sentence, score, text, likely, citations, missing, supported, fluency)
 
     def _flips_negation(self, sentence: str, evidence: str) -> bool:
         """Whether one side negates words the other states without negating them."""

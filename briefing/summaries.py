@@ -49,6 +49,7 @@ class SummarySentence:
     citations: tuple[str, ...]  # chunk ids, `article@hash#n`
     extractive: bool = False  # copied from the article because nothing generated passed the check
     missing: tuple[str, ...] = ()  # for dropped sentences: facts absent from the evidence
+    fluency: float | None = None  # the LLM's likelihood of it on its own (Support.fluency)
 
     @property
     def articles(self) -> tuple[str, ...]:
@@ -137,6 +138,7 @@ def _sentence(data: dict[str, Any]) -> SummarySentence:
         citations=tuple(data["citations"]),
         extractive=bool(data.get("extractive", False)),
         missing=tuple(data.get("missing", ())),
+        fluency=None if data.get("fluency") is None else float(data["fluency"]),
     )
 
 

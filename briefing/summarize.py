@@ -392,8 +392,9 @@ def _normalized(text: str) -> str:
 
 
 def _sentence(support: Support) -> SummarySentence:
+    fluency = None if support.fluency is None else round(support.fluency, 4)
     return SummarySentence(
-        support.sentence, round(support.score, 4), support.citations, missing=support.missing
+        support.sentence, round(support.score, 4), support.citations, missing=support.missing, fluency=fluency
     )
 
 

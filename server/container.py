@@ -20,7 +20,7 @@ from briefing import (
     make_generator,
     make_scorer,
 )
-from briefing.gate import draft_languages
+from briefing.gate import show_rules
 from briefing.verifier import RelationChecker, load_relation_checker, verifier_dir
 from indexing import Chunker, Embedder, Indexer, QdrantIndex, SentenceTransformerEmbedder
 from recsys import CandidateMatrix, EventRepository, Recommender
@@ -174,10 +174,10 @@ def build_summary_store(settings: Settings, engine: Engine | None = None) -> Sum
 
 def build_composer(settings: Settings, recommender: Recommender, summarizer: Summarizer) -> Composer:
     """The composer under the briefing policy, with the languages the show gate lets drafts
-    show in (measured for this checker at this threshold; none without a gate)."""
+    show in and their rules (measured for this checker at this threshold; none without a gate)."""
     name = getattr(summarizer.checker, "name", "")
-    languages = draft_languages(settings.show_gate, name, settings.grounding.threshold)
-    policy = replace(settings.briefing, draft_languages=languages)
+    rules = show_rules(settings.show_gate, name, settings.grounding.threshold)
+    policy = replace(settings.briefing, show_rules=tuple(sorted(rules.items())))
     return Composer(recommender, summarizer, policy=policy)
 
 

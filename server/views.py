@@ -44,7 +44,7 @@ def live_to_readers(service: Service, summaries: Sequence[Summary]) -> dict[str,
     out: dict[str, Live] = {}
     for s in summaries:
         record = current.get(s.article_id)
-        drafts = record is not None and policy.drafts_show(record.article.language)
+        drafts = record is not None and policy.draft_shows(s.sentences, record.article.language)
         out[s.id] = _live(s, record.content_hash if record else None, drafts, reviewed)
     return out
 
@@ -61,7 +61,7 @@ def _live(
     if s.content_hash != current_hash:
         return Live(False, "its article changed since it was written")
     if s.status is Status.DRAFT and not allow_drafts:
-        return Live(False, "drafts are not shown in this language: readers get reviewed text only")
+        return Live(False, "not shown unreviewed: its language or one of its sentences fails the show gate")
     if s.status is Status.DRAFT and (s.content_hash, s.kind) in reviewed.get(s.article_id, set()):
         return Live(False, "a reviewed text of this article shows instead")
     if s.status is Status.DRAFT:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from briefing import BriefingPolicy
-from briefing.gate import MIN_SHOWN, TARGET_PRECISION, draft_languages
+from briefing.gate import MIN_SHOWN, TARGET_PRECISION, ShowRule, draft_languages, show_rules
+from briefing.summaries import SummarySentence
 
 
 def gate(tmp_path: Path, **changes: Any) -> Path:
@@ -18,7 +19,12 @@ def gate(tmp_path: Path, **changes: Any) -> Path:
         "checker": "embedding-lexical",
         "threshold": 0.6,
         "languages": {
-            "en": {"precision": 0.97, "precision_ci_low": 0.91, "shown": 120},
+            "en": {
+                "precision": 0.97,
+                "precision_ci_low": 0.91,
+                "shown": 120,
+                "rule": {"threshold": 0.9, "fluency_floor": -4.5},
+            },
             "nb": {"precision": 0.71, "precision_ci_low": 0.6, "shown": 80},
         },
         **changes,
@@ -59,7 +65,7 @@ def test_the_shipped_policy_shows_no_draft_without_a_passing_gate() -> None:
     policy = BriefingPolicy()
     assert not policy.allow_drafts and not policy.any_drafts
     assert not policy.drafts_show("en") and not policy.drafts_show("nb")
-    gated = BriefingPolicy(draft_languages=frozenset({"en"}))
+    gated = BriefingPolicy(show_rules=(("en", ShowRule(0.6)),))
     assert gated.drafts_show("en") and not gated.drafts_show("nb") and gated.any_drafts
     assert BriefingPolicy(allow_drafts=True).drafts_show("nb")
 
@@ -88,7 +94,36 @@ def test_a_briefing_under_a_gated_policy_is_plain_json() -> None:
 
     from briefing import Briefing
 
-    policy = BriefingPolicy(draft_languages=frozenset({"nb", "en"}))
+    policy = BriefingPolicy(show_rules=(("en", ShowRule(0.9, -4.5)), ("nb", ShowRule(0.8))))
     briefing = Briefing("r1", datetime(2026, 11, 19, tzinfo=UTC), None, "control", policy, "Hello.", ())
     data = json.loads(json.dumps(briefing.to_json()))
     assert data["policy"]["draft_languages"] == ["en", "nb"] and data["policy"]["allow_drafts"] is False
+    assert data["policy"]["show_rules"]["en"] == {"threshold": 0.9, "fluency_floor": -4.5}
+
+
+def test_a_language_passes_with_the_rule_it_was_measured_under(tmp_path: Path) -> None:
+    assert show_rules(gate(tmp_path), "embedding-lexical", 0.6) == {"en": ShowRule(0.9, -4.5)}
+
+
+def _sentence(score: float, fluency: float | None, missing: tuple[str, ...] = ()) -> SummarySentence:
+    return SummarySentence("s.", score, ("a@h#0",), missing=missing, fluency=fluency)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "shows"),
+    [
+        (_sentence(0.95, -3.0), True),
+        (_sentence(0.85, -3.0), False),  # under the language's threshold, over the checker's
+        (_sentence(0.95, -6.0), False),  # improbable on its own: garbled text
+        (_sentence(0.95, None), False),  # fluency never measured: the floor cannot be vouched for
+        (_sentence(0.99, -3.0, ("12th",)), False),  # a fact missing from its evidence
+        (SummarySentence("Quoted.", 0.2, ("a@h#0",), extractive=True), True),  # the article's words
+    ],
+)
+def test_a_draft_shows_only_if_every_generated_sentence_passes_the_rule(
+    sentence: SummarySentence, shows: bool
+) -> None:
+    policy = BriefingPolicy(show_rules=(("en", ShowRule(0.9, -4.5)),))
+    assert policy.draft_shows([_sentence(0.97, -2.0), sentence], "en") is shows
+    assert not policy.draft_shows([_sentence(0.97, -2.0)], "nb")  # no rule: no passing gate
+    assert BriefingPolicy(allow_drafts=True).draft_shows([sentence], "nb")

@@ -179,7 +179,7 @@ def _summary(status: Status, content_hash: str = "h1", kind: str = "article") ->
     ("status", "content_hash", "allow", "reviewed", "live", "why"),
     [
         (Status.DRAFT, "h1", True, False, True, "not yet reviewed"),
-        (Status.DRAFT, "h1", False, False, False, "reviewed text only"),
+        (Status.DRAFT, "h1", False, False, False, "fails the show gate"),
         (Status.DRAFT, "h1", True, True, False, "reviewed text of this article shows instead"),
         (Status.DRAFT, "h0", True, False, False, "changed since"),
         (Status.APPROVED, "h1", False, False, True, "live"),
