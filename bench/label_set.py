@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -39,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import machine, write_results
+from bench._common import machine, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo"
@@ -181,27 +182,81 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def candidate_files(first: Path) -> list[Path]:
+    """The candidates file and its second-template pass, when there is one."""
+    other = first.with_name(first.stem + ".other.jsonl")
+    return [first, other] if other.exists() else [first]
+
+
 def joined(candidates: Path, labels: Path) -> list[dict[str, Any]]:
-    """Candidates that carry a label (unlabelled ones are left out and counted)."""
+    """Candidates that carry a label (unlabelled ones are left out and counted), each as the
+    code checks it today (`as_checked_today`)."""
+    rows_all = [row for path in candidate_files(candidates) for row in read_jsonl(path)]
     by_id = {row["id"]: row for row in read_jsonl(labels)}
-    rows = [{**c, **by_id[c["id"]]} for c in read_jsonl(candidates) if c["id"] in by_id]
-    unknown = set(by_id) - {c["id"] for c in read_jsonl(candidates)}
+    unknown = set(by_id) - {c["id"] for c in rows_all}
     if unknown:
         raise SystemExit(f"labels name {len(unknown)} unknown sentence ids, e.g. {sorted(unknown)[:3]}")
-    bad = [r["id"] for r in rows if r["label"] not in ("supported", "unsupported", "garbled")]
+    bad = [i for i, r in by_id.items() if r["label"] not in ("supported", "unsupported", "garbled")]
     if bad:
         raise SystemExit(f"labels must be supported, unsupported or garbled: {bad[:5]}")
+    chunks = {
+        c["chunk_id"]: c["text"]
+        for path in candidate_files(candidates)
+        for c in read_jsonl(evidence_path(path))
+    }
+    rows = [{**c, **by_id[c["id"]]} for c in as_checked_today(rows_all, chunks) if c["id"] in by_id]
+    print(f"{len(rows)} of {len(rows_all)} candidate sentences are labelled")
     return rows
 
 
-def shown_at(row: dict[str, Any], threshold: float) -> bool:
-    """What the check shows at `threshold`: enough support and no fact missing from evidence."""
-    return row["score"] >= threshold and not row["missing"]
+def as_checked_today(rows: list[dict[str, Any]], chunks: dict[str, str]) -> list[dict[str, Any]]:
+    """Each candidate under today's rules, which may be newer than the run that wrote it: the
+    facts missing from its recorded evidence (`missing_facts`; a recorded negation flip stays),
+    and whether it still reaches the check at all (fragments and repeats within a summary are
+    dropped before it, `_unique`). The LLM's signals are as recorded."""
+    from briefing.grounding import missing_facts
+    from briefing.summarize import _unique
+
+    out = []
+    for summary in _summaries(rows).values():
+        reaching = set(_unique([r["sentence"] for r in summary]))
+        for row in summary:
+            evidence = " ".join(chunks.get(c, "") for c in row.get("evidence", []))
+            negation = ("negation",) if "negation" in row["missing"] else ()
+            missing = (
+                (missing_facts(row["sentence"], evidence) + negation) if evidence else tuple(row["missing"])
+            )
+            out.append({**row, "missing": list(missing), "reaches_check": row["sentence"] in reaching})
+    return out
 
 
-def policy_figures(rows: list[dict[str, Any]], threshold: float, *, policy: bool = False) -> dict[str, Any]:
-    """Precision and coverage of what is shown; `policy` uses the recorded decision (`kept`)."""
-    shown = [r for r in rows if (r["kept"] if policy else shown_at(r, threshold))]
+def _summaries(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["article_id"], row["kind"], row["prompt"], tuple(row["basis"]))
+        groups.setdefault(key, []).append(row)
+    return groups
+
+
+def kept_today(row: dict[str, Any], threshold: float) -> bool:
+    """What today's check keeps in a draft (for editors): support, no missing fact."""
+    return bool(row["reaches_check"]) and row["score"] >= threshold and not row["missing"]
+
+
+def shown_by(row: dict[str, Any], rule: Any, threshold: float) -> bool:
+    """Whether a reader would see the sentence unreviewed under `rule` (briefing.gate.ShowRule)."""
+    from briefing.summaries import SummarySentence
+
+    sentence = SummarySentence(
+        row["sentence"], row["score"], (), missing=tuple(row["missing"]), fluency=row.get("fluency")
+    )
+    return kept_today(row, threshold) and rule.shows(sentence)
+
+
+def figures(rows: list[dict[str, Any]], shown: list[dict[str, Any]], share: float | None) -> dict[str, Any]:
+    """Precision of what is shown (supported / shown) with its Wilson lower bound and a bootstrap
+    interval, the share of supported sentences shown, and the share of summaries readers would
+    see as generated text (the cost of a strict rule)."""
     right = sum(r["label"] == "supported" for r in shown)
     supported = sum(r["label"] == "supported" for r in rows)
     return {
@@ -215,7 +270,25 @@ def policy_figures(rows: list[dict[str, Any]], threshold: float, *, policy: bool
         "precision_ci_low": wilson_low(right, len(shown)),
         "precision_ci95": _bootstrap([r["label"] == "supported" for r in shown]),
         "supported_shown": right / supported if supported else None,
+        "generated_share": share,
     }
+
+
+def at_rule(rows: list[dict[str, Any]], rule: Any, threshold: float) -> dict[str, Any]:
+    shown = [r for r in rows if shown_by(r, rule, threshold)]
+    return figures(rows, shown, generated_share(rows, rule, threshold))
+
+
+def generated_share(rows: list[dict[str, Any]], rule: Any, threshold: float) -> float | None:
+    """Of the summaries these rows come from, the share a reader would see as generated text:
+    at least one sentence kept and every kept one shown (otherwise the lead stands in). Only
+    summaries with a candidate sentence are counted, so this is an upper bound."""
+    groups = list(_summaries(rows).values())
+    generated = 0
+    for summary in groups:
+        kept = [r for r in summary if kept_today(r, threshold)]
+        generated += bool(kept) and all(shown_by(r, rule, threshold) for r in kept)
+    return generated / len(groups) if groups else None
 
 
 def wilson_low(successes: int, n: int, z: float = 1.959964) -> float | None:
@@ -225,7 +298,7 @@ def wilson_low(successes: int, n: int, z: float = 1.959964) -> float | None:
         return None
     p = successes / n
     centre = p + z * z / (2 * n)
-    spread = z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+    spread = z * math.sqrt((p * (1 - p) + z * z / (4 * n)) / n)
     return (centre - spread) / (1 + z * z / n)
 
 
@@ -239,25 +312,46 @@ def _bootstrap(outcomes: list[bool], rounds: int = 2000) -> list[float] | None:
     return [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]
 
 
-def threshold_for(rows: list[dict[str, Any]], target: float) -> float | None:
-    """The lowest threshold whose shown sentences reach `target` precision (None: none does)."""
-    for threshold in sorted({r["score"] for r in rows}):
-        figures = policy_figures(rows, threshold)
-        if figures["shown"] >= 10 and (figures["precision"] or 0.0) >= target:
-            return float(threshold)
-    return None
+def choose_rule(rows: list[dict[str, Any]], threshold: float, target: float) -> Any:
+    """On the selection half: the rule (support threshold at or above the checker's, fluency
+    floor or none) that shows the most sentences at `target` precision, at least 10 of them;
+    None if no rule does."""
+    import numpy as np
+
+    from briefing.gate import ShowRule
+
+    kept = [r for r in rows if kept_today(r, threshold)]
+    thresholds = sorted({threshold, *(r["score"] for r in kept)})
+    fluencies = [r["fluency"] for r in kept if r.get("fluency") is not None]
+    floors: list[float | None] = [None]
+    if fluencies:
+        floors += sorted({round(float(q), 3) for q in np.quantile(fluencies, np.linspace(0.05, 0.6, 12))})
+    best: tuple[int, Any] | None = None
+    for t in thresholds:
+        for floor in floors:
+            rule = ShowRule(float(t), floor)
+            shown = [r for r in kept if shown_by(r, rule, threshold)]
+            right = sum(r["label"] == "supported" for r in shown)
+            if len(shown) >= 10 and right / len(shown) >= target and (best is None or len(shown) > best[0]):
+                best = (len(shown), rule)
+    return best[1] if best else None
 
 
 def write_gate(path: Path, checker: str, threshold: float, results: dict[str, Any]) -> None:
-    """The figures the service's show gate reads (briefing.gate): the report half, as shipped."""
-    languages = {
-        language: {
-            k: f["shipped_policy"]["report"][k]
-            for k in ("precision", "precision_ci_low", "shown", "sentences")
+    """The figures the service's show gate reads (briefing.gate): the report half under the rule
+    chosen on the selection half."""
+    languages = {}
+    for language, f in results.items():
+        if not isinstance(f, dict) or "rule" not in f:
+            continue
+        report = f["report_under_rule"] or {"precision": None, "shown": 0}
+        languages[language] = {
+            "rule": f["rule"],
+            **{
+                k: report.get(k)
+                for k in ("precision", "precision_ci_low", "shown", "sentences", "generated_share")
+            },
         }
-        for language, f in results.items()
-        if isinstance(f, dict) and "shipped_policy" in f
-    }
     gate = {
         "checker": checker,
         "threshold": threshold,
@@ -271,6 +365,9 @@ def write_gate(path: Path, checker: str, threshold: float, results: dict[str, An
 def score(
     candidates: Path, labels: Path, out: Path, checker: str, args: Any, gate: Path | None = None
 ) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from briefing.gate import ShowRule
     from server.settings import Settings
 
     threshold = Settings.from_env({}).grounding.threshold
@@ -282,45 +379,49 @@ def score(
     }
     for language in sorted({r["language"] for r in rows}):
         mine = [r for r in rows if r["language"] == language]
-        select = [r for r in mine if r["split"] == "select"]
-        report = [r for r in mine if r["split"] == "report"]
-        chosen = threshold_for(select, TARGET_PRECISION)
+        halves = {s: [r for r in mine if r["split"] == s] for s in ("select", "report")}
+        rule = choose_rule(halves["select"], threshold, TARGET_PRECISION)
         results[language] = {
-            "shipped_policy": {
-                s: policy_figures(p, threshold, policy=True)
-                for s, p in (("select", select), ("report", report))
-            },
-            "threshold_for_target_on_select": chosen,
-            "report_at_that_threshold": policy_figures(report, chosen) if chosen is not None else None,
+            "drafts_forced_on": {s: at_rule(p, ShowRule(threshold), threshold) for s, p in halves.items()},
+            "rule": asdict(rule) if rule else None,
+            "select_under_rule": at_rule(halves["select"], rule, threshold) if rule else None,
+            "report_under_rule": at_rule(halves["report"], rule, threshold) if rule else None,
+            "by_kind_report_under_rule": {
+                kind: at_rule([r for r in halves["report"] if r["kind"] == kind], rule, threshold)
+                for kind in sorted({r["kind"] for r in mine})
+            }
+            if rule
+            else None,
             "errors": dict(Counter(r.get("error") or "-" for r in mine if r["label"] == "unsupported")),
         }
     _table(results)
     if gate is not None:
         write_gate(gate, checker, threshold, results)
+    files = [str(p) for p in candidate_files(candidates)]
     write_results(
-        {"machine": machine(), "data": {"candidates": str(candidates), "labels": str(labels)}, **results},
-        out,
-        args,
+        {"machine": machine(), "data": {"candidates": files, "labels": str(labels)}, **results}, out, args
     )
     return results
 
 
 def _table(results: dict[str, Any]) -> None:
-    print(f"checker {results['checker']} at threshold {results['threshold']} (shipped policy)")
-    print(
-        f"{'lang':<5}{'split':<8}{'sentences':>10}{'shown':>7}{'right':>7}{'wrong':>7}{'garbled':>8}{'precision':>11}"
-    )
-    for language, figures in results.items():
-        if not isinstance(figures, dict) or "shipped_policy" not in figures:
+    print(f"checker {results['checker']}, drafting threshold {results['threshold']}")
+    head = f"{'lang':<5}{'policy':<16}{'split':<8}{'sentences':>10}{'shown':>7}{'right':>7}{'wrong':>7}"
+    print(head + f"{'garbled':>8}{'precision':>11}{'Wilson lo':>10}{'gen. share':>11}")
+    for language, per in results.items():
+        if not isinstance(per, dict) or "rule" not in per:
             continue
-        for split, f in figures["shipped_policy"].items():
+        lines = [("drafts on", s, f) for s, f in per["drafts_forced_on"].items()]
+        lines += [("show rule", s, per[f"{s}_under_rule"]) for s in ("select", "report") if per["rule"]]
+        for policy, split, f in lines:
             precision = "-" if f["precision"] is None else f"{f['precision']:.3f}"
+            low = "-" if f["precision_ci_low"] is None else f"{f['precision_ci_low']:.3f}"
+            share = "-" if f["generated_share"] is None else f"{f['generated_share']:.2f}"
             print(
-                f"{language:<5}{split:<8}{f['sentences']:>10}{f['shown']:>7}{f['shown_right']:>7}"
-                f"{f['shown_wrong']:>7}{f['shown_garbled']:>8}{precision:>11}"
+                f"{language:<5}{policy:<16}{split:<8}{f['sentences']:>10}{f['shown']:>7}{f['shown_right']:>7}"
+                f"{f['shown_wrong']:>7}{f['shown_garbled']:>8}{precision:>11}{low:>10}{share:>11}"
             )
-        chosen = figures["threshold_for_target_on_select"]
-        print(f"      threshold for precision >= {TARGET_PRECISION} on select: {chosen}")
+        print(f"      show rule chosen on select for precision >= {TARGET_PRECISION}: {per['rule']}")
 
 
 def main(argv: Iterable[str] | None = None) -> None:
