@@ -49,10 +49,20 @@ from indexing import STOPWORDS, Embedder
 _SENTENCE_END = re.compile(
     r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)]))\s+(?=[\"'“‘(]?[A-ZÆØÅ0-9])|(?<=\s[.!?])\s+"  # noqa: RUF001
 )
+# English and Bokmål abbreviations whose stop ends no sentence (before a capital or a number:
+# before a lower-case word `_SENTENCE_END` does not cut), and those that end none before a number
+# only ("No. 5", "Dec. 12", "kr. 300"; but "it cost 300 kr. Then ...").
+_ABBREVIATIONS = frozenset(
+    "dr mr mrs ms prof st sen gen gov rep lt col capt sgt jr ca nr kl bl.a f.eks e.g i.e jf inkl".split()
+)
+_BEFORE_NUMBERS = frozenset("no kr p s jan feb mar apr jun jul aug sep sept oct okt nov dec des".split())
+# A middle initial after a first name ("Franklin D. Roosevelt"; not "as am I." or "labelled C.").
+_INITIAL = re.compile(r"\b[A-ZÆØÅ][\wæøå'-]+\s+(?!I\.)[A-ZÆØÅ]\.$")
+_LAST_WORD = re.compile(r"(?:^|[\s(\"“«])([^\s(\"“«]+)\.$")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[\wæøå]+(?:['’][\wæøå]+)?", re.IGNORECASE)  # noqa: RUF001
 _QUOTE = re.compile(r"[\"“]([^\"”]{8,}?)[\"”]")
-_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-ZÆØÅ][\wæøå'-]+")
+_NAME = re.compile(r"\b[A-ZÆØÅ][\wæøå'-]+")  # a name unless it opens the sentence (`_names`)
 _STOP = STOPWORDS
 _NEGATION = {"not", "no", "never", "nor", "without", "cannot", "ikke", "aldri", "ingen", "uten"}
 # "isn't", and "is n't" as tokenizers write it (FRANK's summaries); typographic apostrophe too.
@@ -122,8 +132,29 @@ def combined_score(text_score: float, likelihood: float | None, config: Groundin
 
 
 def split_sentences(text: str) -> list[str]:
-    parts = (p.strip() for block in text.split("\n") for p in _SENTENCE_END.split(block))
-    return [p for p in parts if p]
+    """The sentences of each line of the text: cut at `_SENTENCE_END`, except after an
+    abbreviation or an initial ("Dr. Hansen", "ca. 300 kroner", "John F. Kennedy"), where a cut
+    would also open a sentence with a name that the names rule then skips."""
+    sentences: list[str] = []
+    for block in text.split("\n"):
+        merged: list[str] = []
+        for part in (p.strip() for p in _SENTENCE_END.split(block)):
+            if part and merged and _abbreviated(merged[-1], part):
+                merged[-1] = f"{merged[-1]} {part}"
+            elif part:
+                merged.append(part)
+        sentences += merged
+    return sentences
+
+
+def _abbreviated(before: str, after: str) -> bool:
+    """Whether `before` ends in an abbreviation's stop rather than a sentence's."""
+    last = _LAST_WORD.search(before)
+    if last is None:
+        return False
+    word = last.group(1).lower()
+    numbered = word in _BEFORE_NUMBERS and after[:1].isdigit() and last.group(1) != "no"  # "said no. 5"
+    return numbered or word in _ABBREVIATIONS or bool(_INITIAL.search(before))
 
 
 def content_words(text: str) -> set[str]:
@@ -179,9 +210,21 @@ def _missing_facts(sentence: str, haystack: str) -> tuple[str, ...]:
 
 def _plain_facts(sentence: str) -> set[str]:
     # Months, weekdays and currency codes are facts in their own sense (briefing/facts.py).
-    names = {n for n in _NAME.findall(sentence) if n.lower() not in _STOP and not is_typed_name(n)}
+    names = {n for n in _names(sentence) if n.lower() not in _STOP and not is_typed_name(n)}
     quotes = {q.strip() for q in _QUOTE.findall(sentence)}
     return _numbers(sentence) | names | quotes
+
+
+def _names(sentence: str) -> set[str]:
+    """Capitalized words that do not open the sentence; an abbreviation's stop opens none
+    ("Dr. Hansen")."""
+    out = set()
+    for match in _NAME.finditer(sentence):
+        before = sentence[: match.start()].rstrip()
+        opens = not before or (before[-1] in ".!?" and not _abbreviated(before, match.group()))
+        if not opens:
+            out.add(match.group())
+    return out
 
 
 # The likelihood signal's two framings: the sentence after the evidence, and after nothing.

@@ -271,3 +271,52 @@ def test_the_issue_sentence_fails_the_check(checker: EmbeddingLexicalChecker) ->
     sentence = "The fire on Nordkaia on December 12th was most likely caused by an electrical fault."
     [support] = checker.check([sentence], [Evidence("loc-0013@abc#0", FIRE)])
     assert not support.supported and support.missing == ("December 12th",)
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        (
+            "Dr. Hansen said the fire was out. Police left.",
+            ["Dr. Hansen said the fire was out.", "Police left."],
+        ),
+        (
+            "Mr. Vangen and Ms. Solheim met. They disagreed.",
+            ["Mr. Vangen and Ms. Solheim met.", "They disagreed."],
+        ),
+        ("He lives at No. 5 Sjøgata. It burned.", ["He lives at No. 5 Sjøgata.", "It burned."]),
+        ("He said no. 5 people stayed.", ["He said no.", "5 people stayed."]),  # "no" ends it here
+        (
+            "Franklin D. Roosevelt won. So did I. Then he left.",
+            ["Franklin D. Roosevelt won.", "So did I.", "Then he left."],
+        ),
+        (
+            "Prisen er ca. 300 kroner. Billettene selges i dag.",
+            ["Prisen er ca. 300 kroner.", "Billettene selges i dag."],
+        ),
+        (
+            "Bussen går kl. 12 fra Strandgata nr. 14. Den er full.",
+            ["Bussen går kl. 12 fra Strandgata nr. 14.", "Den er full."],
+        ),
+        (
+            "Billetten koster kr. 300. Det koster 300 kr. Neste år mer.",
+            ["Billetten koster kr. 300.", "Det koster 300 kr.", "Neste år mer."],
+        ),
+        (
+            "Konserten er 13. desember. Klubben, bl.a. Solvik, vant.",
+            ["Konserten er 13. desember.", "Klubben, bl.a. Solvik, vant."],
+        ),
+        (
+            "Lanseringen er tirsdag klokken 19. Kvalsvik leser.",
+            ["Lanseringen er tirsdag klokken 19.", "Kvalsvik leser."],
+        ),
+    ],
+)
+def test_abbreviations_and_initials_end_no_sentence(text: str, sentences: list[str]) -> None:
+    assert split_sentences(text) == sentences
+
+
+def test_a_name_after_a_title_is_checked() -> None:
+    # Cut after "Dr.", "Hansen" opened a sentence and the names rule skipped it (issue 17).
+    [sentence] = split_sentences("Dr. Hansen said the fire was caused by an electrical fault.")
+    assert missing_facts(sentence, FIRE) == ("Hansen",)
