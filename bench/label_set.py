@@ -57,7 +57,9 @@ def split_of(story_key: str) -> str:
 # -- generate ---------------------------------------------------------------------------------
 
 
-def generate(out: Path, limit: int | None, updates_per_story: int, template_offset: int = 0) -> None:
+def generate(
+    out: Path, limit: int | None, updates_per_story: int, template_offset: int = 0, later: bool = False
+) -> None:
     from briefing import GenerationError
     from indexing import open_source
     from server.container import build_indexer, build_summarizer, build_summary_store
@@ -72,7 +74,7 @@ def generate(out: Path, limit: int | None, updates_per_story: int, template_offs
         stories = indexer.stories()
         story_of = {a.id: story_id for story_id, articles in stories.items() for a in articles}
         start = time.monotonic()
-        jobs = list(_jobs(stories, updates_per_story))[:limit]
+        jobs = list(_jobs(stories, updates_per_story, later))[:limit]
         out.parent.mkdir(parents=True, exist_ok=True)
         written = 0
         chunks: dict[str, str] = {}
@@ -131,11 +133,20 @@ def _write(summarizer: Any, kind: str, article_id: str, read: list[str], offset:
     return [update] if update is not None else []
 
 
-def _jobs(stories: dict[str, list[Any]], per_story: int) -> Iterator[tuple[str, str, list[str]]]:
+def _jobs(
+    stories: dict[str, list[Any]], per_story: int, later_readers: bool = False
+) -> Iterator[tuple[str, str, list[str]]]:
     """Story by story: each article's summary, then updates of its newest article for readers
-    who read the first k articles (a run cut short still holds both kinds)."""
+    who read the first k articles (a run cut short still holds both kinds). `later_readers`:
+    only updates, for readers who came in later (read only day j, j > 1) or read up to the
+    day before the newest: the summaries a first pass does not write."""
     for articles in stories.values():
         ids = [a.id for a in articles]
+        if later_readers:
+            bases = [ids[j : j + 1] for j in range(1, len(ids) - 1)]
+            bases += [ids[:k] for k in range(per_story + 1, len(ids))]
+            yield from (("update", ids[-1], basis) for basis in bases)
+            continue
         for article_id in ids:
             yield "article", article_id, []
         for k in range(1, min(len(ids), per_story + 1)):
@@ -183,9 +194,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def candidate_files(first: Path) -> list[Path]:
-    """The candidates file and its second-template pass, when there is one."""
-    other = first.with_name(first.stem + ".other.jsonl")
-    return [first, other] if other.exists() else [first]
+    """The candidates file and its further passes (`candidates.other.jsonl`: the other article
+    template; `candidates.later.jsonl`: updates for later readers), where they exist."""
+    more = (first.with_name(f"{first.stem}.{name}.jsonl") for name in ("other", "later"))
+    return [first, *(p for p in more if p.exists())]
 
 
 def joined(candidates: Path, labels: Path) -> list[dict[str, Any]]:
@@ -212,14 +224,15 @@ def joined(candidates: Path, labels: Path) -> list[dict[str, Any]]:
 def as_checked_today(rows: list[dict[str, Any]], chunks: dict[str, str]) -> list[dict[str, Any]]:
     """Each candidate under today's rules, which may be newer than the run that wrote it: the
     facts missing from its recorded evidence (`missing_facts`; a recorded negation flip stays),
-    and whether it still reaches the check at all (fragments and repeats within a summary are
-    dropped before it, `_unique`). The LLM's signals are as recorded."""
+    and whether it still reaches the check at all (prompt read-back, fragments and repeats within
+    a summary are dropped before it: `_not_news`, `_unique`). The LLM's signals are as recorded."""
     from briefing.grounding import missing_facts
-    from briefing.summarize import _unique
+    from briefing.summarize import _not_news, _unique
 
     out = []
     for summary in _summaries(rows).values():
-        reaching = set(_unique([r["sentence"] for r in summary]))
+        # (the title-echo rule needs the item's title, not recorded: prompt read-back is caught)
+        reaching = set(_unique([r["sentence"] for r in summary if not _not_news(r["sentence"], "")]))
         for row in summary:
             evidence = " ".join(chunks.get(c, "") for c in row.get("evidence", []))
             negation = ("negation",) if "negation" in row["missing"] else ()
@@ -437,6 +450,11 @@ def main(argv: Iterable[str] | None = None) -> None:
         default=0,
         help="1: each article gets the other article template (a second pass: more sentences)",
     )
+    make.add_argument(
+        "--later-readers",
+        action="store_true",
+        help="only story updates for readers who read a later day alone, or all but the newest",
+    )
     judge = commands.add_parser("score", help="precision of the shown sentences on the labels")
     judge.add_argument("--candidates", type=Path, default=LABELS / "candidates.jsonl")
     judge.add_argument("--labels", type=Path, default=LABELS / "labels.jsonl")
@@ -449,7 +467,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "generate":
-        generate(args.out, args.limit, args.updates_per_story, args.template_offset)
+        generate(args.out, args.limit, args.updates_per_story, args.template_offset, args.later_readers)
     else:
         score(args.candidates, args.labels, args.out, args.checker, args, args.gate)
 

@@ -400,7 +400,9 @@ def _sentence(support: Support) -> SummarySentence:
 
 # "the article", "this text", "artikkelen", but not "the text of the bill" or "Article 50".
 _ABOUT_THE_TEXT = re.compile(
-    r"\b(?:the|this) (?:article|text|passage)\b(?! of\b)(?!\s*\d)|\b(?:artikkelen|teksten)\b", re.IGNORECASE
+    r"\b(?:the|this) (?:article|text|passage)\b(?! of\b)(?!\s*\d)|\b(?:artikkelen|teksten)\b"
+    r"|\ban? (?:news )?(?:article|story|report) (?:about|on)\b",
+    re.IGNORECASE,
 )
 
 
@@ -410,8 +412,26 @@ def _not_news(sentence: str, title: str) -> bool:
     likelihood signal favours such sentences when they copy the title, and they tell a reader
     nothing."""
     plain = " ".join(sentence.lower().split()).strip(" .")
-    echo = plain.startswith(("title:", "<")) or plain == " ".join(title.lower().split()).strip(" .")
-    return echo or bool(_ABOUT_THE_TEXT.search(sentence))
+    echo = plain.startswith(_PROMPT_LABELS) or plain == " ".join(title.lower().split()).strip(" .")
+    return echo or bool(_STAMPED.match(sentence.strip(" -[*"))) or bool(_ABOUT_THE_TEXT.search(sentence))
+
+
+# What the prompts label their parts with: read back, they are headings, not news.
+_PROMPT_LABELS = (
+    "<",
+    "title:",
+    "tittel:",
+    "newest headline:",
+    "newer headline:",
+    "nyeste tittel:",
+    "already read",
+    "allerede lest",
+    "(not shown)",
+)
+# A development's or read article's heading as the update prompts date it (`_when`: "Tue 17 Nov
+# 11:30: <headline>"), also misdated ("Mon 16 Nov 2022: ..."): the labelled demo set found the
+# model copying these lines as its points.
+_STAMPED = re.compile(r"\[?[A-Z][a-z]{2} \d{1,2} [A-Z][a-z]{2}\b[^:]{0,12}:")
 
 
 def _unique(sentences: list[str]) -> list[str]:

@@ -18,6 +18,13 @@ TITLE = "Council approves the ferry terminal"
         "The article xsum-34268361 is a great example of how a news article can be misleading.",
         "This text describes a council meeting.",
         "Artikkelen handler om et bystyremøte.",
+        # the update prompts' dated headings and labels, read back (found in the labelled set)
+        "Tue 17 Nov 11:30: Family appeals for help to find dog missing on Varden",
+        "- Mon 16 Nov 2022: Tessaro Accord agreed: Blue Carbon Fund gets its own secretariat",
+        "[Wed 18 Nov 19:30, updated] Council approves the terminal",
+        "Newer headline: Tessaro Accord agreed: Blue Carbon Fund gets its own secretariat",
+        "Tittel: Teaterlaget øver på årets juleforestilling",
+        "A news article about a university college's plans to build a new research vessel.",
     ],
 )
 def test_echoes_and_talk_about_the_article_are_not_news(sentence: str) -> None:
@@ -31,6 +38,8 @@ def test_echoes_and_talk_about_the_article_are_not_news(sentence: str) -> None:
         "The text of the bill was published on Monday.",
         "The UK triggered Article 50 in March 2017.",
         "Britain will leave once the article 50 period ends.",
+        "On Tue 17 Nov the council met at 11:30: it approved the terminal.",
+        "The story of the ferry began in 1960, when the first quay was built.",
     ],
 )
 def test_news_is_news(sentence: str) -> None:
