@@ -46,8 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import machine, write_results
-
+from bench._common import machine, write_results
 from briefing.grounding import (
     EmbeddingLexicalChecker,
     Evidence,
@@ -66,6 +65,10 @@ FLOORS = (0.0, 0.4, 0.45, 0.5, 0.55, 0.6)
 
 def main() -> None:
     args = parse_args()
+    if args.data is None:  # the labelled demo set alone
+        results = {"labelled": labelled(args), "machine": machine()}
+        write_results(results, args.out, args)
+        return
     rows = [json.loads(line) for line in (args.data / "frank_articles_refs_systems.jsonl").open()]
     config = GroundingConfig(likelihood_backend=args.likelihood)
     embedder = SentenceTransformerEmbedder()
@@ -112,16 +115,41 @@ def main() -> None:
         results["cached_logprobs"] = {"hits": cache.hits, "misses": cache.misses}
     for name, key in (("baseline_bigram", "bigram"), ("baseline_rouge2", "rouge2")):
         results[name] = evaluate(scored, key, verdict=None)
+    for name in ("checker", "checker_without_likelihood", "relation"):
+        if isinstance(results.get(name), dict) and "by_split" in results[name]:
+            results[name]["auc_macro_test"] = results[name]["by_split"]["test"]["auc_macro"]
     results["machine"] = machine()
     print_table(results)
+    if args.labels:
+        results["labelled"] = labelled(args)
     write_results(results, args.out, args)
+
+
+def labelled(args: argparse.Namespace) -> dict[str, Any]:
+    """The labelled demo sentences (bench/label_set.py score): per language, what the show rule
+    chosen on the select half shows on the report half, with the Wilson lower bound and the
+    share of summaries readers see as generated text. The top-level figures are English's."""
+    from bench.label_set import score
+
+    out = args.out.with_name(args.out.stem + "_labels.json")
+    per = score(args.labels.with_name("candidates.jsonl"), args.labels, out, "embedding-lexical", args)
+    report = (per.get("en") or {}).get("report_under_rule") or {}
+    return {
+        "precision": report.get("precision"),
+        "precision_ci_low": report.get("precision_ci_low"),
+        "generated_share": report.get("generated_share"),
+        "by_language": per,
+    }
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True, help="FRANK directory")
+    parser.add_argument("--data", type=Path, help="FRANK directory (without it: only --labels)")
+    parser.add_argument(
+        "--labels", type=Path, help="the labelled demo sentences (data/labels/labels.jsonl): adds `labelled`"
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument(
         "--limit", type=int, default=0, help="only the first N articles of each part and split (0: all)"
