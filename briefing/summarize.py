@@ -401,7 +401,7 @@ def _sentence(support: Support) -> SummarySentence:
 # "the article", "this text", "artikkelen", but not "the text of the bill" or "Article 50".
 _ABOUT_THE_TEXT = re.compile(
     r"\b(?:the|this) (?:article|text|passage)\b(?! of\b)(?!\s*\d)|\b(?:artikkelen|teksten)\b"
-    r"|\ban? (?:news )?(?:article|story|report) (?:about|on)\b",
+    r"|\ban? (?:article|story|report) (?:about|on)\b|\ban? news (?:article|story|report)\b",
     re.IGNORECASE,
 )
 

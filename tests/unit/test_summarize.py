@@ -25,6 +25,7 @@ TITLE = "Council approves the ferry terminal"
         "Newer headline: Tessaro Accord agreed: Blue Carbon Fund gets its own secretariat",
         "Tittel: Teaterlaget øver på årets juleforestilling",
         "A news article about a university college's plans to build a new research vessel.",
+        "Solvik needs knee surgery and will miss four months, a news article reports.",
     ],
 )
 def test_echoes_and_talk_about_the_article_are_not_news(sentence: str) -> None:
