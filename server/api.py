@@ -25,7 +25,7 @@ from briefing import Status, Summary
 from indexing import Article
 from server.auth import allow
 from server.jobs import Jobs
-from server.review import Review, ReviewItem
+from server.review import Review, ReviewItem, Verdict
 from server.schema import DocumentedAs, EventIn, NoNul, as_record, problems
 from server.service import Actor, Service
 from server.stores import ReaderSettings
@@ -157,8 +157,13 @@ class ReviewApi(Controller):
     def queue(
         self, review: NamedDependency[Review], status: FromQuery[Status] = Status.DRAFT
     ) -> list[dict[str, Any]]:
-        """Summaries waiting for a decision (or in another review state), oldest first."""
-        return [_brief(s) for s in review.queue(status)]
+        """Summaries waiting for a decision (or in another review state), riskiest first (lowest
+        support, then the most numbers, names and quotes stated), each sentence with the check's
+        reasons: `risk` and `verdicts`, as on the queue page."""
+        return [
+            {**_brief(q.summary), "risk": asdict(q.risk), "verdicts": [_verdict(v) for v in q.verdicts]}
+            for q in review.risk_queue(status)
+        ]
 
     @get("/summaries/{summary_id:str}", sync_to_thread=True, responses={**ANY, **problems(404)})
     def summary(self, review: NamedDependency[Review], summary_id: FromPath[str]) -> dict[str, Any]:
@@ -345,6 +350,17 @@ def _brief(summary: Summary) -> dict[str, Any]:
     data = summary.to_json()
     data["text"] = summary.text
     return data
+
+
+def _verdict(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "text": verdict.sentence.text,
+        "score": verdict.sentence.score,
+        "threshold": verdict.threshold,
+        "rules": list(verdict.rules),
+        "missing": list(verdict.missing),
+        "facts": list(verdict.facts),
+    }
 
 
 def _review_item(item: ReviewItem) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from server.app import create_app
 from server.auth import issue_token
 from server.container import build_jobs
 from server.jobs import Jobs, JobSpec
+from server.review import Risk
 from server.service import Service
 from server.settings import Settings
 from tests.conftest import DATABASES, _database
@@ -155,6 +156,10 @@ def test_an_editors_edit_reaches_the_readers_next_briefing(
     (draft,) = service.summarizer.summarize([target["article_id"]])
     queue = client.get("/v1/review/queue", headers=EDITOR).json()
     assert draft.id in {s["id"] for s in queue}
+    risks = [Risk(**q["risk"]).key for q in queue]
+    assert risks == sorted(risks)  # riskiest first, as on the queue page
+    (mine,) = [q for q in queue if q["id"] == draft.id]
+    assert len(mine["verdicts"]) == len(mine["sentences"]) and all("rules" in v for v in mine["verdicts"])
     detail = client.get(f"/v1/review/summaries/{draft.id}", headers=EDITOR).json()
     assert all(s["evidence"] for s in detail["sentences"])  # each sentence beside its evidence
     text = f"Editors checked this: {target['title']}."
