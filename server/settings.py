@@ -25,7 +25,7 @@
 | SHOW_GATE | data/labels/gate.json | measured checker precision per language: where drafts may show |
 | BRIEFING_LLM_GREETING | true | the LLM writes the greeting (false: a template, no LLM call) |
 | CHUNK_TOKENS / CHUNK_OVERLAP | 200 / 20 | chunk size and overlap in embedding-model tokens |
-| STORY_WINDOW_HOURS / STORY_THRESHOLD | 96 / 1.3 | story clustering window and join threshold |
+| STORY_WINDOW_HOURS / STORY_THRESHOLD | 168 / 1.3 | story clustering window and join threshold |
 | RECSYS_RANKER | learned | default ranker (popularity, recency, content, learned) |
 | RECSYS_DIVERSITY | 0.3 | MMR weight of novelty (0: the ranker's order) |
 | RECSYS_WINDOW_DAYS | 7 | articles published this recently are candidates |

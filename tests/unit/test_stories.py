@@ -158,3 +158,20 @@ def test_vectorized_word_cosines_equal_pair_score() -> None:
     ]
     got = clusterer._words.cosines(new.words, np.arange(len(remembered)))
     assert got == pytest.approx(expected) and expected[0] > expected[1] > 0 == expected[2]
+
+
+def test_default_window_keeps_a_follow_up_five_days_on_and_drops_one_after_a_week() -> None:
+    # The job cuts revised five days later (124 h, as in data/eval/stories) stay one story;
+    # the same words eight days on start a new one. Incremental and batch agree.
+    body = "Vangen Industrier will cut jobs at the Elvestad plant as orders fall, said Rune Fossum."
+    articles = [
+        make_article("v-1", title="Vangen Industrier to cut 85 jobs", body=body, published_at=0),
+        make_article("v-2", title="New order cuts Vangen job losses to 60", body=body, published_at=124),
+        make_article("v-3", title="Vangen Industrier cuts revisited", body=body, published_at=124 + 192),
+    ]
+    vectors = np.stack([unit([1, 0, 0])] * 3)
+    clusterer = StoryClusterer(3)  # the default settings
+    incremental = {a.id: clusterer.assign(a, v) for a, v in zip(articles, vectors, strict=True)}
+    expected = {"v-1": "story-v-1", "v-2": "story-v-1", "v-3": "story-v-3"}
+    assert incremental == expected
+    assert batch_stories(articles, vectors) == expected
