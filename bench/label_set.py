@@ -58,7 +58,7 @@ def split_of(story_key: str) -> str:
 
 
 def generate(
-    out: Path, limit: int | None, updates_per_story: int, template_offset: int = 0, later: bool = False
+    out: Path, limit: int | None, updates_per_story: int, template_offset: int = 0, mode: str = "first"
 ) -> None:
     from briefing import GenerationError
     from indexing import open_source
@@ -74,7 +74,8 @@ def generate(
         stories = indexer.stories()
         story_of = {a.id: story_id for story_id, articles in stories.items() for a in articles}
         start = time.monotonic()
-        jobs = list(_jobs(stories, updates_per_story, later))[:limit]
+        jobs = list(_jobs(stories, updates_per_story, mode))[:limit]
+        when = {a.id: a.last_modified for articles in stories.values() for a in articles}
         out.parent.mkdir(parents=True, exist_ok=True)
         written = 0
         chunks: dict[str, str] = {}
@@ -82,11 +83,13 @@ def generate(
             for n, (kind, article_id, read) in enumerate(jobs, 1):
                 language = next(a.language for s in stories.values() for a in s if a.id == article_id)
                 try:
-                    summaries = _write(summarizer, kind, article_id, read, template_offset)
+                    now = when[article_id] if mode == "earlier" else None
+                    summaries = _write(summarizer, (kind, article_id, read, now), template_offset)
                 except GenerationError as exc:  # a timeout: this one is left out, the run goes on
                     print(f"{n}/{len(jobs)} {kind} {article_id} failed: {exc}", flush=True)
                     continue
-                story = [a.id for a in stories[story_of[article_id]]]
+                everything = [a.id for a in stories[story_of[article_id]]]
+                story = everything[: everything.index(article_id) + 1]  # as of that briefing
                 split = split_of(story[0])
                 rows = (r for s in summaries for r in _rows(s, (language, split, story), recorder, chunks))
                 for row in rows:
@@ -123,26 +126,31 @@ def _write_evidence(candidates: Path, chunks: dict[str, str]) -> None:
     evidence_path(candidates).write_text("\n".join(lines) + "\n")
 
 
-def _write(summarizer: Any, kind: str, article_id: str, read: list[str], offset: int) -> list[Any]:
+def _write(summarizer: Any, job: tuple[str, str, list[str], Any], offset: int) -> list[Any]:
     from briefing.summarize import Followed
 
+    kind, article_id, read, now = job
     if kind == "article":
         name = ARTICLE_TEMPLATES[(int(hashlib.sha256(article_id.encode()).hexdigest(), 16) + offset) % 2]
         return list(summarizer.summarize([article_id], prompt=name, refresh=True))
-    update = summarizer.update(article_id, Followed(tuple(read)), refresh=True)
+    update = summarizer.update(article_id, Followed(tuple(read), now=now), refresh=True)
     return [update] if update is not None else []
 
 
 def _jobs(
-    stories: dict[str, list[Any]], per_story: int, later_readers: bool = False
+    stories: dict[str, list[Any]], per_story: int, mode: str = "first"
 ) -> Iterator[tuple[str, str, list[str]]]:
     """Story by story: each article's summary, then updates of its newest article for readers
-    who read the first k articles (a run cut short still holds both kinds). `later_readers`:
-    only updates, for readers who came in later (read only day j, j > 1) or read up to the
-    day before the newest: the summaries a first pass does not write."""
+    who read the first k articles (a run cut short still holds both kinds). Further passes write
+    only updates: `later`, for readers who came in later (read only day j, j > 1) or read up to
+    the day before the newest; `earlier`, for briefings while the story was still developing
+    (article j the newest then, for readers who read the first i < j)."""
     for articles in stories.values():
         ids = [a.id for a in articles]
-        if later_readers:
+        if mode == "earlier":
+            yield from (("update", ids[j], ids[:i]) for j in range(1, len(ids) - 1) for i in range(1, j + 1))
+            continue
+        if mode == "later":
             bases = [ids[j : j + 1] for j in range(1, len(ids) - 1)]
             bases += [ids[:k] for k in range(per_story + 1, len(ids))]
             yield from (("update", ids[-1], basis) for basis in bases)
@@ -195,8 +203,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def candidate_files(first: Path) -> list[Path]:
     """The candidates file and its further passes (`candidates.other.jsonl`: the other article
-    template; `candidates.later.jsonl`: updates for later readers), where they exist."""
-    more = (first.with_name(f"{first.stem}.{name}.jsonl") for name in ("other", "later"))
+    template; `candidates.later.jsonl`, `candidates.earlier.jsonl`: more story updates), where
+    they exist."""
+    more = (first.with_name(f"{first.stem}.{name}.jsonl") for name in ("other", "later", "earlier"))
     return [first, *(p for p in more if p.exists())]
 
 
@@ -451,9 +460,12 @@ def main(argv: Iterable[str] | None = None) -> None:
         help="1: each article gets the other article template (a second pass: more sentences)",
     )
     make.add_argument(
-        "--later-readers",
-        action="store_true",
-        help="only story updates for readers who read a later day alone, or all but the newest",
+        "--pass",
+        dest="mode",
+        choices=("first", "later", "earlier"),
+        default="first",
+        help="later: only story updates for readers who read a later day alone, or all but the newest;"
+        " earlier: only story updates as of an earlier day of each story",
     )
     judge = commands.add_parser("score", help="precision of the shown sentences on the labels")
     judge.add_argument("--candidates", type=Path, default=LABELS / "candidates.jsonl")
@@ -467,7 +479,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "generate":
-        generate(args.out, args.limit, args.updates_per_story, args.template_offset, args.later_readers)
+        generate(args.out, args.limit, args.updates_per_story, args.template_offset, args.mode)
     else:
         score(args.candidates, args.labels, args.out, args.checker, args, args.gate)
 
