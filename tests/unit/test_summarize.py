@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from briefing.summarize import _complete, _fragment, _near_duplicate, _not_news, _unique
+from briefing.summarize import _complete, _fragment, _near_duplicate, _not_news, _repeats_itself, _unique
 
 TITLE = "Council approves the ferry terminal"
 
@@ -142,3 +142,29 @@ def test_unique_keeps_the_first_whole_sentence_of_each_repeat() -> None:
         "The council voted 27 to 22 for the terminal.",
         "The opposition wants a cheaper plan of 300 million kroner.",
     ]
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "Forslaget ble vedtatt med 31 mot 14 stemmer etter etter.",
+        "A 17th-century merchant ship found off Isla Corva has been discovered by divers, with a "
+        "17th-century ship lying nearly intact.",
+        "A new day in the valley has arrived, with a new day set to bring peace.",
+    ],
+)
+def test_a_sentence_that_repeats_itself_is_garbled(sentence: str) -> None:
+    """From the labelled demo set: each passed the check with support above 0.95."""
+    assert _repeats_itself(sentence) and _unique([sentence]) == []
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "The council voted 27 to 22 on Tuesday, and the county voted 11 to 6 on Wednesday.",
+        "Havnby IL won 2-1, and Storøy FK must now win by two goals in the return leg.",
+        "Det var 10 10-åringer med.",  # a number twice in a row is not a stutter
+    ],
+)
+def test_news_that_repeats_small_words_is_whole(sentence: str) -> None:
+    assert not _repeats_itself(sentence)
