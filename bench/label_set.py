@@ -203,9 +203,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def candidate_files(first: Path) -> list[Path]:
     """The candidates file and its further passes (`candidates.other.jsonl`: the other article
-    template; `candidates.later.jsonl`, `candidates.earlier.jsonl`: more story updates), where
-    they exist."""
-    more = (first.with_name(f"{first.stem}.{name}.jsonl") for name in ("other", "later", "earlier"))
+    template; `candidates.later.jsonl`, `candidates.earlier.jsonl`: more story updates;
+    `candidates.transformers.jsonl`: the first pass on the transformers backend), where they
+    exist. A sentence written again word for word is left unlabelled, and so out of the figures."""
+    names = ("other", "later", "earlier", "transformers")
+    more = (first.with_name(f"{first.stem}.{name}.jsonl") for name in names)
     return [first, *(p for p in more if p.exists())]
 
 
@@ -366,7 +368,12 @@ def write_gate(path: Path, checker: str, threshold: float, results: dict[str, An
     for language, f in results.items():
         if not isinstance(f, dict) or "rule" not in f:
             continue
-        report = f["report_under_rule"] or {"precision": None, "shown": 0}
+        # no rule reached the target on the select half: nothing shown, whatever the report half
+        report = f["report_under_rule"] or {
+            "precision": None,
+            "shown": 0,
+            "sentences": f["drafts_forced_on"]["report"]["sentences"],
+        }
         languages[language] = {
             "rule": f["rule"],
             **{

@@ -82,7 +82,7 @@ def test_the_committed_gate_is_what_the_service_reads() -> None:
         assert languages == {
             lang
             for lang, f in figures.items()
-            if f["precision"] >= TARGET_PRECISION and f["shown"] >= MIN_SHOWN
+            if f["precision"] is not None and f["precision"] >= TARGET_PRECISION and f["shown"] >= MIN_SHOWN
         }
     else:
         assert languages == frozenset()
