@@ -2,7 +2,11 @@
 checker's show policy on the labels (issue 17; DESIGN §5).
 
     python bench/label_set.py generate --out data/labels/candidates.jsonl
-    python bench/label_set.py score --out bench/results/labels_embedding-lexical.json
+    python bench/label_set.py generate --out data/labels/candidates.other.jsonl \
+        --template-offset 1 --updates-per-story 0                 # (and --pass later|earlier,
+                                                                   #  --articles: data/labels/README.md)
+    python bench/label_set.py score --gate data/labels/gate.json \
+        --out bench/results/labels_embedding-lexical.json
 
 `generate` runs the production path on the demo newsroom (data/demo: ingest into embedded
 Qdrant, llama-index retrieval, the packaged SmolLM2 GGUF through llama.cpp, the grounding check)
@@ -58,7 +62,12 @@ def split_of(story_key: str) -> str:
 
 
 def generate(
-    out: Path, limit: int | None, updates_per_story: int, template_offset: int = 0, mode: str = "first"
+    out: Path,
+    limit: int | None,
+    updates_per_story: int,
+    template_offset: int = 0,
+    mode: str = "first",
+    articles: Path = DEMO / "articles",
 ) -> None:
     from briefing import GenerationError
     from indexing import open_source
@@ -68,7 +77,7 @@ def generate(
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.from_env({**os.environ, "DATA_DIR": tmp})
         indexer = build_indexer(settings)
-        indexer.ingest(open_source(str(DEMO / "articles")))
+        indexer.ingest(open_source(str(articles)))
         summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings))
         summarizer.checker = recorder = Recording(summarizer.checker)
         stories = indexer.stories()
@@ -204,9 +213,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def candidate_files(first: Path) -> list[Path]:
     """The candidates file and its further passes (`candidates.other.jsonl`: the other article
     template; `candidates.later.jsonl`, `candidates.earlier.jsonl`: more story updates;
-    `candidates.transformers.jsonl`: the first pass on the transformers backend), where they
-    exist. A sentence written again word for word is left unlabelled, and so out of the figures."""
-    names = ("other", "later", "earlier", "transformers")
+    `candidates.elvestad.jsonl`: the first pass on data/eval/stories, a second newsroom of our
+    own), where they exist."""
+    names = ("other", "later", "earlier", "elvestad")
     more = (first.with_name(f"{first.stem}.{name}.jsonl") for name in names)
     return [first, *(p for p in more if p.exists())]
 
@@ -461,6 +470,12 @@ def main(argv: Iterable[str] | None = None) -> None:
     make.add_argument("--limit", type=int, default=None, help="at most this many summaries (a quick look)")
     make.add_argument("--updates-per-story", type=int, default=2)
     make.add_argument(
+        "--articles",
+        type=Path,
+        default=DEMO / "articles",
+        help="the newsroom (default the demo's; data/eval/stories/articles.jsonl is a second one of ours)",
+    )
+    make.add_argument(
         "--template-offset",
         type=int,
         default=0,
@@ -486,7 +501,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "generate":
-        generate(args.out, args.limit, args.updates_per_story, args.template_offset, args.mode)
+        generate(args.out, args.limit, args.updates_per_story, args.template_offset, args.mode, args.articles)
     else:
         score(args.candidates, args.labels, args.out, args.checker, args, args.gate)
 
