@@ -114,8 +114,15 @@ class ReaderPages(Controller):
 def about(request: Request[Any, Any, Any], service: NamedDependency[Service]) -> Template:
     """How the briefing is made: the models, the policy, and what is recorded about a reader."""
     settings, policy = request.app.state.settings, service.composer.policy
-    drafts = policy.drafts_show(service.audience(request.user.id).language)
-    return Template("about.html", context={"settings": settings, "policy": policy, "drafts_show": drafts})
+    language = service.audience(request.user.id).language
+    rule = None if policy.allow_drafts else dict(policy.show_rules).get(language)
+    context = {
+        "settings": settings,
+        "policy": policy,
+        "drafts_show": policy.drafts_show(language),
+        "show_threshold": rule.threshold if rule else None,  # measured on the labels (briefing.gate)
+    }
+    return Template("about.html", context=context)
 
 
 @post("/logout", guards=[allow(*ROLES)], sync_to_thread=False, include_in_schema=False)

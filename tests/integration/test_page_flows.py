@@ -221,16 +221,17 @@ def test_more_stories_follow_the_briefing_without_repeating_it(
 def test_the_about_page_names_the_model_the_policy_and_the_erasure(
     client: TestClient[Litestar], running: tuple[Settings, Service, Jobs, Litestar]
 ) -> None:
-    settings = running[0]
+    settings, service = running[0], running[1]
     sign_in(client, "r07", "reader")
     page = client.get("/about").text
     assert settings.llm.model.removeprefix("packaged:") in page
     assert f"at least {settings.grounding.threshold}" in page
-    # the shipped policy: no measured show gate passes, so readers get reviewed or quoted text
-    assert (
-        "Only summaries an editor has reviewed are shown" in page
-        and "labelled as not yet reviewed" not in page
-    )
+    # the shipped policy: checked drafts show only in a language whose measured show gate passes
+    drafts = service.composer.policy.drafts_show(service.audience("r07").language)
+    assert ("labelled as not yet reviewed" in page) is drafts
+    rule = dict(service.composer.policy.show_rules).get(service.audience("r07").language)
+    assert rule is None or f"support of at least {rule.threshold}" in page  # what the gate measured
+    assert ("Only summaries an editor has reviewed are shown" in page) is not drafts
     assert f"deleted after {settings.service.retention_days:.0f} days" in page
     assert "erases your events, your visits and your briefings" in page
 
