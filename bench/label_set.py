@@ -45,12 +45,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine, write_results
+from briefing.gate import TARGET_PRECISION
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo"
 LABELS = ROOT / "data" / "labels"
 ARTICLE_TEMPLATES = ("article", "article-one-sentence")
-TARGET_PRECISION = 0.95
+EMBEDDING_LEXICAL = "embedding-lexical"  # EmbeddingLexicalChecker.name: the checker `generate` records
 
 
 def split_of(story_key: str) -> str:
@@ -492,7 +493,6 @@ def main(argv: Iterable[str] | None = None) -> None:
     judge = commands.add_parser("score", help="precision of the shown sentences on the labels")
     judge.add_argument("--candidates", type=Path, default=LABELS / "candidates.jsonl")
     judge.add_argument("--labels", type=Path, default=LABELS / "labels.jsonl")
-    judge.add_argument("--checker", default="embedding-lexical")
     judge.add_argument(
         "--gate", type=Path, default=None, help="also write the show gate here (data/labels/gate.json)"
     )
@@ -503,7 +503,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     if args.command == "generate":
         generate(args.out, args.limit, args.updates_per_story, args.template_offset, args.mode, args.articles)
     else:
-        score(args.candidates, args.labels, args.out, args.checker, args, args.gate)
+        # the scores are those the generating run's checker recorded: the service's default
+        score(args.candidates, args.labels, args.out, EMBEDDING_LEXICAL, args, args.gate)
 
 
 if __name__ == "__main__":
