@@ -244,7 +244,8 @@ def joined(candidates: Path, labels: Path) -> list[dict[str, Any]]:
 
 def as_checked_today(rows: list[dict[str, Any]], chunks: dict[str, str]) -> list[dict[str, Any]]:
     """Each candidate under today's rules, which may be newer than the run that wrote it: the
-    facts missing from its recorded evidence (`missing_facts`; a recorded negation flip stays),
+    facts missing from its recorded evidence (`missing_facts`; a recorded negation flip or
+    superseded number stays),
     and whether it still reaches the check at all (prompt read-back, fragments and repeats within
     a summary are dropped before it: `_not_news`, `_unique`). The LLM's signals are as recorded."""
     from briefing.grounding import missing_facts
@@ -256,12 +257,14 @@ def as_checked_today(rows: list[dict[str, Any]], chunks: dict[str, str]) -> list
         reaching = set(_unique([r["sentence"] for r in summary if not _not_news(r["sentence"], "")]))
         for row in summary:
             evidence = " ".join(chunks.get(c, "") for c in row.get("evidence", []))
-            negation = ("negation",) if "negation" in row["missing"] else ()
-            missing = (
-                (missing_facts(row["sentence"], evidence) + negation) if evidence else tuple(row["missing"])
-            )
+            # reasons the facts rule does not give: a negation flip, a number a later article changed
+            kept = tuple(m for m in row["missing"] if m == "negation" or m.startswith(_LATER_FACTS))
+            missing = (missing_facts(row["sentence"], evidence) + kept) if evidence else tuple(row["missing"])
             out.append({**row, "missing": list(missing), "reaches_check": row["sentence"] in reaching})
     return out
+
+
+_LATER_FACTS = ("corrected in ", "replaced in ", "superseded in ")  # briefing.developments.superseded
 
 
 def _summaries(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
