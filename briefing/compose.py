@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from briefing.facts import WordForms
 from briefing.gate import ShowRule
-from briefing.grounding import WordForms, missing_facts
+from briefing.grounding import missing_facts
 from briefing.llm import GenerationError
 from briefing.summaries import REVIEWED, Status, Summary, SummarySentence
 from briefing.summarize import Followed, Summarizer
@@ -77,11 +78,15 @@ class BriefingPolicy:
     def drafts_show(self, language: str) -> bool:
         return self.allow_drafts or language in self.draft_languages
 
+    def rule(self, language: str) -> ShowRule | None:
+        """The measured rule for unreviewed drafts in `language`; None where none passed."""
+        return dict(self.show_rules).get(language)
+
     def draft_shows(self, sentences: Sequence[SummarySentence], language: str) -> bool:
         """Whether a draft with these sentences may reach a reader of this language."""
         if self.allow_drafts:
             return True
-        rule = dict(self.show_rules).get(language)
+        rule = self.rule(language)
         return rule is not None and rule.shows_all(sentences)
 
     @property

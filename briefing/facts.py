@@ -17,7 +17,8 @@ evidence must contain for it to hold (`sentence_facts`); `evidence_keys` gives t
 - a number followed by a unit word ("80 seats", "12 employees") needs that number with a form of
   that word (or a currency synonym: kroner, NOK, kr) within `NEAR` words of it.
 Years and bare numbers are left to the plain rule (briefing/grounding.py). Keys hold a colon, so
-no word sequence of normalized text can equal one.
+no word sequence of normalized text can equal one. `WordForms` (a word and its Snowball stems)
+lives here because unit words need it; the grounding check and the greeting rule use it too.
 """
 
 from __future__ import annotations
@@ -25,12 +26,31 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import snowballstemmer
 
 from indexing import STOPWORDS
+
+
+class WordForms:
+    """A word and its Snowball stems in the given languages: "resigned" meets "resignation"."""
+
+    def __init__(self, languages: Sequence[str]) -> None:
+        unknown = sorted(set(languages) - set(snowballstemmer.algorithms()))
+        if unknown:
+            raise ValueError(f"no Snowball stemmer for {unknown}; there are {snowballstemmer.algorithms()}")
+        self._stemmers = [snowballstemmer.stemmer(language) for language in languages]
+        self._lock = threading.Lock()  # Snowball stemmers keep per-call state on the object
+
+    def __call__(self, word: str) -> set[str]:
+        with self._lock:
+            return {word, *(stemmer.stemWord(word) for stemmer in self._stemmers)}
+
+    def of(self, words: set[str]) -> set[str]:
+        return {form for word in words for form in self(word)}
+
 
 NEAR = 5  # words either side of a number in the evidence that can be its unit
 
@@ -307,8 +327,7 @@ def _near_keys(evidence: str) -> set[str]:
     return keys
 
 
-_STEMMERS = [snowballstemmer.stemmer(language) for language in ("english", "norwegian")]
-_STEM_LOCK = threading.Lock()  # Snowball stemmers keep per-call state on the object
+_FORMS = WordForms(("english", "norwegian"))
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -316,8 +335,7 @@ def _unit_forms(word: str) -> frozenset[str]:
     """A unit word's currency, or the word and its English and Norwegian stems."""
     if word in _CURRENCIES:
         return frozenset({_CURRENCIES[word]})
-    with _STEM_LOCK:
-        return frozenset({word, *(stemmer.stemWord(word) for stemmer in _STEMMERS)})
+    return frozenset(_FORMS(word))
 
 
 def _inside(span: tuple[int, int], taken: list[tuple[int, int]]) -> bool:

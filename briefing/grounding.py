@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import itertools
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import snowballstemmer
 
-from briefing.facts import canonical_number, evidence_keys, is_typed_name, sentence_facts
+from briefing.facts import WordForms, canonical_number, evidence_keys, is_typed_name, sentence_facts
 from briefing.llm.scoring import LikelihoodScorer
 from indexing import STOPWORDS, Embedder
 
@@ -338,24 +336,6 @@ class EmbeddingLexicalChecker:
             and not any(self._forms(w) & negated_there for w in scope)
             for scope in negation_scopes(text)
         )
-
-
-class WordForms:
-    """A word and its Snowball stems in the given languages: "resigned" meets "resignation"."""
-
-    def __init__(self, languages: Sequence[str]) -> None:
-        unknown = sorted(set(languages) - set(snowballstemmer.algorithms()))
-        if unknown:
-            raise ValueError(f"no Snowball stemmer for {unknown}; there are {snowballstemmer.algorithms()}")
-        self._stemmers = [snowballstemmer.stemmer(language) for language in languages]
-        self._lock = threading.Lock()  # Snowball stemmers keep per-call state on the object
-
-    def __call__(self, word: str) -> set[str]:
-        with self._lock:
-            return {word, *(stemmer.stemWord(word) for stemmer in self._stemmers)}
-
-    def of(self, words: set[str]) -> set[str]:
-        return {form for word in words for form in self(word)}
 
 
 def _units(evidence: Sequence[Evidence]) -> tuple[list[str], list[tuple[str, ...]], list[int]]:

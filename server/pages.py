@@ -115,7 +115,7 @@ def about(request: Request[Any, Any, Any], service: NamedDependency[Service]) ->
     """How the briefing is made: the models, the policy, and what is recorded about a reader."""
     settings, policy = request.app.state.settings, service.composer.policy
     language = service.audience(request.user.id).language
-    rule = None if policy.allow_drafts else dict(policy.show_rules).get(language)
+    rule = None if policy.allow_drafts else policy.rule(language)
     context = {
         "settings": settings,
         "policy": policy,

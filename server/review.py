@@ -14,7 +14,7 @@ band of similar support those whose sentences state more numbers, names and quot
 those are where a wrong sentence does harm (each of the three wrong demo sentences issue 17
 quotes states a number, a name or a date). Each sentence comes with the check's verdict in
 words (`Verdict`): its score against the threshold, the facts missing from its evidence, and
-which rules fired. The API's queue stays oldest first.
+which rules fired. The API's queue (`GET /v1/review/queue`) has the same order and verdicts.
 """
 
 from __future__ import annotations
@@ -110,12 +110,9 @@ class Review:
     def __init__(self, service: Service) -> None:
         self.service = service
 
-    def queue(self, status: Status = Status.DRAFT, limit: int = 200) -> list[Summary]:
-        """The summaries in `status`, oldest first (the API's queue)."""
-        return self.service.summaries.by_status(status)[:limit]
-
     def risk_queue(self, status: Status = Status.DRAFT, limit: int = 200) -> list[Queued]:
-        """The summaries in `status`, riskiest first, each sentence with its verdict (the page's queue)."""
+        """The summaries in `status`, riskiest first, each sentence with its verdict (the queue
+        page's and the API's)."""
         threshold = self.threshold
         return [
             Queued(s, risk(s), tuple(verdict(x, threshold) for x in s.sentences))

@@ -229,7 +229,7 @@ def test_the_about_page_names_the_model_the_policy_and_the_erasure(
     # the shipped policy: checked drafts show only in a language whose measured show gate passes
     drafts = service.composer.policy.drafts_show(service.audience("r07").language)
     assert ("labelled as not yet reviewed" in page) is drafts
-    rule = dict(service.composer.policy.show_rules).get(service.audience("r07").language)
+    rule = service.composer.policy.rule(service.audience("r07").language)
     assert rule is None or f"support of at least {rule.threshold}" in page  # what the gate measured
     assert ("Only summaries an editor has reviewed are shown" in page) is not drafts
     assert f"deleted after {settings.service.retention_days:.0f} days" in page
