@@ -45,12 +45,17 @@ _WORDS = re.compile(r"\w+")
 
 @dataclass(frozen=True)
 class Variant:
-    """An experiment arm: which prompts and adapter write the text."""
+    """An experiment arm: which prompts, adapter and backend write the text, and how many items a
+    briefing has (None: the policy's). The composer reads prompts and items; adapter and backend
+    name what jobs should write this arm's drafts with (no adapter registry exists yet)."""
 
     name: str
     article_prompt: str = "article"
     update_prompt: str = "update"
     greeting_prompt: str = "greeting"
+    adapter: str | None = None
+    backend: str | None = None
+    items: int | None = None
 
 
 VARIANTS = {
@@ -160,17 +165,19 @@ class Composer:
         now: datetime,
         *,
         since: datetime | None = None,
-        variant: str = "control",
+        variant: str | Variant = "control",
         write: bool = False,
         audience: Audience | None = None,
     ) -> Briefing:
         """The reader's briefing from stored texts; with `write`, missing texts are generated first.
-        Greeting and reasons are in the `audience`'s language and time zone (default: English, UTC)."""
+        Greeting and reasons are in the `audience`'s language and time zone (default: English, UTC).
+        `variant` is a registered variant's name or an experiment arm's own `Variant`."""
         audience = audience or Audience()
-        arm = self._variant(variant)
+        arm = variant if isinstance(variant, Variant) else self._variant(variant)
         profile = self.recommender.profile(reader_id, now)
         since = since or profile.last_visit
-        picked = self.recommender.recommend(reader_id, now, k=self.policy.items, since=since, profile=profile)
+        k = arm.items or self.policy.items
+        picked = self.recommender.recommend(reader_id, now, k=k, since=since, profile=profile)
         versions = self.summarizer.retriever.index.get([i.article_id for i in picked])
         picked = [i for i in picked if i.article_id in versions]  # retracted since the matrix was built
         reads = {i.article_id: _read(i, profile, self.recommender.matrix, now) for i in picked}

@@ -1,0 +1,48 @@
+"""Experiments for product teams (DESIGN §1, issue 19): definitions and validation (model),
+deterministic assignment in mutually exclusive layers (assign), storage and exposures (store),
+metrics over events (metrics) and their analysis (analysis)."""
+
+from server.experiments.assign import ReaderFacts, allocate, assign, bucket
+from server.experiments.model import (
+    GUARDRAILS,
+    MAX_ARMS,
+    METRICS,
+    OUTCOMES,
+    STATUSES,
+    Arm,
+    Experiment,
+    ExperimentInvalid,
+    MetricSpec,
+    Status,
+    Targeting,
+    decided,
+    parse_experiment,
+    prompt_kinds,
+    started,
+    stopped,
+    to_json,
+)
+
+__all__ = [
+    "GUARDRAILS",
+    "MAX_ARMS",
+    "METRICS",
+    "OUTCOMES",
+    "STATUSES",
+    "Arm",
+    "Experiment",
+    "ReaderFacts",
+    "ExperimentInvalid",
+    "MetricSpec",
+    "Status",
+    "Targeting",
+    "allocate",
+    "assign",
+    "bucket",
+    "decided",
+    "parse_experiment",
+    "prompt_kinds",
+    "started",
+    "stopped",
+    "to_json",
+]
