@@ -200,6 +200,8 @@ def build_service(
     """Everything the service runs on: SQL storage (migrated to the newest schema), the index,
     the recommender over the recent window, the summarizer and the composer. With `stop`, the
     LLM starts no call once it is set (`Stoppable`; `briefing serve` sets it on Ctrl-C)."""
+    from server.experiments.serving import Arms
+    from server.experiments.store import Experiments
     from server.i18n import publication
     from server.service import Service
     from server.stores import Readers, SqlEventStore, SqlSummaryStore
@@ -215,6 +217,7 @@ def build_service(
     def refresh(now: datetime) -> None:
         refresh_recommender(settings, indexer, recommender, now)
 
+    experiments = Experiments(engine)
     return Service(
         engine=engine,
         indexer=indexer,
@@ -227,6 +230,8 @@ def build_service(
         readers=Readers(engine, timedelta(minutes=settings.service.session_minutes)),
         refresh_matrix=refresh,
         publication=publication(settings),
+        experiments=experiments,
+        arms=Arms(experiments.running, settings.service.experiment_holdout),
     )
 
 

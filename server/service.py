@@ -26,9 +26,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from briefing import Audience, Briefing, BriefingItem, Composer, GenerationError, Summarizer
+from briefing import Audience, Briefing, BriefingItem, Composer, GenerationError, Summarizer, Variant
 from indexing import Article, Indexer, IngestReport, RecordError, validate_record
 from recsys import Recommender, record_events
+from server.experiments.assign import ReaderFacts
+from server.experiments.model import Experiment
+from server.experiments.serving import Arms, Assignment, exposures
+from server.experiments.store import Experiments
 from server.i18n import audience as make_audience
 from server.readers import ReaderRecord
 from server.stores import (
@@ -137,14 +141,20 @@ class Service:
         clock: Clock,
         readers: Readers,
         refresh_matrix: Callable[[datetime], None],
-        variant: str = "control",
         publication: Audience | None = None,
+        experiments: Experiments | None = None,
+        arms: Arms | None = None,
     ) -> None:
         self.engine, self.indexer, self.summarizer = engine, indexer, summarizer
         self.publication = publication or Audience()  # readers' language and zone unless they chose
         self.recommender, self.composer, self.clock = recommender, composer, clock
         self.events, self.summaries, self.readers = events, summaries, readers
-        self.refresh_matrix, self.variant = refresh_matrix, variant
+        self.refresh_matrix = refresh_matrix
+        self.experiments = experiments or Experiments(engine)  # product teams' (server.experiments)
+        self.arms = arms or Arms(self.experiments.running)
+        # A reader's assignment at their last full request, with the running experiments it was made
+        # under: the cached path reuses it without reading the reader's language from the database.
+        self._assigned: dict[str, tuple[tuple[Experiment, ...], Assignment]] = {}
         self.served, self.audit, self.runs = BriefingLog(engine), AuditLog(engine), JobRuns(engine)
         self.visits = Visits(engine, readers)
         self.cache = BriefingCache()
@@ -163,17 +173,25 @@ class Service:
         (the reader is not loaded yet, or nothing is cached for this visit): safe on the event loop."""
         now = self.clock()
         visit = self.visits.known(reader_id, now)
-        found = None if visit is None else self.cache.get((reader_id, self.variant, visit.since))
-        if visit is None or found is None:
+        assigned = self._assigned.get(reader_id)
+        if visit is None or assigned is None or assigned[0] != self.arms.running():
             return None
-        self.visits.record(found[0], now, visit.since, cached=True)
+        assignment = assigned[1]
+        started = time.perf_counter()
+        found = self.cache.get((reader_id, assignment.variant, visit.since))
+        if found is None:
+            return None
+        self._record(found[0], now, visit.since, assignment, started, cached=True)
         return Served(found[0], found[1], True)
 
     def briefing(self, reader_id: str) -> Served:
-        """The reader's briefing for this visit; records the visit and what was shown."""
+        """The reader's briefing for this visit, in their experiment arms' variant; records the
+        visit, what was shown and the exposures."""
         now = self.clock()
+        started = time.perf_counter()
         visit = self.visits.current(reader_id, now)
-        key = (reader_id, self.variant, visit.since)
+        assignment = self.assignment(reader_id, visit.since is None)
+        key = (reader_id, assignment.variant, visit.since)
         found = self.cache.get(key)
         cached = found is not None
         if found is None:
@@ -181,10 +199,32 @@ class Service:
                 found = self.cache.get(key)
                 if found is None:
                     epoch = self.cache.epoch()
-                    briefing = self.compose(reader_id, now, visit.since)
+                    briefing = self.compose(reader_id, now, visit.since, variant=assignment.variant)
                     found = (briefing, self.cache.put(key, briefing, epoch))
-        self.visits.record(found[0], now, visit.since, cached=cached)
+        self._record(found[0], now, visit.since, assignment, started, cached=cached)
         return Served(found[0], found[1], cached)
+
+    def assignment(self, reader_id: str, new: bool) -> Assignment:
+        """The reader's arms in the running experiments (none: the control variant)."""
+        running = self.arms.running()
+        language = self.audience(reader_id).language if running else self.publication.language
+        assignment = self.arms.of(ReaderFacts(reader_id, language, new), running)
+        self._assigned[reader_id] = (running, assignment)
+        return assignment
+
+    def _record(
+        self,
+        briefing: Briefing,
+        now: datetime,
+        since: datetime | None,
+        assignment: Assignment,
+        started: float,
+        *,
+        cached: bool,
+    ) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        rows = exposures(assignment, briefing, now, latency_ms)
+        self.visits.record(briefing, now, since, cached=cached, exposures=rows)
 
     @contextmanager
     def _flight(self, key: tuple[Any, ...]) -> Iterator[None]:
@@ -198,11 +238,18 @@ class Service:
                 if not lock.locked():
                     self._flights.pop(key, None)
 
-    def compose(self, reader_id: str, now: datetime, since: datetime | None, write: bool = False) -> Briefing:
+    def compose(
+        self,
+        reader_id: str,
+        now: datetime,
+        since: datetime | None,
+        write: bool = False,
+        variant: Variant | None = None,
+    ) -> Briefing:
         """From stored texts; `write` (jobs only) generates missing ones first, with the LLM."""
-        return self.composer.compose(
-            reader_id, now, since=since, variant=self.variant, write=write, audience=self.audience(reader_id)
-        )
+        arm = variant or self.assignment(reader_id, since is None).variant
+        audience = self.audience(reader_id)
+        return self.composer.compose(reader_id, now, since=since, variant=arm, write=write, audience=audience)
 
     def audience(self, reader_id: str) -> Audience:
         """The reader's language and time zone: their own choice, else the publication's."""
@@ -225,6 +272,7 @@ class Service:
             choice.language or self.publication.language, choice.timezone or self.publication.timezone
         )
         self.readers.configure(reader_id, self.clock(), choice)
+        self._assigned.pop(reader_id, None)  # language targeting may put them in another arm
         self.cache.drop(lambda b: b.reader_id != reader_id)
         detail = {"language": choice.language, "timezone": choice.timezone}
         self.audit.write(actor.id, actor.role, "reader-settings", reader_id, detail)
@@ -249,11 +297,12 @@ class Service:
                 left = len(readers) - n
                 break
             since = self.visits.current(reader_id, now + self.visits.session_gap * 2).since
-            key = (reader_id, self.variant, since)
+            variant = self.assignment(reader_id, since is None).variant
+            key = (reader_id, variant, since)
             if self.cache.get(key) is None:
                 epoch = self.cache.epoch()
                 try:
-                    briefing = self.compose(reader_id, now, since, write=True)
+                    briefing = self.compose(reader_id, now, since, write=True, variant=variant)
                 except GenerationError as exc:  # the LLM failed for one reader: the others go on
                     log.warning("precomputing %s's briefing: %s", reader_id, exc)
                     failed += 1
@@ -339,6 +388,7 @@ class Service:
 
     def erase(self, actor: Actor, reader_id: str) -> dict[str, int]:
         self.visits.forget(reader_id, self.clock())
+        self._assigned.pop(reader_id, None)
         counts = erase_reader(self.engine, reader_id)
         counts["cached_briefings"] = self.cache.drop(lambda b: b.reader_id != reader_id)
         if not any(counts.values()):

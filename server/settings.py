@@ -82,6 +82,8 @@ class ServiceConfig:
     summarize_per_run: int = 20
     job_budget_s: float = 300.0
     cookie_secure: bool | None = None  # None: derived from `host` (see `secure_cookies`)
+    # The long-term holdout: this share of readers enters no experiment (server.experiments.assign).
+    experiment_holdout: float = 0.0
 
     @property
     def secure_cookies(self) -> bool:
@@ -196,6 +198,7 @@ def _service(env: Mapping[str, str]) -> ServiceConfig:
         summarize_per_run=_int(env, "SUMMARIZE_PER_RUN", d.summarize_per_run),
         job_budget_s=_float(env, "JOB_BUDGET_S", d.job_budget_s),
         cookie_secure=_bool(env, "SECURE_COOKIES", True) if env.get("SECURE_COOKIES") else None,
+        experiment_holdout=_share(env, "EXPERIMENT_HOLDOUT", d.experiment_holdout),
     )
 
 
@@ -239,6 +242,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(env.get(name, default))
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {env[name]!r}") from None
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a share in [0, 1), got {value}")
+    return value
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -31,6 +31,7 @@ from server.db import (
     now,
     write_lock,
 )
+from server.experiments.store import erase_exposures
 
 if TYPE_CHECKING:  # server.readers parses files and imports nothing of this module
     from server.readers import ReaderRecord
@@ -530,10 +531,12 @@ def _run(r: JobRunRow) -> dict[str, Any]:
 
 
 def erase_reader(engine: Engine, reader_id: str) -> dict[str, int]:
-    """Delete a reader's events, profile (visits) and served briefings in one transaction."""
+    """Delete a reader's events, profile (visits), served briefings and experiment exposures (their
+    assignments are a hash of their id: nothing of them is stored) in one transaction."""
     with write_lock(engine), engine.begin() as connection:
         return {
             "events": connection.execute(delete(EventRow).where(EventRow.reader_id == reader_id)).rowcount,
+            "exposures": erase_exposures(connection, reader_id),
             "briefings": connection.execute(
                 delete(BriefingRow).where(BriefingRow.reader_id == reader_id)
             ).rowcount,

@@ -103,7 +103,8 @@ def more_stories(service: Service, reader_id: str, extra: int) -> list[MoreItem]
     since = service.visits.current(reader_id, now).since
     shown_items = service.composer.policy.items
     picked = service.recommender.recommend(reader_id, now, k=shown_items + extra, since=since)
-    cached = service.cache.get((reader_id, service.variant, since))
+    variant = service.assignment(reader_id, since is None).variant
+    cached = service.cache.get((reader_id, variant, since))
     shown = {i.article_id for i in (cached[0].items if cached else picked[:shown_items])}
     rest = [i for i in picked if i.article_id not in shown][:extra]
     records = service.indexer.index.get([i.article_id for i in rest])

@@ -23,10 +23,13 @@ from sqlalchemy import Engine, insert
 
 from briefing import Briefing
 from server.db import BriefingRow, write_lock
+from server.experiments.store import insert_exposures
 from server.stores import Readers, Visit, served_row
 
 log = logging.getLogger(__name__)
 State = tuple[datetime | None, datetime | None]  # (last seen, the visit's "since")
+Row = dict[str, Any]
+Recorded = tuple[str, datetime, datetime | None, Row, list[Row]]  # reader, at, since, served, exposures
 
 
 class Visits:
@@ -35,7 +38,7 @@ class Visits:
         self._state: dict[str, State] = {}
         self._erased: dict[str, datetime] = {}  # reader -> when they were erased
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[str, datetime, datetime | None, dict[str, Any]] | None] = queue.Queue()
+        self._queue: queue.Queue[Recorded | None] = queue.Queue()
         self._writer = threading.Thread(target=self._drain, name="visit-writer", daemon=True)
         self._writer.start()
 
@@ -57,13 +60,22 @@ class Visits:
             state = self._state.setdefault(reader_id, state)
         return _visit(reader_id, state, at, self.session_gap)
 
-    def record(self, briefing: Briefing, at: datetime, since: datetime | None, cached: bool) -> None:
+    def record(
+        self,
+        briefing: Briefing,
+        at: datetime,
+        since: datetime | None,
+        cached: bool,
+        exposures: list[Row] | None = None,
+    ) -> None:
+        """Queue the served briefing and its experiment exposures (server.experiments.serving),
+        written in the same transaction; an exposure already stored is not added again."""
         with self._lock:
             erased = self._erased.get(briefing.reader_id)
             if erased is not None and briefing.generated_at <= erased:
                 return  # composed before the reader was erased: it must not bring them back
             self._state[briefing.reader_id] = (at, since)
-        self._queue.put((briefing.reader_id, at, since, served_row(briefing, at, cached)))
+        self._queue.put((briefing.reader_id, at, since, served_row(briefing, at, cached), exposures or []))
 
     def forget(self, reader_id: str, at: datetime) -> None:
         """Erasure: requests composed up to `at` and still in flight record nothing."""
@@ -100,13 +112,16 @@ class Visits:
                 self._queue.task_done()
             time.sleep(self.flush_s)  # let the next batch gather
 
-    def _write(self, batch: list[tuple[str, datetime, datetime | None, dict[str, Any]]]) -> None:
-        latest = {reader: (reader, at, since) for reader, at, since, _ in batch}
+    def _write(self, batch: list[Recorded]) -> None:
+        latest = {reader: (reader, at, since) for reader, at, since, *_ in batch}
+        keys = ("experiment", "reader_id", "briefing_key")
+        exposures = list({tuple(r[k] for k in keys): r for *_, rows in batch for r in rows}.values())
         for attempt in range(1, 4):  # a database restart or a lock timeout: try again shortly
             try:
                 with write_lock(self.engine), self.engine.begin() as connection:
                     self.readers.touch_many(list(latest.values()), connection)
-                    connection.execute(insert(BriefingRow), [row for *_, row in batch])
+                    connection.execute(insert(BriefingRow), [served for _, _, _, served, _ in batch])
+                    insert_exposures(connection, exposures)
                 return
             except Exception:  # the writer must outlive a failed batch and keep serving
                 log.exception("could not record %d briefing requests (attempt %d)", len(batch), attempt)
