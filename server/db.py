@@ -153,6 +153,39 @@ class JobRunRow(Base):
     detail: Mapped[dict[str, Any]]
 
 
+class ExperimentRow(Base):
+    """An experiment (server/experiments): its definition as written, and its lifecycle in columns."""
+
+    __tablename__ = "experiments"
+    key: Mapped[str] = mapped_column(String(60), primary_key=True)
+    layer: Mapped[str] = mapped_column(String(50), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    definition: Mapped[dict[str, Any]]  # model.to_json; the columns below are the truth for state
+    range_start: Mapped[float | None] = mapped_column(Float)  # its slice of the layer, while running
+    started_at: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]
+    decision: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ExposureRow(Base):
+    """A briefing served to a reader under an experiment's arm; one row per briefing (a cached
+    briefing served again is the same exposure), the first serving's time and figures."""
+
+    __tablename__ = "exposures"
+    experiment: Mapped[str] = mapped_column(
+        String(60), ForeignKey("experiments.key", ondelete="CASCADE"), primary_key=True
+    )
+    reader_id: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)  # erasure
+    briefing_key: Mapped[str] = mapped_column(String(32), primary_key=True)  # a hash of the cache key
+    arm: Mapped[str] = mapped_column(String(50))
+    served_at: Mapped[datetime]
+    latency_ms: Mapped[float] = mapped_column(Float)
+    items: Mapped[int] = mapped_column(Integer)
+    fallback_items: Mapped[int] = mapped_column(Integer)
+
+
 def connect(url: str) -> Engine:
     """An engine for `url`; SQLite files get WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
