@@ -104,7 +104,9 @@ def allocate(running_in_layer: Iterable[Experiment], traffic: float, *, layer: s
     it; `ExperimentInvalid` when no free slice is that wide. First fit keeps the free space in
     one piece at the top while experiments start and stop in order."""
     running = [e for e in running_in_layer if e.status == "running"]
-    taken = sorted((e.range_start, e.range_start + e.targeting.traffic) for e in running if e.range_start is not None)
+    taken = sorted(
+        (e.range_start, e.range_start + e.targeting.traffic) for e in running if e.range_start is not None
+    )
     start, widest = 0.0, 0.0
     for low, high in [*taken, (1.0, 1.0)]:
         if low - start + _FIT >= traffic:
@@ -112,8 +114,9 @@ def allocate(running_in_layer: Iterable[Experiment], traffic: float, *, layer: s
         widest = max(widest, low - start)
         start = max(start, high)
     name = layer or next((e.layer for e in running), "briefing")
+    free = f"{_floor2(widest):.2f}"
     raise ExperimentInvalid(
-        [f"layer {name!r} has only {_floor2(widest):.2f} of its traffic free in one slice; this needs {traffic:.2f}"]
+        [f"layer {name!r} has only {free} of its traffic free in one slice; needs {traffic:.2f}"]
     )
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime
 from typing import Any, Literal, cast, get_args
 
 from briefing import PROMPTS, PromptRegistry, Variant
 from briefing.llm import GENERATORS
+from server.experiments.checks import Problems, State, finite, flag, show, slug, stored_state, unknown_fields
 
 Status = Literal["draft", "running", "stopped", "decided"]
 Readers = Literal["all", "new", "returning"]
@@ -154,18 +155,11 @@ class _Known:
     backends: Collection[str]
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def add(self, where: str, message: str) -> None:
-        self.reasons.append(f"{where}: {message}")
-
-
-_DEFINITION_FIELDS = ("key", "hypothesis", "arms", "targeting", "primary", "secondary", "guardrails", "layer",
-                      "sequential")  # fmt: skip
+_DEFINITION_FIELDS = tuple(
+    "key hypothesis arms targeting primary secondary guardrails layer sequential".split()
+)
 _LIFECYCLE_FIELDS = ("status", "start", "stop", "decision", "range_start")
-_ARM_FIELDS = ("name", "weight", "article_prompt", "update_prompt", "greeting_prompt", "adapter", "backend", "items")
+_ARM_FIELDS = tuple("name weight article_prompt update_prompt greeting_prompt adapter backend items".split())
 _PROMPT_FIELDS = (("article_prompt", "article"), ("update_prompt", "update"), ("greeting_prompt", "greeting"))
 _TARGETING_FIELDS = ("languages", "readers", "traffic")
 _VARIANT_DEFAULTS = {f.name: f.default for f in fields(Variant)}
@@ -192,59 +186,30 @@ def parse_experiment(
         known_adapters,
         frozenset(GENERATORS) if known_backends is None else known_backends,
     )
-    p = _Problems()
-    _unknown_fields(data, _DEFINITION_FIELDS + _LIFECYCLE_FIELDS, "experiment", p, _DEFINITION_FIELDS)
+    p = Problems()
+    unknown_fields(data, _DEFINITION_FIELDS + _LIFECYCLE_FIELDS, "experiment", p, _DEFINITION_FIELDS)
     if not lifecycle:
         for name in _LIFECYCLE_FIELDS:
             if name in data:
                 p.add(name, "is set by start, stop and decide, not in a definition")
-    key = _slug(data, "key", _KEY, "3 to 60 of a-z, 0-9 and '-', starting with a letter or digit", p)
+    key = slug(data, "key", _KEY, "3 to 60 of a-z, 0-9 and '-', starting with a letter or digit", p)
     hypothesis = _hypothesis(data.get("hypothesis"), p)
     arms = _arms(data.get("arms"), known, p)
     targeting = _targeting(data.get("targeting", {}), p)
     primary, secondary, guardrails = _metric_choice(data, p)
-    layer = _slug(data, "layer", _LAYER, "1 to 40 of a-z, 0-9 and '-'", p, default="briefing")
+    layer = slug(data, "layer", _LAYER, "1 to 40 of a-z, 0-9 and '-'", p, default="briefing")
     if layer == "holdout":  # its hash would be the long-term holdout's (server/experiments/assign.py)
         p.add("layer", "'holdout' is reserved for the long-term holdout")
-    sequential = _flag(data, "sequential", True, p)
-    state = _state(data, arms, targeting, p) if lifecycle else _State()
+    sequential = flag(data, "sequential", True, p)
+    names = {a.name for a in arms}
+    state = stored_state(data, STATUSES, names, targeting.traffic, p) if lifecycle else State()
     if p.reasons:
         raise ExperimentInvalid(p.reasons)
-    return Experiment(key or "", hypothesis, arms, targeting, primary, secondary, guardrails, layer or "",
-                      state.status, state.start, state.stop, sequential, state.decision, state.range_start)  # fmt: skip
+    e = Experiment(key or "", hypothesis, arms, targeting, primary, secondary, guardrails, layer or "")
+    return replace(e, sequential=sequential, **asdict(state))  # status is one of STATUSES: checked
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _unknown_fields(
-    data: Mapping[Any, Any], allowed: tuple[str, ...], where: str, p: _Problems, shown: tuple[str, ...] = ()
-) -> None:
-    unknown = [k for k in data if k not in allowed]
-    for name in unknown[:5]:  # a few name the typo; hundreds would bury it
-        p.add(where, f"unknown field {_show(name)}; fields are {', '.join(shown or allowed)}")
-    if len(unknown) > 5:
-        p.add(where, f"{len(unknown) - 5} more unknown fields")
-
-
-def _slug(
-    data: Mapping[str, Any], name: str, pattern: re.Pattern[str], rule: str, p: _Problems, *,
-    where: str = "", default: str | None = None,
-) -> str | None:  # fmt: skip
-    value = data.get(name, default)
-    field_name = f"{where}.{name}" if where else name
-    if value is None:
-        p.add(field_name, "required")
-        return None
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        p.add(field_name, f"{_show(value)} must be {rule}")
-        return None
-    return value
-
-
-def _hypothesis(value: object, p: _Problems) -> str:
+def _hypothesis(value: object, p: Problems) -> str:
     if not isinstance(value, str) or not value.strip():
         p.add("hypothesis", "required: say what you expect to change and why")
         return ""
@@ -253,23 +218,7 @@ def _hypothesis(value: object, p: _Problems) -> str:
     return value.strip()
 
 
-def _flag(data: Mapping[str, Any], name: str, default: bool, p: _Problems) -> bool:
-    value = data.get(name, default)
-    if not isinstance(value, bool):
-        p.add(name, f"expected true or false, got {_show(value)}")
-        return default
-    return value
-
-
-def _number(value: object) -> float | None:
-    """A finite JSON number (a bool is not one), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _arms(raw: object, known: _Known, p: _Problems) -> tuple[Arm, ...]:
+def _arms(raw: object, known: _Known, p: Problems) -> tuple[Arm, ...]:
     if raw is None:
         p.add("arms", "required: at least 2 arms, the first is the control")
         return ()
@@ -284,15 +233,15 @@ def _arms(raw: object, known: _Known, p: _Problems) -> tuple[Arm, ...]:
     arms = [_arm(i, item, known, p) for i, item in enumerate(raw)]
     fields_of = [item if isinstance(item, Mapping) else {} for item in raw]
     _duplicate_names([f.get("name") for f in fields_of], p)
-    weights = [_number(f.get("weight")) for f in fields_of]
-    if all(w is not None and w > 0 for w in weights):  # else each bad weight was named already
+    weights = [finite(f.get("weight")) for f in fields_of]
+    if weights and all(w is not None and 0 < w <= 1 for w in weights):  # else each bad one is named
         total = math.fsum(w for w in weights if w is not None)
         if abs(total - 1.0) > WEIGHT_TOLERANCE:
             p.add("arms[].weight", f"weights sum to {total:.10g}, not 1")
     return tuple(a for a in arms if a is not None)
 
 
-def _duplicate_names(names: list[object], p: _Problems) -> None:
+def _duplicate_names(names: list[object], p: Problems) -> None:
     first: dict[str, int] = {}
     for i, name in enumerate(names):
         if isinstance(name, str) and name in first:
@@ -301,39 +250,42 @@ def _duplicate_names(names: list[object], p: _Problems) -> None:
             first[name] = i
 
 
-def _arm(i: int, raw: object, known: _Known, p: _Problems) -> Arm | None:
+def _arm(i: int, raw: object, known: _Known, p: Problems) -> Arm | None:
     where = f"arms[{i}]"
     if not isinstance(raw, Mapping):
         p.add(where, f"expected an object with name and weight, got {type(raw).__name__}")
         return None
     before = len(p.reasons)
-    _unknown_fields(raw, _ARM_FIELDS, where, p)
-    name = _slug(raw, "name", _ARM_NAME, "1 to 40 of a-z, 0-9, '-' and '_'", p, where=where)
+    unknown_fields(raw, _ARM_FIELDS, where, p)
+    name = slug(raw, "name", _ARM_NAME, "1 to 40 of a-z, 0-9, '-' and '_'", p, where=where)
     weight = _weight(raw.get("weight"), f"{where}.weight", p)
-    prompts = {f: _prompt(raw.get(f, _VARIANT_DEFAULTS[f]), kind, known, f"{where}.{f}", p) for f, kind in _PROMPT_FIELDS}
+    prompts = {
+        f: _prompt(raw.get(f, _VARIANT_DEFAULTS[f]), kind, known, f"{where}.{f}", p)
+        for f, kind in _PROMPT_FIELDS
+    }
     adapter = _named(raw.get("adapter"), known.adapters, "adapter", f"{where}.adapter", p)
     backend = _named(raw.get("backend"), known.backends, "backend", f"{where}.backend", p)
     items = _items(raw.get("items"), f"{where}.items", p)
     if len(p.reasons) > before or name is None:
         return None
-    variant = Variant(name, adapter=adapter, backend=backend, items=items, **prompts)
-    return Arm(name, variant, weight)
+    article, update, greeting = (prompts[f] for f, _ in _PROMPT_FIELDS)
+    return Arm(name, Variant(name, article, update, greeting, adapter, backend, items), weight)
 
 
-def _weight(value: object, where: str, p: _Problems) -> float:
-    number = _number(value)
+def _weight(value: object, where: str, p: Problems) -> float:
+    number = finite(value)
     if number is None:
-        p.add(where, f"expected a number between 0 and 1, got {_show(value)}")
+        p.add(where, f"expected a number between 0 and 1, got {show(value)}")
         return 0.0
     if not 0.0 < number <= 1.0:
         p.add(where, f"must be above 0 and at most 1, got {number:g}")
     return number
 
 
-def _prompt(value: object, kind: str, known: _Known, where: str, p: _Problems) -> str:
+def _prompt(value: object, kind: str, known: _Known, where: str, p: Problems) -> str:
     if not isinstance(value, str) or value not in known.prompts:
         names = sorted(r for r in known.prompts if "@" not in r and _kind(known, r) in (kind, None))
-        p.add(where, f"unknown {kind} template {_show(value)}; known: {', '.join(names)}")
+        p.add(where, f"unknown {kind} template {show(value)}; known: {', '.join(names)}")
         return ""
     found = _kind(known, value)
     if found is not None and found != kind:
@@ -346,52 +298,58 @@ def _kind(known: _Known, ref: str) -> str | None:
     return prompts.get(ref) if isinstance(prompts, Mapping) else None
 
 
-def _named(value: object, known: Collection[str], what: str, where: str, p: _Problems) -> str | None:
+def _named(value: object, known: Collection[str], what: str, where: str, p: Problems) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value not in known:
         choices = f"known: {', '.join(sorted(known))}" if known else f"no {what}s are registered yet"
-        p.add(where, f"unknown {what} {_show(value)}; {choices}")
+        p.add(where, f"unknown {what} {show(value)}; {choices}")
         return None
     return value
 
 
-def _items(value: object, where: str, p: _Problems) -> int | None:
+def _items(value: object, where: str, p: Problems) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ITEMS:
-        p.add(where, f"expected a whole number of items from 1 to {MAX_ITEMS}, got {_show(value)}")
+        p.add(where, f"expected a whole number of items from 1 to {MAX_ITEMS}, got {show(value)}")
         return None
     return value
 
 
-def _targeting(raw: object, p: _Problems) -> Targeting:
+def _targeting(raw: object, p: Problems) -> Targeting:
     if not isinstance(raw, Mapping):
-        p.add("targeting", f"expected an object with {', '.join(_TARGETING_FIELDS)}, got {type(raw).__name__}")
+        p.add(
+            "targeting", f"expected an object with {', '.join(_TARGETING_FIELDS)}, got {type(raw).__name__}"
+        )
         return Targeting()
-    _unknown_fields(raw, _TARGETING_FIELDS, "targeting", p)
+    unknown_fields(raw, _TARGETING_FIELDS, "targeting", p)
     readers = raw.get("readers", "all")
     if readers not in READERS:
-        p.add("targeting.readers", f"expected one of {', '.join(READERS)}, got {_show(readers)}")
+        p.add("targeting.readers", f"expected one of {', '.join(READERS)}, got {show(readers)}")
         readers = "all"
-    traffic = _number(raw.get("traffic", 1.0))
+    traffic = finite(raw.get("traffic", 1.0))
     if traffic is None or not 0.0 < traffic <= 1.0:
-        p.add("targeting.traffic", f"a share of traffic above 0 and at most 1, got {_show(raw.get('traffic'))}")
+        p.add(
+            "targeting.traffic", f"a share of traffic above 0 and at most 1, got {show(raw.get('traffic'))}"
+        )
         traffic = 1.0
     return Targeting(_languages(raw.get("languages", []), p), cast(Readers, readers), traffic)
 
 
-def _languages(raw: object, p: _Problems) -> tuple[str, ...]:
+def _languages(raw: object, p: Problems) -> tuple[str, ...]:
     if not isinstance(raw, list | tuple) or len(raw) > MAX_LANGUAGES:
-        p.add("targeting.languages", f"expected a list of at most {MAX_LANGUAGES} language codes ('en', 'nb')")
+        p.add(
+            "targeting.languages", f"expected a list of at most {MAX_LANGUAGES} language codes ('en', 'nb')"
+        )
         return ()
     for i, code in enumerate(raw):
         if not isinstance(code, str) or not _LANGUAGE.fullmatch(code):
-            p.add(f"targeting.languages[{i}]", f"{_show(code)} is not a language code like 'en' or 'nb'")
+            p.add(f"targeting.languages[{i}]", f"{show(code)} is not a language code like 'en' or 'nb'")
     return tuple(dict.fromkeys(c for c in raw if isinstance(c, str) and _LANGUAGE.fullmatch(c)))
 
 
-def _metric_choice(data: Mapping[str, Any], p: _Problems) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def _metric_choice(data: Mapping[str, Any], p: Problems) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     primary = data.get("primary")
     if primary is None:
         p.add("primary", f"required; one of {', '.join(OUTCOMES)}")
@@ -404,11 +362,11 @@ def _metric_choice(data: Mapping[str, Any], p: _Problems) -> tuple[str, tuple[st
     return (primary if isinstance(primary, str) else ""), secondary, guardrails
 
 
-def _metric(name: object, guardrail: bool, where: str, p: _Problems) -> bool:
+def _metric(name: object, guardrail: bool, where: str, p: Problems) -> bool:
     spec = METRICS.get(name) if isinstance(name, str) else None
     allowed = GUARDRAILS if guardrail else OUTCOMES
     if spec is None:
-        p.add(where, f"unknown metric {_show(name)}; choose from {', '.join(allowed)}")
+        p.add(where, f"unknown metric {show(name)}; choose from {', '.join(allowed)}")
     elif spec.guardrail and not guardrail:
         p.add(where, f"{name!r} is a guardrail metric; list it under guardrails")
     elif guardrail and not spec.guardrail:
@@ -416,75 +374,17 @@ def _metric(name: object, guardrail: bool, where: str, p: _Problems) -> bool:
     return spec is not None and spec.guardrail == guardrail
 
 
-def _metric_list(raw: object, guardrail: bool, where: str, p: _Problems) -> tuple[str, ...]:
+def _metric_list(raw: object, guardrail: bool, where: str, p: Problems) -> tuple[str, ...]:
     if not isinstance(raw, list | tuple) or len(raw) > len(METRICS):
         p.add(where, f"expected a list of at most {len(METRICS)} metric names")
         return ()
     names: list[str] = []
     for i, name in enumerate(raw):
-        if _metric(name, guardrail, f"{where}[{i}]", p):
+        if _metric(name, guardrail, f"{where}[{i}]", p) and isinstance(name, str):
             if name in names:
                 p.add(f"{where}[{i}]", f"{name!r} is listed twice")
             names.append(name)
     return tuple(dict.fromkeys(names))
-
-
-@dataclass(frozen=True)
-class _State:
-    status: Status = "draft"
-    start: datetime | None = None
-    stop: datetime | None = None
-    decision: str | None = None
-    range_start: float | None = None
-
-
-def _state(data: Mapping[str, Any], arms: tuple[Arm, ...], targeting: Targeting, p: _Problems) -> _State:
-    """The lifecycle fields of a stored experiment, and that they agree with its status."""
-    status = data.get("status", "draft")
-    if status not in STATUSES:
-        p.add("status", f"expected one of {', '.join(STATUSES)}, got {_show(status)}")
-        status = "draft"
-    state = _State(cast(Status, status), _when(data.get("start"), "start", p), _when(data.get("stop"), "stop", p),
-                   data.get("decision"), _range(data.get("range_start"), targeting, p))  # fmt: skip
-    _agree(state, {a.name for a in arms}, p)
-    return state
-
-
-def _when(value: object, where: str, p: _Problems) -> datetime | None:
-    """A time, ISO 8601; one without a zone is UTC (SQLite stores none)."""
-    if value is None or isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
-        except ValueError:
-            moment = None
-        if moment is None:
-            p.add(where, f"expected an ISO 8601 time, got {_show(value)}")
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
-def _range(value: object, targeting: Targeting, p: _Problems) -> float | None:
-    if value is None:
-        return None
-    number = _number(value)
-    if number is None or not 0.0 <= number or number + targeting.traffic > 1.0 + WEIGHT_TOLERANCE:
-        p.add("range_start", f"must leave room for the traffic share in [0, 1), got {_show(value)}")
-        return None
-    return number
-
-
-def _agree(s: _State, arm_names: set[str], p: _Problems) -> None:
-    if s.status != "draft" and (s.start is None or s.range_start is None):
-        p.add("status", f"a {s.status} experiment has a start time and a range of its layer")
-    if s.status in ("stopped", "decided") and s.stop is None:
-        p.add("stop", f"a {s.status} experiment has a stop time")
-    if s.start is not None and s.stop is not None and s.stop < s.start:
-        p.add("stop", "is before start")
-    if (s.decision is not None) != (s.status == "decided"):
-        p.add("decision", "is set exactly when the experiment is decided")
-    if s.decision is not None and s.decision not in arm_names:
-        p.add("decision", f"{_show(s.decision)} is not one of the arms")
 
 
 def started(e: Experiment, range_start: float, now: datetime) -> Experiment:
@@ -504,9 +404,11 @@ def stopped(e: Experiment, now: datetime) -> Experiment:
 def decided(e: Experiment, arm: str, now: datetime) -> Experiment:
     """`e` with its chosen arm; a running experiment stops at the decision."""
     if e.status not in ("running", "stopped"):
-        raise ExperimentInvalid([f"status: {e.key} is {e.status}; only a running or stopped one can be decided"])
+        raise ExperimentInvalid(
+            [f"status: {e.key} is {e.status}; only a running or stopped one can be decided"]
+        )
     if arm not in {a.name for a in e.arms}:
-        raise ExperimentInvalid([f"decision: {_show(arm)} is not one of {', '.join(a.name for a in e.arms)}"])
+        raise ExperimentInvalid([f"decision: {show(arm)} is not one of {', '.join(a.name for a in e.arms)}"])
     return replace(e, status="decided", stop=e.stop or now, decision=arm)
 
 
@@ -516,8 +418,7 @@ def to_json(e: Experiment) -> dict[str, Any]:
         "key": e.key,
         "hypothesis": e.hypothesis,
         "arms": [_arm_json(a) for a in e.arms],
-        "targeting": {"languages": list(e.targeting.languages), "readers": e.targeting.readers,
-                      "traffic": e.targeting.traffic},  # fmt: skip
+        "targeting": {**asdict(e.targeting), "languages": list(e.targeting.languages)},
         "primary": e.primary,
         "secondary": list(e.secondary),
         "guardrails": list(e.guardrails),
@@ -532,7 +433,8 @@ def to_json(e: Experiment) -> dict[str, Any]:
 
 
 def _arm_json(arm: Arm) -> dict[str, Any]:
-    v = arm.variant
-    return {"name": arm.name, "weight": arm.weight, "article_prompt": v.article_prompt,
-            "update_prompt": v.update_prompt, "greeting_prompt": v.greeting_prompt, "adapter": v.adapter,
-            "backend": v.backend, "items": v.items}  # fmt: skip
+    return {
+        "name": arm.name,
+        "weight": arm.weight,
+        **{k: v for k, v in asdict(arm.variant).items() if k != "name"},
+    }
