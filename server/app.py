@@ -39,6 +39,9 @@ from recsys import EventsRejected
 from server.admin_pages import admin_pages
 from server.api import AdminApi, Probes, ReaderApi, ReviewApi, metrics
 from server.auth import Failures, jwt_auth, secret
+from server.experiments.api import ExperimentsApi
+from server.experiments.model import ExperimentInvalid
+from server.experiments.pages import ExperimentPages
 from server.hardening import (
     BoundedRequest,
     BrowserWrites,
@@ -71,9 +74,11 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
             ReaderApi,
             ReviewApi,
             AdminApi,
+            ExperimentsApi,
             Probes,
             ReaderPages,
             EditorPages,
+            ExperimentPages,
             login_page,
             login,
             logout,
@@ -204,6 +209,7 @@ STATUSES: dict[type[Exception], int] = {
     EventsRejected: 400,
     ArticlesRejected: 400,
     UnknownSetting: 400,
+    ExperimentInvalid: 400,
 }
 
 
@@ -225,11 +231,16 @@ def _problems() -> ProblemDetailsConfig:
             detail=f"{len(errors)} problem(s); nothing was stored", status_code=400, extra={"errors": errors}
         )
 
+    def refused(exc: ExperimentInvalid) -> ProblemDetailsException:
+        detail = f"{len(exc.reasons)} problem(s); nothing was changed"
+        return ProblemDetailsException(detail=detail, status_code=400, extra={"reasons": exc.reasons})
+
     return ProblemDetailsConfig(
         enable_for_all_http_exceptions=True,
         exception_to_problem_detail_map={
             **{kind: status(code) for kind, code in STATUSES.items()},
             EventsRejected: rejected,
             ArticlesRejected: rejected,
+            ExperimentInvalid: refused,
         },
     )

@@ -28,7 +28,7 @@ from litestar.security.jwt import JWTCookieAuth, JWTCookieAuthenticationMiddlewa
 from server.service import Actor
 
 ROLES = ("reader", "editor", "product", "admin")
-HOME = {"reader": "/", "editor": "/editor", "product": "/schema", "admin": "/admin"}
+HOME = {"reader": "/", "editor": "/editor", "product": "/product/experiments", "admin": "/admin"}
 COOKIE = "briefing_token"
 # /metrics is not public: it needs the admin role (what a scraper learns maps the traffic).
 PUBLIC = ["/health", "/ready", "/schema", "/login", "/static"]

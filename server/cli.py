@@ -31,6 +31,7 @@ from server.container import (
     build_summary_store,
     open_index,
 )
+from server.experiments.commands import experiments
 from server.serve import serve, token
 from server.settings import Settings
 
@@ -459,6 +460,7 @@ def _briefing_text(briefing: Briefing) -> str:
 
 main.add_command(serve)
 main.add_command(token)
+main.add_command(experiments)
 
 
 @main.group()
