@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories verifier verifier-bench clean vllm-cpu
+.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories bench-experiments verifier verifier-bench clean vllm-cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ bench-stories: $(STAMP) ## story clustering P/R on the demo threads and data/eva
 bench-serve: $(STAMP) ## a quick serving check (SQLite, C=1 and 64; a few minutes) before resolving request-path work
 	$(BIN)/python bench/serve.py --database sqlite --readers 200 --concurrency 1,64 --events-per-level 5000 \
 		--cached-rounds 3 --out bench/results/serve_quick_sqlite.json
+
+bench-experiments: $(STAMP) ## experiment statistics (A/A, power, CUPED, SRM) and 1M-exposure analysis time (~30 min)
+	$(BIN)/python bench/experiments.py --out bench/results/experiments.json
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)
