@@ -144,7 +144,7 @@ def _look(day: int, end: datetime, arm: str, readers: int, briefings: int, effec
 def _provenance(e: Experiment, checker: str | None) -> dict[str, Any]:
     interval = "always-valid (mixture sequential, GrowthBook/Eppo form)" if e.sequential else "fixed-horizon"
     return {
-        "method": f"difference of means, Welch/normal {interval} intervals at alpha {ALPHA}; "
+        "method": f"Difference of means, Welch/normal {interval} intervals at alpha {ALPHA}; "
         f"CUPED on the {PRE_DAYS} days before first exposure; Holm across primary and secondary "
         f"metrics x arms; sample-ratio check: chi-square, p < {SRM_THRESHOLD}",
         "alpha": ALPHA,
