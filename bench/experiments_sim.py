@@ -274,25 +274,26 @@ def exposure_tuples(e: Experiment, log: Log, rng: np.random.Generator) -> Iterat
     post = np.flatnonzero(log.visit_t >= 0)
     latency = rng.gamma(4.0, 200.0, post.size)
     fallback = rng.binomial(5, 0.1, post.size)
+    ids, arms = np.array(log.ids, dtype=object), np.array(ARMS, dtype=object)
     for part in chunks(post.size):
         idx = post[part]
-        when = stamps(log.visit_t[idx])
-        for k, i in enumerate(idx):
-            rid = log.ids[log.visit_reader[i]]
-            key = briefing_id(f"{rid}\x1f{log.visit_t[i]}")
-            arm = ARMS[log.arm[log.visit_reader[i]]]
-            yield (e.key, rid, key, arm, when[k], float(latency[part][k]), 5, int(fallback[part][k]))
+        readers = log.visit_reader[idx]
+        columns = (ids[readers], log.visit_t[idx].tolist(), arms[log.arm[readers]], stamps(log.visit_t[idx]))
+        for rid, t, arm, when, ms, fell in zip(
+            *columns, latency[part].tolist(), fallback[part].tolist(), strict=True
+        ):
+            yield (e.key, rid, briefing_id(f"{rid}\x1f{t}"), arm, when, ms, 5, fell)
 
 
 def briefing_tuples(log: Log) -> Iterator[tuple[Any, ...]]:
     items = json.dumps([{"article_id": f"a{k}", "summary_id": None, "source": "extractive", "citations": []}
                         for k in range(5)])  # fmt: skip
+    ids, arms = np.array(log.ids, dtype=object), np.array(ARMS, dtype=object)
     for part in chunks(log.visit_t.size):
-        when = stamps(log.visit_t[part])
-        rows = log.visit_reader[part]
-        for k, r in enumerate(rows):
-            arm = ARMS[log.arm[r]] if log.visit_t[part.start + k] >= 0 else "control"
-            yield (log.ids[r], when[k], arm, items)
+        readers, t = log.visit_reader[part], log.visit_t[part]
+        variant = np.where(t >= 0, arms[log.arm[readers]], "control")  # before the start: no arm
+        for rid, when, arm in zip(ids[readers], stamps(t), variant.tolist(), strict=True):
+            yield (rid, when, arm, items)
 
 
 def event_tuples(
@@ -304,11 +305,15 @@ def event_tuples(
     rng: np.random.Generator,
 ) -> Iterator[tuple[Any, ...]]:
     order = np.lexsort((t, reader))  # the primary key's order: the b-tree grows at its end
-    articles = rng.integers(0, 2000, order.size)
+    ids = np.array(log.ids, dtype=object)
+    articles = np.array([f"a{k}" for k in range(2000)], dtype=object)[rng.integers(0, 2000, order.size)]
+    dwell_s = dwell.astype(object)
+    dwell_s[np.isnan(dwell)] = None  # NULL, as the service stores an event without dwell
     for part in chunks(order.size):
         idx = order[part]
-        when, types = stamps(t[idx]), TYPES[kinds[idx]].tolist()
-        for k, i in enumerate(idx):
-            d = dwell[i]
-            yield (log.ids[reader[i]], f"{part.start + k:09d}", types[k], f"a{articles[i]}", when[k],
-                   None if np.isnan(d) else float(d))  # fmt: skip
+        columns = (
+            ids[reader[idx]],
+            [f"{k:09d}" for k in range(part.start, part.stop)],
+            TYPES[kinds[idx]].tolist(),
+        )
+        yield from zip(*columns, articles[idx], stamps(t[idx]), dwell_s[idx], strict=True)
