@@ -156,6 +156,20 @@ def _load_demo(service: Service) -> None:
     readers = DEMO_DIR / "readers.jsonl"  # with each reader's language (`briefing readers import`)
     added = service.import_readers(parse_readers(readers.read_text(encoding="utf-8"), str(readers)))
     click.echo(f"demo readers: {added} new events")
+    _demo_experiment(service)
+
+
+def _demo_experiment(service: Service) -> None:
+    """A draft experiment for the product person to start (readers see no arm until they do)."""
+    import json
+
+    from server.experiments import parse_experiment
+    from server.service import Actor
+
+    experiment = parse_experiment(json.loads((DEMO_DIR / "experiment.json").read_text(encoding="utf-8")))
+    if experiment.key not in {e.key for e in service.experiments.list()}:
+        service.experiments.create(Actor("demo", "admin"), experiment)
+        click.echo(f"demo experiment: {experiment.key} (a draft; start it at /product/experiments)")
 
 
 @click.command()
