@@ -3,6 +3,7 @@ exposures once per served briefing, and metrics from planted events with hand-co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from briefing import PROMPTS
 from server.db import MIGRATIONS, BriefingRow, EventRow, SummaryRow
-from server.experiments.metrics import daily, reader_metrics
+from server.experiments.metrics import daily, metrics_and_days, reader_metrics
 from server.experiments.model import Experiment, ExperimentInvalid, parse_experiment
 from server.experiments.store import Experiments
 from server.service import Actor, NotFound
@@ -337,9 +338,26 @@ def test_daily_looks_are_cumulative_and_the_last_equals_the_full_analysis(engine
     assert days[8].readers == {"control": 2, "one-sentence": 2}
     assert days[-1].exposures == {"control": 6, "one-sentence": 3}
     full = reader_metrics(engine, e, NOW)["clicks_per_visit"]
+    together, looks = metrics_and_days(engine, e, NOW)
+    assert [(d.day, d.end, d.readers, d.exposures) for d in looks] == [
+        (d.day, d.end, d.readers, d.exposures) for d in days
+    ]
     for arm in ("control", "one-sentence"):
+        np.testing.assert_array_equal(together["clicks_per_visit"][arm].values, full[arm].values)
+        np.testing.assert_array_equal(looks[3].metric[arm].values, days[3].metric[arm].values)
         np.testing.assert_allclose(days[-1].metric[arm].values, full[arm].values)
         np.testing.assert_allclose(days[-1].metric[arm].pre, full[arm].pre)  # type: ignore[arg-type]
+
+
+def test_daily_looks_of_a_share_and_of_return_within_7_days(engine: Any) -> None:
+    e = planted(engine)
+    thumbs = daily(engine, replace(e, primary="thumbs_up_share"), NOW)
+    np.testing.assert_allclose(thumbs[0].metric["control"].values, [1.0])  # r1: one up on day 0
+    np.testing.assert_allclose(thumbs[1].metric["control"].values, [0.5])  # and one down on day 1
+    returns = daily(engine, replace(e, primary="return_7d"), NOW)
+    assert all(d.metric["control"].values.size == 0 for d in returns[:7])  # no one's 7 days are over
+    np.testing.assert_allclose(returns[7].metric["control"].values, [1.0, 0.0])  # r1 came back, r5 not
+    np.testing.assert_allclose(returns[7].metric["one-sentence"].values, [0.0])  # r2
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
