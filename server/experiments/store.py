@@ -87,6 +87,7 @@ class Experiments:
         }
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._running: tuple[float, list[Experiment]] | None = None
+        self._generation = 0  # changes made through this object
         self._lock = threading.Lock()
 
     # Reading ------------------------------------------------------------------------------------
@@ -106,11 +107,13 @@ class Experiments:
         cached = self._running
         if cached is not None and time.monotonic() - cached[0] < self.refresh_s:
             return cached[1]
+        generation = self._generation
         query = select(ExperimentRow).where(ExperimentRow.status == "running").order_by(ExperimentRow.key)
         with self.engine.connect() as connection:
             found = [_experiment(r) for r in connection.execute(query)]
         with self._lock:
-            self._running = (time.monotonic(), found)
+            if generation == self._generation:  # else a change here landed meanwhile: don't keep this
+                self._running = (time.monotonic(), found)
         return found
 
     # Lifecycle ----------------------------------------------------------------------------------
@@ -235,6 +238,7 @@ class Experiments:
     def _changed(self, e: Experiment) -> Experiment:
         with self._lock:
             self._running = None
+            self._generation += 1
         return e
 
     # Exposures ----------------------------------------------------------------------------------
@@ -322,18 +326,14 @@ def exposure_rows(
 def insert_exposures(connection: Connection, rows: Sequence[dict[str, Any]]) -> int:
     """Insert, skipping exposures already recorded; returns how many were new. On SQLite the
     caller holds `write_lock`."""
+    if not rows:
+        return 0
     upsert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     keys = ["experiment", "reader_id", "briefing_key"]
-    stored = 0
-    for start in range(0, len(rows), 500):  # SQLite allows 32,766 bound values per statement
-        statement = (
-            upsert(ExposureRow)
-            .values(list(rows[start : start + 500]))
-            .on_conflict_do_nothing(index_elements=keys)
-            .returning(ExposureRow.arm)  # rowcount is not reliable for skipped rows on every driver
-        )
-        stored += len(connection.execute(statement).all())
-    return stored
+    # One statement, many parameter sets: SQLAlchemy batches them into multi-row INSERTs itself
+    # (insertmanyvalues). RETURNING, as rowcount is not reliable for skipped rows on every driver.
+    statement = upsert(ExposureRow).on_conflict_do_nothing(index_elements=keys).returning(ExposureRow.arm)
+    return len(connection.execute(statement, list(rows)).all())
 
 
 def erase_exposures(connection: Connection, reader_id: str) -> int:
