@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from server.experiments.analysis import SRM_THRESHOLD, Effect, Report, analyse, compare
-from server.experiments.metrics import daily, reader_metrics, window_end
+from server.experiments.metrics import metrics_and_days, window_end
 from server.experiments.model import METRICS, Experiment, MetricSpec, to_json
 from server.experiments.store import Experiments
 
@@ -90,7 +90,7 @@ def results(store: Experiments, key: str, now: datetime, *, checker: str | None 
         empty = tuple(ArmExposure(a.name, a.weight, 0, 0) for a in e.arms)
         return Results(e, now, None, None, empty, (), provenance)
     engine: Engine = store.engine
-    metrics = reader_metrics(engine, e, now, pre_days=PRE_DAYS)
+    metrics, days = metrics_and_days(engine, e, now, pre_days=PRE_DAYS)  # one pass over the events
     counts = store.arm_counts(key)
     report = analyse(
         metrics,
@@ -105,7 +105,7 @@ def results(store: Experiments, key: str, now: datetime, *, checker: str | None 
         weights={a.name: a.weight for a in e.arms},
         counts=counts,
     )
-    looks = _looks(e, daily(engine, e, now, pre_days=PRE_DAYS))
+    looks = _looks(e, days)
     last = {look.arm: look.briefings for look in looks}  # the last day's: cumulative
     arms = tuple(ArmExposure(a.name, a.weight, counts.get(a.name, 0), last.get(a.name, 0)) for a in e.arms)
     return Results(e, now, window_end(e, now), report, arms, tuple(looks), provenance)
