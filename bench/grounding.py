@@ -24,6 +24,14 @@ accuracy per split: the shipped floor is the one chosen on the validation split.
 model, context, tail and sentence: they depend on nothing else, so a rerun after a change to how
 the checker combines them (curve, weights, λ, aggregation) skips the LLM, which is most of the
 time. The seconds reported are those of the run itself, cached or not (`cached_logprobs` says).
+Articles are taken in turn from each part and split (`interleaved`), so a run stopped early has
+cached the first articles of every cell alike.
+
+`--token-features` (with the cache) adds `token_features`: token-level PMI signals read from the
+same cached log-probabilities and logistic regressions fitted on FRANK's validation split
+(bench/frank_features.py; benchmark figures only, FRANK is research-licensed). `--threads N`
+pins torch and llama.cpp, prompts included, to N threads: on a shared machine, llama.cpp's
+default of one prompt thread per CPU made the pass ten times slower.
 """
 
 from __future__ import annotations
@@ -47,6 +55,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine, write_results
+from bench.frank_features import (
+    TokenSignals,
+    fitted_rows,
+    interleaved,
+    llama_pieces,
+    pin_threads,
+    print_rows,
+    record,
+    summary_features,
+)
 from briefing.grounding import (
     EmbeddingLexicalChecker,
     Evidence,
@@ -66,17 +84,28 @@ FLOORS = (0.0, 0.4, 0.45, 0.5, 0.55, 0.6)
 def main() -> None:
     args = parse_args()
     if args.data is None:  # the labelled demo set alone
-        results = {"labelled": labelled(args), "machine": machine()}
-        write_results(results, args.out, args)
+        write_results({"labelled": labelled(args), "machine": machine()}, args.out, args)
         return
-    rows = [json.loads(line) for line in (args.data / "frank_articles_refs_systems.jsonl").open()]
+    rows = interleaved(
+        [json.loads(line) for line in (args.data / "frank_articles_refs_systems.jsonl").open()]
+    )
     config = GroundingConfig(likelihood_backend=args.likelihood)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     embedder = SentenceTransformerEmbedder()
-    scorer = make_scorer(config.likelihood_backend, config.likelihood_model, cache_dir=args.model_cache)
-    cache = None
+    scorer = raw = make_scorer(
+        config.likelihood_backend, config.likelihood_model, cache_dir=args.model_cache, threads=args.threads
+    )
+    if args.threads and scorer is not None:
+        pin_threads(scorer, args.threads)
+    cache = tokens = None
     if scorer is not None and args.logprob_cache:
         key = f"{args.likelihood}:{config.likelihood_model}"
         scorer = cache = CachedScorer(scorer, args.logprob_cache, key=key)
+        if args.token_features:  # read from the cache the checker has just filled
+            tokens = TokenSignals(cache, llama_pieces(raw))
     checkers = {"checker": EmbeddingLexicalChecker(embedder, config, scorer)}
     if scorer is not None:
         checkers["checker_without_likelihood"] = EmbeddingLexicalChecker(embedder, config)
@@ -95,9 +124,17 @@ def main() -> None:
         checkers = {}
     for name, checker in checkers.items():
         started = time.perf_counter()
-        mine = [item for row in rows for item in score_article(checker, row)]
+        mine = [
+            item
+            for row in rows
+            for item in score_article(checker, row, tokens if name == "checker" else None)
+        ]
         results["seconds"][name] = round(time.perf_counter() - started, 1)
         results[name] = evaluate(mine, "score", verdict="supported")
+        if name == "checker" and tokens is not None:
+            results["token_features"] = fitted_rows([record(r) for r in mine])
+            if args.dump:  # numbers only, for bench/frank_features.py to refit without the models
+                args.dump.write_text(json.dumps([record(r) for r in mine]))
         scored = scored or mine
     if args.verifier:
         relation = RelationChecker(
@@ -120,6 +157,8 @@ def main() -> None:
             results[name]["auc_macro_test"] = results[name]["by_split"]["test"]["auc_macro"]
     results["machine"] = machine()
     print_table(results)
+    if "token_features" in results:
+        print_rows(results["token_features"])
     if args.labels:
         results["labelled"] = labelled(args)
     write_results(results, args.out, args)
@@ -177,22 +216,36 @@ def parse_args() -> argparse.Namespace:
         "--logprob-cache", type=Path, help="SQLite file that keeps the LLM's log-probabilities between runs"
     )
     parser.add_argument(
+        "--token-features",
+        action="store_true",
+        help="adds token-level PMI signals and validation-fitted combinations (bench/frank_features.py);"
+        " needs --logprob-cache",
+    )
+    parser.add_argument("--dump", type=Path, help="with --token-features: the scored summaries' numbers")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch and llama.cpp (default: theirs)")
+    parser.add_argument(
         "--model-cache", type=Path, default=Path("var/models"), help="dequantized models (transformers)"
     )
     return parser.parse_args()
 
 
-def score_article(checker: EmbeddingLexicalChecker, row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rated summary of one article; all their sentences checked in one call."""
+def score_article(
+    checker: EmbeddingLexicalChecker, row: dict[str, Any], tokens: TokenSignals | None = None
+) -> list[dict[str, Any]]:
+    """Every rated summary of one article; all their sentences checked in one call (with
+    `tokens`, each summary also gets its token-level features, bench/frank_features.py)."""
     summaries = [s for s in row["system_summaries"] if s["frank_factuality"] is not None]
     sentences = [split_sentences(s["summary"]) or [s["summary"]] for s in summaries]
     flat = [x for group in sentences for x in group]
     supports = iter(checker.check(flat, [Evidence("article", row["article"])]))
+    per_token = iter(tokens.sentences(row["article"], flat)) if tokens else None
     out = []
     for summary, group in zip(summaries, sentences, strict=True):
         mine = [next(supports) for _ in group]
+        extra = summary_features([next(per_token) for _ in group]) if per_token else {}
         out.append(
             {
+                "article": row["id"],
                 "part": row["source_dataset"],
                 "split": row["frank_split"],
                 "faithful": summary["frank_factuality"] >= 1.0,
@@ -201,6 +254,7 @@ def score_article(checker: EmbeddingLexicalChecker, row: dict[str, Any]) -> list
                 "sentences": mine,
                 "bigram": bigram_precision(summary["summary"], row["article"]),
                 "rouge2": rouge2(summary["summary"], row["reference"]),
+                **extra,
             }
         )
     return out
