@@ -287,7 +287,7 @@ def shown_by(row: dict[str, Any], rule: Any, threshold: float) -> bool:
     sentence = SummarySentence(
         row["sentence"], row["score"], (), missing=tuple(row["missing"]), fluency=row.get("fluency")
     )
-    return kept_today(row, threshold) and rule.shows(sentence)
+    return kept_today(row, threshold) and rule.allows(row["prompt"]) and rule.shows(sentence)
 
 
 def figures(rows: list[dict[str, Any]], shown: list[dict[str, Any]], share: float | None) -> dict[str, Any]:
@@ -382,16 +382,18 @@ def write_gate(path: Path, checker: str, threshold: float, results: dict[str, An
         if not isinstance(f, dict) or "rule" not in f:
             continue
         # no rule reached the target on the select half: nothing shown, whatever the report half
-        report = f["report_under_rule"] or {
+        report = f["report_as_served"] or {
             "precision": None,
             "shown": 0,
             "sentences": f["drafts_forced_on"]["report"]["sentences"],
         }
+        keys = ("precision", "precision_ci_low", "shown", "sentences", "generated_share")
         languages[language] = {
             "rule": f["rule"],
-            **{
-                k: report.get(k)
-                for k in ("precision", "precision_ci_low", "shown", "sentences", "generated_share")
+            **{k: report.get(k) for k in keys},
+            # each template on its own: only those that pass show (briefing.gate.ShowRule.templates)
+            "templates": {
+                p: {k: t.get(k) for k in keys} for p, t in (f["by_prompt_report_under_rule"] or {}).items()
             },
         }
     gate = {
@@ -425,9 +427,16 @@ def score(
         rule = choose_rule(halves["select"], threshold, TARGET_PRECISION)
         results[language] = {
             "drafts_forced_on": {s: at_rule(p, ShowRule(threshold), threshold) for s, p in halves.items()},
-            "rule": asdict(rule) if rule else None,
+            "rule": {k: v for k, v in asdict(rule).items() if k != "templates"} if rule else None,
             "select_under_rule": at_rule(halves["select"], rule, threshold) if rule else None,
             "report_under_rule": at_rule(halves["report"], rule, threshold) if rule else None,
+            "by_prompt_report_under_rule": {
+                prompt: at_rule([r for r in halves["report"] if r["prompt"] == prompt], rule, threshold)
+                for prompt in sorted({r["prompt"] for r in mine})
+            }
+            if rule
+            else None,
+            "report_as_served": _as_served(halves["report"], rule, threshold) if rule else None,
             "by_kind_report_under_rule": {
                 kind: at_rule([r for r in halves["report"] if r["kind"] == kind], rule, threshold)
                 for kind in sorted({r["kind"] for r in mine})
@@ -446,21 +455,37 @@ def score(
     return results
 
 
+def _as_served(rows: list[dict[str, Any]], rule: Any, threshold: float) -> dict[str, Any]:
+    """The report half as readers get it: only drafts of templates whose own precision passes
+    under the rule may show (briefing.gate.ShowRule.templates); the rest wait for editors. The
+    generated share counts every summary of the language, so it is the cost of the gate."""
+    from dataclasses import replace
+
+    from briefing.gate import passes
+
+    prompts = sorted({r["prompt"] for r in rows})
+    served = [p for p in prompts if passes(at_rule([r for r in rows if r["prompt"] == p], rule, threshold))]
+    return {**at_rule(rows, replace(rule, templates=frozenset(served)), threshold), "templates": served}
+
+
 def _table(results: dict[str, Any]) -> None:
     print(f"checker {results['checker']}, drafting threshold {results['threshold']}")
-    head = f"{'lang':<5}{'policy':<16}{'split':<8}{'sentences':>10}{'shown':>7}{'right':>7}{'wrong':>7}"
+    head = f"{'lang':<5}{'policy':<24}{'split':<8}{'sentences':>10}{'shown':>7}{'right':>7}{'wrong':>7}"
     print(head + f"{'garbled':>8}{'precision':>11}{'Wilson lo':>10}{'gen. share':>11}")
     for language, per in results.items():
         if not isinstance(per, dict) or "rule" not in per:
             continue
         lines = [("drafts on", s, f) for s, f in per["drafts_forced_on"].items()]
         lines += [("show rule", s, per[f"{s}_under_rule"]) for s in ("select", "report") if per["rule"]]
+        if per["rule"]:
+            lines += [(f" {p}", "report", f) for p, f in per["by_prompt_report_under_rule"].items()]
+            lines += [("as served", "report", per["report_as_served"])]
         for policy, split, f in lines:
             precision = "-" if f["precision"] is None else f"{f['precision']:.3f}"
             low = "-" if f["precision_ci_low"] is None else f"{f['precision_ci_low']:.3f}"
             share = "-" if f["generated_share"] is None else f"{f['generated_share']:.2f}"
             print(
-                f"{language:<5}{policy:<16}{split:<8}{f['sentences']:>10}{f['shown']:>7}{f['shown_right']:>7}"
+                f"{language:<5}{policy:<24}{split:<8}{f['sentences']:>10}{f['shown']:>7}{f['shown_right']:>7}"
                 f"{f['shown_wrong']:>7}{f['shown_garbled']:>8}{precision:>11}{low:>10}{share:>11}"
             )
         print(f"      show rule chosen on select for precision >= {TARGET_PRECISION}: {per['rule']}")

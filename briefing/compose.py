@@ -87,12 +87,15 @@ class BriefingPolicy:
         """The measured rule for unreviewed drafts in `language`; None where none passed."""
         return dict(self.show_rules).get(language)
 
-    def draft_shows(self, sentences: Sequence[SummarySentence], language: str) -> bool:
-        """Whether a draft with these sentences may reach a reader of this language."""
+    def draft_shows(
+        self, sentences: Sequence[SummarySentence], language: str, prompt: str | None = None
+    ) -> bool:
+        """Whether a draft with these sentences, written by the `prompt` template, may reach a
+        reader of this language."""
         if self.allow_drafts:
             return True
         rule = self.rule(language)
-        return rule is not None and rule.shows_all(sentences)
+        return rule is not None and rule.allows(prompt) and rule.shows_all(sentences)
 
     @property
     def any_drafts(self) -> bool:
@@ -135,7 +138,7 @@ class Briefing:
         data["generated_at"] = self.generated_at.isoformat()
         data["since"] = self.since.isoformat() if self.since else None
         data["policy"]["draft_languages"] = sorted(self.policy.draft_languages)
-        data["policy"]["show_rules"] = {lang: asdict(rule) for lang, rule in self.policy.show_rules}
+        data["policy"]["show_rules"] = {lang: _rule_json(rule) for lang, rule in self.policy.show_rules}
         for item in data["items"]:
             if item["why"] and item["why"]["read_at"]:
                 item["why"]["read_at"] = item["why"]["read_at"].isoformat()
@@ -238,7 +241,9 @@ class Composer:
     def _shows(self, summary: Summary, language: str) -> bool:
         """Whether this policy lets a reader see the summary: reviewed, or a draft where drafts may
         show in its language; rejected and retracted text never."""
-        draft = summary.status is Status.DRAFT and self.policy.draft_shows(summary.sentences, language)
+        draft = summary.status is Status.DRAFT and self.policy.draft_shows(
+            summary.sentences, language, summary.prompt
+        )
         return summary.status in REVIEWED or draft
 
     def _item(
@@ -310,6 +315,11 @@ class Composer:
         line = answer[0].text.strip().split("\n")[0].strip(' "')
         prompt = " ".join(m["content"] for m in chat)
         return line if _greeting_ok(line, items, audience.language, prompt) else fallback
+
+
+def _rule_json(rule: ShowRule) -> dict[str, Any]:
+    templates = None if rule.templates is None else sorted(rule.templates)
+    return {"threshold": rule.threshold, "fluency_floor": rule.fluency_floor, "templates": templates}
 
 
 def _source(summary: Summary) -> str:

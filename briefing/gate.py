@@ -5,8 +5,11 @@ Unreviewed text shows only while the active checker's measured precision on the 
 labelled sentences (data/labels, the report half) is at least `TARGET_PRECISION` under the rule
 in use, per language. The rule (`ShowRule`) is chosen on the other half: a support threshold at
 or above the checker's own (which decides what is drafted, for editors), and a fluency floor
-(the LLM's likelihood of the sentence on its own: garbled text is improbable). A draft shows only
-if every generated sentence in it passes; otherwise the reader gets the reviewed text or the
+(the LLM's likelihood of the sentence on its own: garbled text is improbable). The precision must
+also hold for the prompt template that wrote the draft (`ShowRule.templates`): a language's pooled
+figure is carried by its most frequent template, and an experiment arm with another template
+would otherwise inherit a gate it never earned. A draft shows only if every generated sentence in
+it passes; otherwise the reader gets the reviewed text or the
 article's own words, and the draft waits for an editor. `bench/label_set.py score --gate`
 measures it and writes the gate file; the service reads it at start. A gate measured for another
 checker or threshold, a language with too few shown sentences to measure, or no gate file at
@@ -37,6 +40,13 @@ class ShowRule:
 
     threshold: float  # support at least this (and no fact missing from its evidence)
     fluency_floor: float | None = None  # and this fluency, when the rule has a floor
+    # The prompt templates (ids such as "article@1") whose own measured precision passes under
+    # this rule; None: any (a gate file that measured no template on its own).
+    templates: frozenset[str] | None = None
+
+    def allows(self, prompt: str | None) -> bool:
+        """Whether drafts written by this template may show under the rule."""
+        return self.templates is None or prompt in self.templates
 
     def shows(self, sentence: SummarySentence) -> bool:
         if sentence.extractive:  # the article's own words, quoted
@@ -90,7 +100,9 @@ def passes(figures: dict[str, Any]) -> bool:
 def _rule(figures: dict[str, Any], threshold: float) -> ShowRule:
     rule = figures.get("rule") or {}
     floor = rule.get("fluency_floor")
+    templates = figures.get("templates")
     return ShowRule(
         threshold=max(threshold, float(rule.get("threshold", threshold))),
         fluency_floor=None if floor is None else float(floor),
+        templates=None if templates is None else frozenset(t for t, f in templates.items() if passes(f)),
     )

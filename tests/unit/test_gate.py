@@ -98,7 +98,12 @@ def test_a_briefing_under_a_gated_policy_is_plain_json() -> None:
     briefing = Briefing("r1", datetime(2026, 11, 19, tzinfo=UTC), None, "control", policy, "Hello.", ())
     data = json.loads(json.dumps(briefing.to_json()))
     assert data["policy"]["draft_languages"] == ["en", "nb"] and data["policy"]["allow_drafts"] is False
-    assert data["policy"]["show_rules"]["en"] == {"threshold": 0.9, "fluency_floor": -4.5}
+    assert data["policy"]["show_rules"]["en"] == {"threshold": 0.9, "fluency_floor": -4.5, "templates": None}
+    gated = BriefingPolicy(show_rules=(("en", ShowRule(0.9, templates=frozenset({"article@1"}))),))
+    briefing = Briefing("r1", datetime(2026, 11, 19, tzinfo=UTC), None, "control", gated, "Hello.", ())
+    assert json.loads(json.dumps(briefing.to_json()))["policy"]["show_rules"]["en"]["templates"] == [
+        "article@1"
+    ]
 
 
 def test_a_language_passes_with_the_rule_it_was_measured_under(tmp_path: Path) -> None:
@@ -127,3 +132,25 @@ def test_a_draft_shows_only_if_every_generated_sentence_passes_the_rule(
     assert policy.draft_shows([_sentence(0.97, -2.0), sentence], "en") is shows
     assert not policy.draft_shows([_sentence(0.97, -2.0)], "nb")  # no rule: no passing gate
     assert BriefingPolicy(allow_drafts=True).draft_shows([sentence], "nb")
+
+
+def test_only_templates_whose_own_precision_passes_show(tmp_path: Path) -> None:
+    """A language's pooled precision is carried by its commonest template: a template measured
+    on its own below the target (or on too few sentences) must not ride on it."""
+    measured = {"precision": 0.97, "precision_ci_low": 0.91, "shown": 120, "rule": {"threshold": 0.9}}
+    templates = {
+        "article@1": {"precision": 0.98, "shown": 100},
+        "article-one-sentence@1": {"precision": 0.67, "shown": 6},
+        "update@2": {"precision": 1.0, "shown": 4},  # right, but too few to measure anything
+    }
+    path = gate(tmp_path, languages={"en": {**measured, "templates": templates}})
+    rule = show_rules(path, "embedding-lexical", 0.6)["en"]
+    assert rule.templates == frozenset({"article@1"})
+    policy = BriefingPolicy(show_rules=(("en", rule),))
+    good = [_sentence(0.97, -2.0)]
+    assert policy.draft_shows(good, "en", "article@1")
+    assert not policy.draft_shows(good, "en", "article-one-sentence@1")
+    assert not policy.draft_shows(good, "en", "update@2")
+    assert not policy.draft_shows(good, "en")  # a caller that does not say which template: no
+    # a gate file that measured no template on its own keeps the language's rule for all of them
+    assert show_rules(gate(tmp_path), "embedding-lexical", 0.6)["en"].allows("update@2")
