@@ -167,12 +167,13 @@ def main() -> None:
 def labelled(args: argparse.Namespace) -> dict[str, Any]:
     """The labelled demo sentences (bench/label_set.py score): per language, what the show rule
     chosen on the select half shows on the report half, with the Wilson lower bound and the
-    share of summaries readers see as generated text. The top-level figures are English's."""
+    share of summaries readers see as generated text. The top-level figures are English's as
+    served (only templates whose own precision passes show: briefing.gate.ShowRule.templates)."""
     from bench.label_set import EMBEDDING_LEXICAL, score
 
     out = args.out.with_name(args.out.stem + "_labels.json")
     per = score(args.labels.with_name("candidates.jsonl"), args.labels, out, EMBEDDING_LEXICAL, args)
-    report = (per.get("en") or {}).get("report_under_rule") or {}
+    report = (per.get("en") or {}).get("report_as_served") or {}
     return {
         "precision": report.get("precision"),
         "precision_ci_low": report.get("precision_ci_low"),
