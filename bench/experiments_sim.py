@@ -184,7 +184,7 @@ def write_log(
                 assignment = arms.of(ReaderFacts(rid, "en", False))
                 assert assignment.arms[e.key].name == ARMS[log.arm[log.visit_reader[i]]]
                 variant = assignment.variant.name
-                exposed += exposure_rows(rid, assignment.arms, at, f"{rid}\x1f{t}", 900.0, 5, 0)
+                exposed += exposure_rows(rid, assignment.arms, at, f"{rid}\x1f{i}", 900.0, 5, 0)
             served.append({"reader_id": rid, "served_at": at, "since": None, "variant": variant,
                            "policy": "default", "cached": False, "items": []})  # fmt: skip
         clock = time.perf_counter()
@@ -253,7 +253,8 @@ def timing_events(
     read_r, read_t = log.click_reader[reads], log.click_t[reads] + 5
     thumbs = rng.random(read_t.size) < 0.1
     rest = target - log.click_t.size - read_t.size - int(thumbs.sum())
-    shown = rng.binomial(pop.items, min(1.0, max(0.0, rest / max(1, log.visit_t.size * pop.items))))
+    chance = min(1.0, max(0.0, rest / max(1, log.visit_t.size * pop.items)))
+    shown = rng.binomial(pop.items, chance, log.visit_t.size)  # impressions per visit
     parts = [
         (0, np.repeat(log.visit_reader, shown), np.repeat(log.visit_t, shown)),
         (1, log.click_reader, log.click_t),
@@ -278,11 +279,12 @@ def exposure_tuples(e: Experiment, log: Log, rng: np.random.Generator) -> Iterat
     for part in chunks(post.size):
         idx = post[part]
         readers = log.visit_reader[idx]
-        columns = (ids[readers], log.visit_t[idx].tolist(), arms[log.arm[readers]], stamps(log.visit_t[idx]))
-        for rid, t, arm, when, ms, fell in zip(
+        # a briefing's identity is its visit (two visits in one second are two briefings)
+        columns = (ids[readers], idx.tolist(), arms[log.arm[readers]], stamps(log.visit_t[idx]))
+        for rid, visit, arm, when, ms, fell in zip(
             *columns, latency[part].tolist(), fallback[part].tolist(), strict=True
         ):
-            yield (e.key, rid, briefing_id(f"{rid}\x1f{t}"), arm, when, ms, 5, fell)
+            yield (e.key, rid, briefing_id(f"{rid}\x1f{visit}"), arm, when, ms, 5, fell)
 
 
 def briefing_tuples(log: Log) -> Iterator[tuple[Any, ...]]:
