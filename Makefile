@@ -91,7 +91,7 @@ bench-serve: $(STAMP) ## a quick serving check (SQLite, C=1 and 64; a few minute
 	$(BIN)/python bench/serve.py --database sqlite --readers 200 --concurrency 1,64 --events-per-level 5000 \
 		--cached-rounds 3 --out bench/results/serve_quick_sqlite.json
 
-bench-experiments: $(STAMP) ## experiment statistics (A/A, power, CUPED, SRM) and 1M-exposure analysis time (~30 min)
+bench-experiments: $(STAMP) ## experiment statistics (A/A, power, CUPED, SRM) and 1M-exposure analysis time (10-15 min on 2 cores)
 	$(BIN)/python bench/experiments.py --out bench/results/experiments.json
 
 clean: ## remove the embedded data directory (not the venv)
