@@ -77,6 +77,9 @@ class LlamaCppGenerator:
                 model_path=str(self.model_path),
                 n_ctx=self.context_tokens,
                 n_threads=self.threads,
+                # Prompt evaluation too: left unset, it takes every core (llama-cpp-python's
+                # default), and the service's LLM_THREADS would not leave one for requests.
+                n_threads_batch=self.threads,
                 lora_path=str(lora) if lora else None,
                 verbose=False,
             )

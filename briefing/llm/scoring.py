@@ -41,6 +41,7 @@ class LlamaCppScorer:
                 model_path=str(model_path),
                 n_ctx=context_tokens,
                 n_threads=threads,
+                n_threads_batch=threads,  # prompt evaluation too (see LlamaCppGenerator._load)
                 logits_all=True,
                 verbose=False,
             )

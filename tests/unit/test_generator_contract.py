@@ -260,3 +260,14 @@ def test_models_are_named_by_path_or_hub_id_with_clear_errors(tmp_path: Path) ->
         make_generator(GeneratorConfig(model="org/repo:model.gguf"))  # HF_HUB_OFFLINE=1 in tests
     with pytest.raises(GeneratorUnavailable, match="needs a GGUF model"):
         make_generator(GeneratorConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
+
+
+def test_llamacpp_evaluates_prompts_on_its_own_threads_only() -> None:
+    """LLM_THREADS bounds prompt evaluation too (llama-cpp-python's default takes every core),
+    so the service's jobs leave a core for requests."""
+    from briefing.llm.llamacpp import LlamaCppGenerator
+    from briefing.llm.models import packaged_gguf
+
+    generator = LlamaCppGenerator(packaged_gguf(), threads=1)
+    llama = generator._loaded(None).llama
+    assert (llama.context_params.n_threads, llama.context_params.n_threads_batch) == (1, 1)
