@@ -190,7 +190,9 @@ class Service:
         now = self.clock()
         started = time.perf_counter()
         visit = self.visits.current(reader_id, now)
-        assignment = self.assignment(reader_id, visit.since is None)
+        running = self.arms.running()
+        assignment = self.assignment(reader_id, visit.since is None, running)
+        self._assigned[reader_id] = (running, assignment)  # for the cached path of this visit
         key = (reader_id, assignment.variant, visit.since)
         found = self.cache.get(key)
         cached = found is not None
@@ -204,13 +206,13 @@ class Service:
         self._record(found[0], now, visit.since, assignment, started, cached=cached)
         return Served(found[0], found[1], cached)
 
-    def assignment(self, reader_id: str, new: bool) -> Assignment:
+    def assignment(
+        self, reader_id: str, new: bool, running: tuple[Experiment, ...] | None = None
+    ) -> Assignment:
         """The reader's arms in the running experiments (none: the control variant)."""
-        running = self.arms.running()
+        running = self.arms.running() if running is None else running
         language = self.audience(reader_id).language if running else self.publication.language
-        assignment = self.arms.of(ReaderFacts(reader_id, language, new), running)
-        self._assigned[reader_id] = (running, assignment)
-        return assignment
+        return self.arms.of(ReaderFacts(reader_id, language, new), running)
 
     def _record(
         self,
