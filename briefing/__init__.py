@@ -1,7 +1,7 @@
 """The generation stage: LLM backends, evidence retrieval, versioned prompts, the grounding
 check, stored article summaries and the personalized briefing composer."""
 
-from briefing.compose import VARIANTS, Briefing, BriefingItem, BriefingPolicy, Composer, Variant
+from briefing.compose import ARM_POLICIES, VARIANTS, Briefing, BriefingItem, BriefingPolicy, Composer, Variant
 from briefing.grounding import (
     EmbeddingLexicalChecker,
     Evidence,
@@ -45,6 +45,7 @@ from briefing.verifier import CHECKERS, CrossEncoderVerifier, RelationChecker
 from briefing.wording import Audience
 
 __all__ = [
+    "ARM_POLICIES",
     "CHECKERS",
     "FINAL",
     "GENERATORS",

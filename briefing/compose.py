@@ -56,6 +56,12 @@ class Variant:
     adapter: str | None = None
     backend: str | None = None
     items: int | None = None
+    policy: str = "gated"  # one of ARM_POLICIES: which unreviewed drafts this arm's readers may see
+
+
+# An arm's policy: "gated", the surface's policy (checked drafts where the measured show gate
+# passes); "reviewed-only", only editor-reviewed text, else the article's own words.
+ARM_POLICIES = ("gated", "reviewed-only")
 
 
 VARIANTS = {
@@ -224,7 +230,7 @@ class Composer:
             summarizer = self.summarizer
             request = summarizer.update_request(item.article_id, reads[item.article_id], arm.update_prompt)
             update = summarizer.store.get(summarizer.summary_id(request)) if request else None
-            if update is not None and self._shows(update, current.article.language):
+            if update is not None and self._shows(update, current.article.language, arm):
                 return update
             if request is not None and (len(request.developments) > 1 or request.notes):
                 return None
@@ -236,13 +242,16 @@ class Composer:
         ]
         reviewed = [s for s in mine if s.status in REVIEWED]
         language = current.article.language
-        return next(iter(reviewed), None) or next((s for s in mine if self._shows(s, language)), None)
+        return next(iter(reviewed), None) or next((s for s in mine if self._shows(s, language, arm)), None)
 
-    def _shows(self, summary: Summary, language: str) -> bool:
+    def _shows(self, summary: Summary, language: str, arm: Variant) -> bool:
         """Whether this policy lets a reader see the summary: reviewed, or a draft where drafts may
-        show in its language; rejected and retracted text never."""
-        draft = summary.status is Status.DRAFT and self.policy.draft_shows(
-            summary.sentences, language, summary.prompt
+        show in its language (never under an arm's "reviewed-only" policy); rejected and
+        retracted text never."""
+        draft = (
+            arm.policy == "gated"
+            and summary.status is Status.DRAFT
+            and self.policy.draft_shows(summary.sentences, language, summary.prompt)
         )
         return summary.status in REVIEWED or draft
 

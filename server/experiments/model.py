@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
 
-from briefing import PROMPTS, PromptRegistry, Variant
+from briefing import ARM_POLICIES, PROMPTS, PromptRegistry, Variant
 from briefing.llm import GENERATORS
 from server.experiments.checks import Problems, State, finite, flag, show, slug, stored_state, unknown_fields
 
@@ -159,7 +159,9 @@ _DEFINITION_FIELDS = tuple(
     "key hypothesis arms targeting primary secondary guardrails layer sequential".split()
 )
 _LIFECYCLE_FIELDS = ("status", "start", "stop", "decision", "range_start")
-_ARM_FIELDS = tuple("name weight article_prompt update_prompt greeting_prompt adapter backend items".split())
+_ARM_FIELDS = tuple(
+    "name weight article_prompt update_prompt greeting_prompt adapter backend items policy".split()
+)
 _PROMPT_FIELDS = (("article_prompt", "article"), ("update_prompt", "update"), ("greeting_prompt", "greeting"))
 _TARGETING_FIELDS = ("languages", "readers", "traffic")
 _VARIANT_DEFAULTS = {f.name: f.default for f in fields(Variant)}
@@ -266,10 +268,12 @@ def _arm(i: int, raw: object, known: _Known, p: Problems) -> Arm | None:
     adapter = _named(raw.get("adapter"), known.adapters, "adapter", f"{where}.adapter", p)
     backend = _named(raw.get("backend"), known.backends, "backend", f"{where}.backend", p)
     items = _items(raw.get("items"), f"{where}.items", p)
-    if len(p.reasons) > before or name is None:
+    chosen = raw.get("policy")
+    policy = "gated" if chosen is None else _named(chosen, ARM_POLICIES, "policy", f"{where}.policy", p)
+    if len(p.reasons) > before or name is None or policy is None:
         return None
     article, update, greeting = (prompts[f] for f, _ in _PROMPT_FIELDS)
-    return Arm(name, Variant(name, article, update, greeting, adapter, backend, items), weight)
+    return Arm(name, Variant(name, article, update, greeting, adapter, backend, items, policy), weight)
 
 
 def _weight(value: object, where: str, p: Problems) -> float:

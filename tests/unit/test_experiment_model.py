@@ -396,3 +396,31 @@ def test_the_composer_gives_an_arm_its_own_number_of_items(
     full = composer.compose("r01", now, variant="control")
     assert (len(short.items), len(full.items), short.variant) == (3, 5, "one-sentence")
     assert [i.article_id for i in short.items] == [i.article_id for i in full.items[:3]]
+
+
+def test_an_arm_may_ask_for_reviewed_text_only() -> None:
+    """`policy: reviewed-only`: the arm's readers see editor-reviewed text or the article's own
+    words, never an unreviewed draft, even where the surface's policy would show it."""
+    from dataclasses import replace
+    from typing import cast
+
+    from briefing import BriefingPolicy, Composer, Status, Summary, SummarySentence
+
+    arms: list[dict[str, Any]] = [
+        {"name": "control", "weight": 0.5},
+        {"name": "reviewed", "weight": 0.5, "policy": "reviewed-only"},
+    ]
+    definition = {"key": "reviewed-only", "hypothesis": "h", "arms": arms, "primary": "ctr"}
+    control, reviewed = (a.variant for a in parse_experiment(definition).arms)
+    assert (control.policy, reviewed.policy) == ("gated", "reviewed-only")
+    composer = Composer(cast(Any, None), cast(Any, None), policy=BriefingPolicy(allow_drafts=True))
+    sentence = SummarySentence("A.", 0.99, ())
+    at = datetime(2026, 11, 19, tzinfo=UTC)
+    draft = Summary("s", "article", "a-1", "h", "article@1", "m", None, (sentence,), (), at, 1.0)
+    approved = replace(draft, status=Status.APPROVED)
+    assert composer._shows(draft, "en", control) and not composer._shows(draft, "en", reviewed)
+    assert composer._shows(approved, "en", reviewed)
+    bad = [arms[0], {"name": "x", "weight": 0.5, "policy": "drafts-always"}]
+    with pytest.raises(ExperimentInvalid, match=r"unknown policy 'drafts-always'") as refused:
+        parse_experiment({**definition, "arms": bad})
+    assert refused.value.reasons[0].startswith("arms[1].policy")
