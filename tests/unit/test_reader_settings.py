@@ -143,6 +143,7 @@ def test_a_reader_changes_only_their_own_settings(engine: Any) -> None:
     service = Service.__new__(Service)
     service.readers, service.cache, service.audit = Readers(engine), BriefingCache(), AuditLog(engine)
     service.publication, service.clock = Audience("en", "Europe/Oslo"), lambda: NOW
+    service._assigned = {}  # experiment arms last served (none here)
     with pytest.raises(Forbidden):
         service.configure_reader(Actor("r01", "reader"), "r02", ReaderSettings(language="nb"))
     assert service.audience("r02").language == "en"
