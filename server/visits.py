@@ -114,8 +114,7 @@ class Visits:
 
     def _write(self, batch: list[Recorded]) -> None:
         latest = {reader: (reader, at, since) for reader, at, since, *_ in batch}
-        keys = ("experiment", "reader_id", "briefing_key")
-        exposures = list({tuple(r[k] for k in keys): r for *_, rows in batch for r in rows}.values())
+        exposures = [row for *_, rows in batch for row in rows]  # a repeat is ignored on insert
         for attempt in range(1, 4):  # a database restart or a lock timeout: try again shortly
             try:
                 with write_lock(self.engine), self.engine.begin() as connection:
