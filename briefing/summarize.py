@@ -37,7 +37,7 @@ from briefing.developments import (
     superseded,
 )
 from briefing.grounding import GroundingChecker, Support, split_sentences
-from briefing.llm import Completion, GenerationError, Generator
+from briefing.llm import Chat, Completion, GenerationError, Generator
 from briefing.prompts import PROMPTS, PromptRegistry, PromptTemplate, parse_points, untrusted
 from briefing.retrieval import EvidenceChunk, EvidenceRetriever
 from briefing.summaries import Summary, SummaryRepository, SummarySentence, summary_id
@@ -116,9 +116,13 @@ class Summarizer:
         self, article_ids: Sequence[str], *, prompt: str | None = None, refresh: bool = False
     ) -> list[Summary]:
         """Summaries of the current versions of these articles (unknown ids are skipped)."""
+        return self._run(self.article_requests(article_ids, prompt), refresh)
+
+    def article_requests(self, article_ids: Sequence[str], prompt: str | None = None) -> list[Request]:
+        """The requests `summarize` would write, with their evidence (unknown ids are skipped)."""
         name = prompt or self.config.article_prompt
         records = self.retriever.index.get(list(article_ids))
-        requests = [
+        return [
             Request(
                 records[a],
                 self.retriever.article(a, records[a].article.title),
@@ -127,7 +131,18 @@ class Summarizer:
             for a in article_ids
             if a in records
         ]
-        return self._run(requests, refresh)
+
+    def chat(self, request: Request) -> Chat:
+        """The prompt the model is given for `request` (fine-tuning trains on exactly this)."""
+        return request.template.render(**self._fields(request))
+
+    def with_evidence(self, request: Request) -> Request:
+        """An update request (from `update_request`) with the evidence it is written from."""
+        return replace(request, evidence=self._evidence(request))
+
+    def draft(self, request: Request, completion: Completion, seconds: float = 0.0) -> Summary:
+        """`completion` checked sentence by sentence as a stored draft would be; nothing is stored."""
+        return self._ground(request, completion, seconds)
 
     def article_template(self, prompt: str, record: ArticleRecord) -> PromptTemplate:
         """`prompt` in the article's language where a version for it is registered."""
@@ -146,7 +161,7 @@ class Summarizer:
         request = self.update_request(article_id, read, prompt)
         if request is None:
             return None
-        return self._run([replace(request, evidence=self._evidence(request))], refresh)[0]
+        return self._run([self.with_evidence(request)], refresh)[0]
 
     def stored_update(
         self, article_id: str, read: Sequence[str] | Followed, prompt: str | None = None
@@ -225,8 +240,7 @@ class Summarizer:
 
     def _write(self, request: Request) -> Summary:
         start = time.monotonic()
-        chat = request.template.render(**self._fields(request))
-        (completion,) = self.generator.generate([chat], request.template.params, self.config.adapter)
+        (completion,) = self.generator.generate([self.chat(request)], request.template.params, self.config.adapter)
         return self.store.put(self._ground(request, completion, time.monotonic() - start))
 
     def summary_id(self, request: Request) -> str:
