@@ -186,6 +186,36 @@ class ExposureRow(Base):
     fallback_items: Mapped[int] = mapped_column(Integer)
 
 
+class AdapterRow(Base):
+    """A LoRA adapter in the registry (briefing.tuning.registry; server.adapters owns the writes).
+    At most one row is promoted: a partial unique index says so to the database itself, so no
+    race or crash can leave two. `generation` is the registry version at the row's last promote
+    or rollback; the registry's version is the largest one."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (
+        Index(
+            "ux_adapters_one_promoted",
+            "state",
+            unique=True,
+            sqlite_where=text("state = 'promoted'"),
+            postgresql_where=text("state = 'promoted'"),
+        ),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(300))
+    base_hash: Mapped[str] = mapped_column(String(64))
+    snapshot_id: Mapped[str] = mapped_column(String(40))
+    hyper: Mapped[dict[str, Any]]
+    report: Mapped[dict[str, Any] | None]
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    created_at: Mapped[datetime]
+    promoted_at: Mapped[datetime | None]
+    path: Mapped[str] = mapped_column(String(300))
+    previous: Mapped[str | None] = mapped_column(String(40))
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+
+
 def connect(url: str) -> Engine:
     """An engine for `url`; SQLite files get WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):

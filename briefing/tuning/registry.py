@@ -1,0 +1,296 @@
+"""The adapter registry: which LoRA adapters exist, what they were made from, and which one serves.
+
+`AdapterRegistry` contract (tests/unit/test_adapter_registry.py runs it on every implementation:
+in memory here, SQLite and PostgreSQL in `server.adapters.SqlAdapterRegistry`):
+- `add(record)` stores a new *candidate* (state candidate, never promoted, no `previous`) and
+  returns what is stored: `hyper` and `report` as JSON gives them back (tuples become lists), so
+  what `add` returns equals what `get` returns later. A known id or another state is a ValueError;
+- `get(id)` returns the record or None; `all()` every record, newest first; `promoted()` the one
+  promoted record, or None before anything was promoted;
+- `set_report(id, report)` stores the gate's report (any state) and returns the record;
+- `promote(id, actor)` makes that adapter the promoted one in one atomic step: the adapter
+  promoted until then becomes retired and is recorded as the new one's `previous` (the rollback
+  target). A candidate or a retired adapter may be promoted; promoting the promoted one changes
+  nothing. Two promotes racing leave exactly one promoted adapter, each `previous` naming the one
+  promoted just before it;
+- `rollback(actor)` retires the promoted adapter and promotes its `previous` again, returning that
+  record; with nothing promoted, or nothing before it, it returns None and changes nothing;
+- `version()` counts the promotes and rollbacks that changed something (API workers poll it to
+  notice a new promoted adapter without a restart); it never goes down;
+- unknown ids raise `AdapterNotFound` (a KeyError) naming the id.
+The SQL registry also writes an audit entry per promote and rollback in the same transaction;
+`role` says whether a person ("admin") or the nightly job ("job") did it.
+
+Files: an adapter lives in `<adapters root>/<record.path>/` as `adapter/` (peft, for transformers)
+and `adapter.gguf` (for llama.cpp). `install_adapter` copies both there through a staging folder
+and one rename, so a crash leaves either the whole folder or none under the adapter's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+ID_PATTERN = re.compile(r"ad-\d{14}-[0-9a-f]{6}")
+PEFT_DIR = "adapter"
+GGUF_FILE = "adapter.gguf"
+
+
+class AdapterState(StrEnum):
+    CANDIDATE = "candidate"  # trained, maybe gated, never served
+    PROMOTED = "promoted"  # the one new text is written with
+    RETIRED = "retired"  # served once; a rollback or an explicit promote may bring it back
+
+
+class AdapterNotFound(KeyError):
+    """No adapter with that id is registered."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of its argument
+        return str(self.args[0]) if self.args else "adapter not found"
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    id: str  # "ad-YYYYmmddHHMMSS-<6 hex>" (new_adapter_id); also its folder name
+    base_model: str  # e.g. "packaged:SmolLM2-135M-Instruct"
+    base_hash: str  # hash_file of the base GGUF: an adapter only fits the weights it was trained on
+    snapshot_id: str  # the dataset snapshot it was trained on (briefing.tuning.data)
+    hyper: Mapping[str, Any]  # TrainConfig.hyper() and whatever else reproduces the run
+    report: Mapping[str, Any] | None  # GateReport.to_json() once gated
+    state: AdapterState
+    created_at: datetime
+    promoted_at: datetime | None  # when it last became the promoted one
+    path: str  # folder relative to the adapters root (install_adapter's answer)
+    previous: str | None  # promoted before it, when it was last promoted: the rollback target
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "base_model": self.base_model,
+            "base_hash": self.base_hash,
+            "snapshot_id": self.snapshot_id,
+            "hyper": dict(self.hyper),
+            "report": None if self.report is None else dict(self.report),
+            "state": str(self.state),
+            "created_at": self.created_at.isoformat(),
+            "promoted_at": None if self.promoted_at is None else self.promoted_at.isoformat(),
+            "path": self.path,
+            "previous": self.previous,
+        }
+
+
+class AdapterRegistry(Protocol):
+    def add(self, record: AdapterRecord) -> AdapterRecord: ...
+
+    def get(self, adapter_id: str) -> AdapterRecord | None: ...
+
+    def all(self) -> list[AdapterRecord]: ...
+
+    def promoted(self) -> AdapterRecord | None: ...
+
+    def set_report(self, adapter_id: str, report: Mapping[str, Any]) -> AdapterRecord: ...
+
+    def promote(self, adapter_id: str, actor: str, *, role: str = "admin") -> AdapterRecord: ...
+
+    def rollback(self, actor: str, *, role: str = "admin") -> AdapterRecord | None: ...
+
+    def version(self) -> int: ...
+
+
+def new_adapter_id(at: datetime | None = None) -> str:
+    """A fresh id: the creation time (UTC, sortable) and 6 random hex digits."""
+    at = (at or datetime.now(UTC)).astimezone(UTC)
+    return f"ad-{at:%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+
+
+def hash_file(path: Path) -> str:
+    """sha256 of a file's bytes, first 16 hex digits (the `base_hash` of a base GGUF)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def checked_new(record: AdapterRecord) -> AdapterRecord:
+    """The record as `add` stores it, or ValueError saying why it cannot be added."""
+    if not ID_PATTERN.fullmatch(record.id):
+        raise ValueError(f"adapter id {record.id!r} is not like 'ad-YYYYmmddHHMMSS-abc123' (new_adapter_id)")
+    if record.state is not AdapterState.CANDIDATE or record.promoted_at or record.previous is not None:
+        raise ValueError(f"adapter {record.id}: add a candidate (never promoted), then promote it")
+    if record.created_at.tzinfo is None:
+        raise ValueError(f"adapter {record.id}: created_at must be an aware time")
+    _relative(record.path)
+    return replace(record, hyper=plain(record.hyper), report=plain_or_none(record.report))
+
+
+def plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` as JSON gives it back, so every registry returns the same thing (TypeError if not JSON)."""
+    result: dict[str, Any] = json.loads(json.dumps(dict(data)))
+    return result
+
+
+def plain_or_none(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if data is None else plain(data)
+
+
+def promoted_change(
+    target: AdapterRecord, current: AdapterRecord | None, at: datetime
+) -> tuple[AdapterRecord | None, AdapterRecord]:
+    """(the retired old one or None, the promoted target) after promoting `target`."""
+    retired = None if current is None else replace(current, state=AdapterState.RETIRED)
+    previous = None if current is None else current.id
+    return retired, replace(target, state=AdapterState.PROMOTED, promoted_at=at, previous=previous)
+
+
+def rolled_back_change(
+    current: AdapterRecord, previous: AdapterRecord, at: datetime
+) -> tuple[AdapterRecord, AdapterRecord]:
+    """(the retired current one, the promoted previous one); the restored adapter keeps its own
+    `previous`, so rolling back again steps further back."""
+    return replace(current, state=AdapterState.RETIRED), replace(
+        previous, state=AdapterState.PROMOTED, promoted_at=at
+    )
+
+
+class InMemoryAdapterRegistry:
+    """The registry in a dict behind one lock (tests, benchmarks, the CLI without a database)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, AdapterRecord] = {}
+        self._version = 0
+        self._lock = threading.Lock()
+
+    def add(self, record: AdapterRecord) -> AdapterRecord:
+        stored = checked_new(record)
+        with self._lock:
+            if stored.id in self._records:
+                raise ValueError(f"adapter {stored.id} is already registered")
+            self._records[stored.id] = stored
+        return stored
+
+    def get(self, adapter_id: str) -> AdapterRecord | None:
+        return self._records.get(adapter_id)
+
+    def all(self) -> list[AdapterRecord]:
+        with self._lock:
+            records = list(self._records.values())
+        return sorted(records, key=lambda r: (r.created_at, r.id), reverse=True)
+
+    def promoted(self) -> AdapterRecord | None:
+        with self._lock:
+            return self._promoted()
+
+    def set_report(self, adapter_id: str, report: Mapping[str, Any]) -> AdapterRecord:
+        with self._lock:
+            record = replace(self._known(adapter_id), report=plain(report))
+            self._records[adapter_id] = record
+        return record
+
+    def promote(self, adapter_id: str, actor: str, *, role: str = "admin") -> AdapterRecord:
+        with self._lock:
+            target = self._known(adapter_id)
+            if target.state is AdapterState.PROMOTED:
+                return target
+            retired, promoted = promoted_change(target, self._promoted(), datetime.now(UTC))
+            self._store(retired, promoted)
+            return promoted
+
+    def rollback(self, actor: str, *, role: str = "admin") -> AdapterRecord | None:
+        with self._lock:
+            current = self._promoted()
+            if current is None or current.previous is None:
+                return None
+            retired, promoted = rolled_back_change(current, self._known(current.previous), datetime.now(UTC))
+            self._store(retired, promoted)
+            return promoted
+
+    def version(self) -> int:
+        return self._version
+
+    def _known(self, adapter_id: str) -> AdapterRecord:
+        record = self._records.get(adapter_id)
+        if record is None:
+            raise AdapterNotFound(f"no adapter {adapter_id!r} is registered")
+        return record
+
+    def _promoted(self) -> AdapterRecord | None:
+        return next((r for r in self._records.values() if r.state is AdapterState.PROMOTED), None)
+
+    def _store(self, *records: AdapterRecord | None) -> None:
+        for record in records:
+            if record is not None:
+                self._records[record.id] = record
+        self._version += 1
+
+
+# Files ------------------------------------------------------------------------------------------
+
+
+def adapter_files(root: Path, record: AdapterRecord) -> tuple[Path, Path]:
+    """(the peft folder, the GGUF LoRA file) of an installed adapter."""
+    folder = root / _relative(record.path)
+    return folder / PEFT_DIR, folder / GGUF_FILE
+
+
+def install_adapter(root: Path, adapter_id: str, peft_dir: Path, gguf_file: Path) -> str:
+    """Copy a trained adapter into `root/<adapter_id>/` and return that folder relative to root.
+    The copy is made and synced in a staging folder under root and renamed into place, so the
+    adapter's folder is complete or absent; an existing one is never overwritten."""
+    if not ID_PATTERN.fullmatch(adapter_id):
+        raise ValueError(f"adapter id {adapter_id!r} is not like 'ad-YYYYmmddHHMMSS-abc123'")
+    if not (peft_dir / "adapter_config.json").is_file():
+        raise ValueError(f"{peft_dir} is not a peft adapter folder (no adapter_config.json)")
+    if not gguf_file.is_file():
+        raise ValueError(f"{gguf_file} is not a file (expected the GGUF LoRA from to_gguf_lora)")
+    final = root / adapter_id
+    if final.exists():
+        raise FileExistsError(f"{final} exists already; adapter folders are never overwritten")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{adapter_id}.", dir=root))
+    try:
+        shutil.copytree(peft_dir, staging / PEFT_DIR)
+        shutil.copy2(gguf_file, staging / GGUF_FILE)
+        _sync_tree(staging)
+        os.rename(staging, final)  # atomic; fails instead of merging if `final` appeared meanwhile
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _sync(root)
+    return adapter_id
+
+
+def _relative(path: str) -> str:
+    """`path` if it stays inside the adapters root, else ValueError (a record is data, not trust)."""
+    parts = Path(path).parts
+    if not path or Path(path).is_absolute() or ".." in parts:
+        raise ValueError(f"adapter path {path!r} must be a folder inside the adapters root")
+    return path
+
+
+def _sync_tree(folder: Path) -> None:
+    """fsync every file and folder below `folder`, so the rename publishes written bytes."""
+    for current, _dirs, files in os.walk(folder):
+        for name in files:
+            _sync(Path(current) / name)
+        _sync(Path(current))
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
