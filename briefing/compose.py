@@ -235,11 +235,16 @@ class Composer:
             if request is not None and (len(request.developments) > 1 or request.notes):
                 return None
         prompt = self.summarizer.article_template(arm.article_prompt, current).id
-        mine = [
-            s
-            for s in self.summarizer.store.find(current.article.id)
-            if s.kind == "article" and s.prompt == prompt and s.content_hash == current.content_hash
-        ]
+        # newest first: after an adapter is promoted, its drafts replace the old adapter's
+        mine = sorted(
+            (
+                s
+                for s in self.summarizer.store.find(current.article.id)
+                if s.kind == "article" and s.prompt == prompt and s.content_hash == current.content_hash
+            ),
+            key=lambda s: s.created_at,
+            reverse=True,
+        )
         reviewed = [s for s in mine if s.status in REVIEWED]
         language = current.article.language
         return next(iter(reviewed), None) or next((s for s in mine if self._shows(s, language, arm)), None)
@@ -269,7 +274,7 @@ class Composer:
         else:
             sentences, summary_id = summary.sentences, summary.id
             source = _source(summary)
-            model = None if summary.extractive else summary.model
+            model = None if summary.extractive else written_by(summary)
         return BriefingItem(
             item.story_id,
             item.article_id,
@@ -411,3 +416,10 @@ def _shingles(text: str, n: int = 4) -> set[tuple[str, ...]]:
 
 def _plain_greeting(n: int, since: datetime | None, audience: Audience) -> str:
     return plain_greeting(n, since, audience)
+
+
+def written_by(summary: Summary) -> str:
+    """The model and adapter that wrote a summary, as readers and editors see it ("model+adapter")."""
+    if summary.adapter is None or summary.model.endswith(f"+{summary.adapter}"):
+        return summary.model
+    return f"{summary.model}+{summary.adapter}"

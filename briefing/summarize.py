@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from types import EllipsisType
 
 from briefing.developments import (
     NOTE_SENTENCES,
@@ -112,6 +113,16 @@ class Summarizer:
         self._quoted: dict[str, tuple[SummarySentence, ...]] = {}  # quoted updates by summary id
         self._quoted_lock = threading.Lock()
 
+    @property
+    def adapter(self) -> str | None:
+        """The LoRA adapter new drafts are written with (None: the base model)."""
+        return self.config.adapter
+
+    def use_adapter(self, adapter: str | None) -> None:
+        """Write new drafts with `adapter` from now on; stored drafts keep the adapter that wrote
+        them (the summary id names it). One reference swap: a draft in hand finishes as it began."""
+        self.config = replace(self.config, adapter=adapter)
+
     def summarize(
         self, article_ids: Sequence[str], *, prompt: str | None = None, refresh: bool = False
     ) -> list[Summary]:
@@ -140,9 +151,12 @@ class Summarizer:
         """An update request (from `update_request`) with the evidence it is written from."""
         return replace(request, evidence=self._evidence(request))
 
-    def draft(self, request: Request, completion: Completion, seconds: float = 0.0) -> Summary:
-        """`completion` checked sentence by sentence as a stored draft would be; nothing is stored."""
-        return self._ground(request, completion, seconds)
+    def draft(
+        self, request: Request, completion: Completion, seconds: float = 0.0, adapter: str | None = None
+    ) -> Summary:
+        """`completion` (written with `adapter`) checked sentence by sentence as a stored draft
+        would be; nothing is stored."""
+        return self._ground(request, completion, seconds, adapter)
 
     def article_template(self, prompt: str, record: ArticleRecord) -> PromptTemplate:
         """`prompt` in the article's language where a version for it is registered."""
@@ -240,10 +254,11 @@ class Summarizer:
 
     def _write(self, request: Request) -> Summary:
         start = time.monotonic()
-        (completion,) = self.generator.generate([self.chat(request)], request.template.params, self.config.adapter)
-        return self.store.put(self._ground(request, completion, time.monotonic() - start))
+        adapter = self.config.adapter  # read once: `use_adapter` may swap it while the LLM writes
+        (completion,) = self.generator.generate([self.chat(request)], request.template.params, adapter)
+        return self.store.put(self._ground(request, completion, time.monotonic() - start, adapter))
 
-    def summary_id(self, request: Request) -> str:
+    def summary_id(self, request: Request, adapter: str | EllipsisType | None = ...) -> str:
         """Per article version, prompt, model and adapter, and for an update its whole basis:
         what was read and the version of every development covered, so a new development or
         an in-place update makes a new update."""
@@ -255,7 +270,7 @@ class Summarizer:
             record.content_hash,
             request.template.id,
             self.generator.model,
-            self.config.adapter,
+            self.config.adapter if isinstance(adapter, EllipsisType) else adapter,
             (*read, *covered),
         )
 
@@ -270,7 +285,9 @@ class Summarizer:
         read = "\n".join(f"- {_when(b.article)}: {untrusted(b.article.title, 300)}" for b in request.basis)
         return {"title": untrusted(article.title, 300), "text": text, "read": read or "- (nothing)"}
 
-    def _ground(self, request: Request, completion: Completion, seconds: float) -> Summary:
+    def _ground(
+        self, request: Request, completion: Completion, seconds: float, adapter: str | None
+    ) -> Summary:
         template, record = request.template, request.record
         points = parse_points(completion.text, template.max_sentences)
         sentences = [s for p in points for s in split_sentences(p) if not _not_news(s, record.article.title)]
@@ -283,13 +300,13 @@ class Summarizer:
         elif not kept:
             kept = self.extractive(record.article, request.evidence)
         return Summary(
-            id=self.summary_id(request),
+            id=self.summary_id(request, adapter),
             kind=template.kind,
             article_id=record.article.id,
             content_hash=record.content_hash,
             prompt=template.id,
             model=completion.model,
-            adapter=self.config.adapter,
+            adapter=adapter,
             sentences=tuple(kept),
             dropped=tuple(dropped),
             created_at=datetime.now(UTC),

@@ -55,8 +55,45 @@ def jobs_page(request: Request[Any, Any, Any], service: NamedDependency[Service]
         }
         for job in (jobs.describe() if jobs else [])
     ]
-    context = {"jobs": rows, "scheduler": jobs is not None, "leading": bool(jobs and jobs.running)}
+    context = {
+        "jobs": rows,
+        "scheduler": jobs is not None,
+        "leading": bool(jobs and jobs.running),
+        "adapters": _adapters(service),
+    }
     return Template("admin_jobs.html", context=context)
+
+
+def _adapters(service: Service) -> list[dict[str, Any]]:
+    """The registry's adapters, newest first, with what drafts use now and each gate's verdict."""
+    if service.adapters is None:
+        return []
+    drafting = service.summarizer.adapter
+    return [
+        {
+            "id": r.id,
+            "state": str(r.state),
+            "snapshot": r.snapshot_id,
+            "created": r.created_at.strftime("%d %b %H:%M"),
+            "drafting": r.id == drafting,
+            "verdict": None if r.report is None else ("promote" if r.report.get("promote") else "keep"),
+            "reasons": list((r.report or {}).get("reasons", [])),
+        }
+        for r in service.adapters.registry.all()[:20]
+    ]
+
+
+@post("/adapters/rollback", sync_to_thread=True)
+def rollback_adapter(
+    request: Request[Any, Any, Any], service: NamedDependency[Service], data: URLEncodedBody[Form]
+) -> Redirect:
+    """Put the previously promoted adapter (or the base model) back; drafts use it from now on."""
+    if service.adapters is None:
+        raise NotFound("this service has no adapter registry")
+    actor: Actor = request.user
+    service.adapters.registry.rollback(actor.id)
+    service.adapters.sync()
+    return Redirect("/admin", status_code=303)
 
 
 @post("/jobs/{name:str}/run", sync_to_thread=False)
@@ -130,5 +167,5 @@ admin_pages = Router(
     path="/admin",
     guards=[allow("admin")],
     include_in_schema=False,
-    route_handlers=[jobs_page, run_job, runs_page, articles_page, retract, audit_page],
+    route_handlers=[jobs_page, run_job, runs_page, articles_page, retract, audit_page, rollback_adapter],
 )

@@ -34,6 +34,7 @@ from server.container import (
 from server.experiments.commands import experiments
 from server.serve import serve, token
 from server.settings import Settings
+from server.tuning_commands import tune
 
 if TYPE_CHECKING:  # the service pulls in SQLAlchemy and litestar's types: not for every command
     from sqlalchemy import Engine
@@ -461,6 +462,7 @@ def _briefing_text(briefing: Briefing) -> str:
 main.add_command(serve)
 main.add_command(token)
 main.add_command(experiments)
+main.add_command(tune)
 
 
 @main.group()

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the service pulls in SQLAlchemy; CLI commands that do not n
 
     from server.jobs import Jobs
     from server.service import Service
+    from server.tuning import AdapterServing
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
@@ -218,6 +219,7 @@ def build_service(
         refresh_recommender(settings, indexer, recommender, now)
 
     experiments = Experiments(engine)
+    adapters = build_adapter_serving(settings, engine, summarizer)
     return Service(
         engine=engine,
         indexer=indexer,
@@ -232,7 +234,24 @@ def build_service(
         publication=publication(settings),
         experiments=experiments,
         arms=Arms(experiments.running, settings.service.experiment_holdout),
+        adapters=adapters,
     )
+
+
+def build_adapter_serving(settings: Settings, engine: Engine, summarizer: Summarizer) -> AdapterServing:
+    """The registry's promoted adapter for new drafts (LLM_ADAPTER pins one instead), loaded now."""
+    from server.adapters import SqlAdapterRegistry
+    from server.tuning import AdapterServing
+
+    serving = AdapterServing(
+        SqlAdapterRegistry(engine),
+        summarizer,
+        settings.llm.backend,
+        settings.data_dir / "adapters",
+        settings.llm_adapter,
+    )
+    serving.sync()
+    return serving
 
 
 def leave_cores_for_requests(settings: Settings) -> Settings:
@@ -284,6 +303,12 @@ def build_jobs(
         ),
         j.JobSpec(
             "collect-garbage", 600, "a full garbage collection off the request path", j.collect_garbage
+        ),
+        j.JobSpec(
+            "tune-adapter",
+            settings.tune.every_s,
+            "snapshot, train and gate a LoRA adapter; promote it if it beats the serving one",
+            j.tune_adapter(settings, control),
         ),
         j.JobSpec(
             "retention",

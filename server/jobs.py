@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from briefing import GenerationError
 from indexing import Article, open_source
 from server.service import NotFound, Service
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 # "brie" and the schema: one scheduler per deployment, and deployments (or test runs) that share a
@@ -419,6 +420,8 @@ def summarize_new(
 
     def run(service: Service) -> dict[str, Any]:
         deadline = time.monotonic() + budget_s
+        if service.adapters is not None:
+            service.adapters.sync()  # an adapter promoted elsewhere writes this run's drafts
         infos = sorted(service.recommender.matrix.infos, key=lambda i: i.article.published_at, reverse=True)
         missing = [i.article for i in infos if not has_summary(service, i.article)]
         todo, done, failed = missing[:limit], 0, 0
@@ -476,6 +479,8 @@ def precompute(
     shared = control or JobControl()
 
     def run(service: Service) -> dict[str, Any]:
+        if service.adapters is not None:
+            service.adapters.sync()
         return service.precompute(deadline=time.monotonic() + budget_s, stop=shared.stopping)
 
     return run
@@ -488,5 +493,26 @@ def retention(events_days: float, briefings_days: float) -> Callable[[Service], 
             "events_deleted": service.events.delete_before(now - timedelta(days=events_days)),
             "briefings_deleted": service.served.delete_before(now - timedelta(days=briefings_days)),
         }
+
+    return run
+
+
+def tune_adapter(
+    settings: Settings, control: JobControl | None = None
+) -> Callable[[Service], dict[str, Any]]:
+    """The nightly tune (server.tuning.tune): one at a time per DATA_DIR; another tune running
+    (`briefing tune` by hand) makes this run a no-op that says so, not a failure to retry."""
+    shared = control or JobControl()
+
+    def run(service: Service) -> dict[str, Any]:
+        from server.tuning import TuningBusy, tune
+
+        shared.report("tune-adapter", current="training", started_at=service.clock().isoformat())
+        try:
+            return tune(service, settings, actor="job", stop=shared.stopping)
+        except TuningBusy as exc:
+            return {"skipped": str(exc)}
+        finally:
+            shared.report("tune-adapter", current=None, finished_at=service.clock().isoformat())
 
     return run

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +44,13 @@ class Stoppable:
 
     def ready(self) -> bool:
         return self.inner.ready()
+
+    def add_adapter(self, name: str, path: Path) -> None:
+        """Serve a LoRA adapter from now on (the promoted one changed; no restart)."""
+        add = getattr(self.inner, "add_adapter", None)
+        if add is None:
+            raise GenerationError(f"{type(self.inner).__name__} cannot load adapters at runtime")
+        add(name, path)
 
     def _check(self) -> None:
         if self.stop.is_set():

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -46,6 +46,9 @@ from server.stores import (
     erase_reader,
 )
 from server.visits import Visits
+
+if TYPE_CHECKING:  # fine-tuning pulls in torch and peft: only jobs that tune import it
+    from server.tuning import AdapterServing
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -144,6 +147,7 @@ class Service:
         publication: Audience | None = None,
         experiments: Experiments | None = None,
         arms: Arms | None = None,
+        adapters: AdapterServing | None = None,
     ) -> None:
         self.engine, self.indexer, self.summarizer = engine, indexer, summarizer
         self.publication = publication or Audience()  # readers' language and zone unless they chose
@@ -152,6 +156,7 @@ class Service:
         self.refresh_matrix = refresh_matrix
         self.experiments = experiments or Experiments(engine)  # product teams' (server.experiments)
         self.arms = arms or Arms(self.experiments.running)
+        self.adapters = adapters  # the registry's promoted adapter, for jobs that draft (server.tuning)
         # A reader's assignment at their last full request, with the running experiments it was made
         # under: the cached path reuses it without reading the reader's language from the database.
         self._assigned: dict[str, tuple[tuple[Experiment, ...], Assignment]] = {}

@@ -15,7 +15,14 @@
 | LLM_TIMEOUT_S | 60 | every generation call's time limit: it stops there, keeping what it wrote |
 | LLM_FALLBACK | (unset) | backend to answer with when LLM_BACKEND is unreachable, e.g. llamacpp |
 | LLM_THREADS | (all cores; in the service, half of them) | CPU threads for llama.cpp and torch |
-| LLM_ADAPTERS / LLM_ADAPTER | (unset) | LoRA adapters `name=path,...` to load, and the one summaries use |
+| LLM_ADAPTERS / LLM_ADAPTER | (unset) | LoRA adapters `name=path,...`; one to pin (unset: the promoted) |
+| TUNE_EVERY_S | 86400 | the tune job's interval: snapshot, train, gate, promote or keep (0: off) |
+| TUNE_ARTICLES / TUNE_CANDIDATES | 0 / 4 | self-training articles per run (0: all) and samples per article |
+| TUNE_EVAL_ARTICLES | 40 | held-out articles the gate runs through the serving backend |
+| TUNE_RANK / TUNE_ALPHA / TUNE_LR | 16 / 32 / 2e-4 | LoRA rank, alpha and learning rate |
+| TUNE_EPOCHS / TUNE_MAX_TOKENS / TUNE_SEED | 1 / 1024 / 0 | epochs, longest example, seed |
+| TUNE_BUDGET_S | 14400 | a tune's sampling and training stop after this long (training resumes next run) |
+| TUNE_PREFERENCE | true | a DPO step after SFT, kept only if it beats SFT alone on the gate |
 | GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |
 | GROUNDING_LIKELIHOOD | llamacpp | the checker's LLM signal: llamacpp, transformers or off |
 | GROUNDING_MODEL | packaged:SmolLM2-135M-Instruct | the model it reads (its curve is fitted to this one) |
@@ -57,6 +64,7 @@ from pathlib import Path
 
 from briefing import BriefingPolicy, GeneratorConfig, GroundingConfig
 from briefing.gate import GATE_FILE
+from briefing.tuning.config import TrainConfig, TuneConfig
 from briefing.verifier import CHECKERS
 from indexing import PACKAGED_MINILM, QdrantConfig, StoryConfig
 from recsys import RecsysConfig
@@ -111,7 +119,8 @@ class Settings:
     recsys: RecsysConfig = field(default_factory=RecsysConfig)
     recsys_window_days: float = 7.0
     llm: GeneratorConfig = field(default_factory=GeneratorConfig)
-    llm_adapter: str | None = None
+    llm_adapter: str | None = None  # pins an adapter; unset: the registry's promoted one
+    tune: TuneConfig = field(default_factory=TuneConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     grounding_checker: str = "embedding-lexical"  # or "relation" (briefing/verifier.py)
     briefing: BriefingPolicy = field(default_factory=BriefingPolicy)
@@ -143,6 +152,7 @@ class Settings:
             recsys_window_days=_float(env, "RECSYS_WINDOW_DAYS", 7.0),
             llm=_llm(env, data_dir),
             llm_adapter=env.get("LLM_ADAPTER") or None,
+            tune=_tune(env),
             grounding=GroundingConfig(
                 threshold=_float(env, "GROUNDING_THRESHOLD", GroundingConfig.threshold),
                 likelihood_backend=env.get("GROUNDING_LIKELIHOOD", GroundingConfig.likelihood_backend),
@@ -176,6 +186,26 @@ def _llm(env: Mapping[str, str], data_dir: Path) -> GeneratorConfig:
         cache_dir=data_dir / "models",
         adapters=_adapters(env.get("LLM_ADAPTERS", "")),
         fallback=env.get("LLM_FALLBACK") or None,
+    )
+
+
+def _tune(env: Mapping[str, str]) -> TuneConfig:
+    d, t = TuneConfig, TrainConfig
+    return TuneConfig(
+        train=TrainConfig(
+            rank=_int(env, "TUNE_RANK", t.rank),
+            alpha=_int(env, "TUNE_ALPHA", t.alpha),
+            learning_rate=_float(env, "TUNE_LR", t.learning_rate),
+            epochs=_float(env, "TUNE_EPOCHS", t.epochs),
+            max_tokens=_int(env, "TUNE_MAX_TOKENS", t.max_tokens),
+            seed=_int(env, "TUNE_SEED", t.seed),
+        ),
+        every_s=_float(env, "TUNE_EVERY_S", d.every_s),
+        articles=_int(env, "TUNE_ARTICLES", d.articles),
+        preference=_bool(env, "TUNE_PREFERENCE", d.preference),
+        candidates=_int(env, "TUNE_CANDIDATES", d.candidates),
+        eval_limit=_int(env, "TUNE_EVAL_ARTICLES", d.eval_limit),
+        budget_s=_float(env, "TUNE_BUDGET_S", d.budget_s),
     )
 
 

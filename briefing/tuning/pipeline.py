@@ -1,0 +1,241 @@
+"""The tune loop: dataset snapshot → LoRA training → GGUF conversion → gate against the serving
+adapter → promote or keep (DESIGN §5: adapters are promoted only through a measured gate).
+
+Each step leaves a complete state or none: a snapshot and an adapter are written under a staging
+name and renamed, the registry learns of a candidate only once its files are installed, and a
+promotion is one registry transaction. A crash anywhere before `promote` leaves the promoted
+adapter serving; training resumes from its last checkpoint on the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from briefing.summarize import Request, Summarizer
+from briefing.tuning.config import TrainConfig, TuneConfig
+from briefing.tuning.data import Example, Snapshot
+from briefing.tuning.evaluate import GateReport, GateRule, Outcome, decide, evaluate_summaries, write_outputs
+from briefing.tuning.gguf_lora import to_gguf_lora
+from briefing.tuning.registry import (
+    AdapterRecord,
+    AdapterRegistry,
+    AdapterState,
+    hash_file,
+    install_adapter,
+    new_adapter_id,
+)
+from briefing.tuning.serving import serve
+from briefing.tuning.train import TrainResult, train_dpo, train_sft
+from indexing import Embedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where tuning writes under DATA_DIR: snapshots and training runs, and installed adapters."""
+
+    data_dir: Path
+
+    @property
+    def tuning(self) -> Path:
+        return self.data_dir / "tuning"
+
+    @property
+    def adapters(self) -> Path:
+        return self.data_dir / "adapters"
+
+    def run_dir(self, snapshot_id: str, config: TrainConfig, stage: str) -> Path:
+        """One folder per (snapshot, hyper-parameters, stage): a rerun of the same resumes there."""
+        digest = _digest(config.hyper())
+        return self.tuning / "runs" / f"{snapshot_id}-{digest}-{stage}"
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    snapshot: str
+    candidate: str | None
+    stage: str | None  # "sft" or "dpo": the training that produced the candidate
+    promoted: bool
+    reasons: tuple[str, ...]
+    gate: Mapping[str, Any] | None
+    train: Mapping[str, Any] | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def eval_requests(
+    summarizer: Summarizer, examples: Sequence[Example], limit: int
+) -> list[tuple[Example, Request]]:
+    """Up to `limit` eval examples of article tasks with their serving requests (one per article:
+    the gate measures what a reader of that article would be shown)."""
+    chosen: dict[str, Example] = {}
+    for example in sorted(examples, key=lambda e: e.id):
+        if example.article_id not in chosen and not example.task.startswith("update"):
+            chosen[example.article_id] = example
+    pairs = []
+    for example in list(chosen.values())[:limit]:
+        requests = summarizer.article_requests([example.article_id], example.task)
+        pairs.extend((example, r) for r in requests)
+    return pairs
+
+
+def gate_outcomes(
+    summarizer: Summarizer, pairs: Sequence[tuple[Example, Request]], adapter: str | None
+) -> list[Outcome]:
+    """The eval articles through the serving backend, as `adapter` (None: the base model)."""
+    examples = [e for e, _ in pairs]
+    return evaluate_summaries(summarizer, [r for _, r in pairs], examples, adapter)
+
+
+@dataclass
+class Tuner:
+    """One newsroom's tune loop over its summarizer (whose generator serves the adapters)."""
+
+    summarizer: Summarizer
+    registry: AdapterRegistry
+    workspace: Workspace
+    base: str  # the transformers folder training starts from (briefing.llm.hf.dequantized)
+    base_gguf: Path  # the GGUF the serving backend runs (the adapter is converted for it)
+    base_model: str  # its name, recorded with each adapter
+    backend: str  # the serving backend's name (llamacpp, transformers, openai)
+    embedder: Embedder | None = None
+    config: TuneConfig = field(default_factory=TuneConfig)
+    rule: GateRule = field(default_factory=GateRule)
+    progress: bool = False
+    stop: Callable[[], bool] | None = None
+
+    def run(
+        self, snapshot: Snapshot, *, actor: str = "job", role: str = "job", deadline_s: float | None = None
+    ) -> TuneReport:
+        """Train a candidate on `snapshot`, gate it against the promoted adapter, promote if it passes."""
+        start = time.monotonic()
+        if len(snapshot.train) < self.config.min_examples:
+            few = len(snapshot.train)
+            reason = f"{few} training examples, fewer than {self.config.min_examples}: nothing trained"
+            return TuneReport(snapshot.id, None, None, False, (reason,), None, None, time.monotonic() - start)
+        pairs = eval_requests(self.summarizer, snapshot.eval, self.config.eval_limit)
+        if not pairs:
+            reason = "the snapshot has no eval articles in the index: nothing can be gated"
+            return TuneReport(snapshot.id, None, None, False, (reason,), None, None, time.monotonic() - start)
+        current = self.registry.promoted()
+        baseline = gate_outcomes(self.summarizer, pairs, current.id if current else None)
+        record, trained, outcomes = self._train_and_measure(snapshot, None, pairs, deadline_s)
+        report = decide(baseline, outcomes, self.embedder, self.rule)
+        if self.config.preference and len(snapshot.pairs) >= self.config.min_pairs:
+            record, trained, outcomes, report = self._maybe_dpo(
+                snapshot, record, trained, outcomes, report, baseline, pairs, deadline_s
+            )
+        self.registry.set_report(record.id, {**report.to_json(), "train": _train_json(trained)})
+        write_outputs(self.workspace.tuning / "gate" / f"{record.id}.jsonl", baseline, outcomes)
+        if report.promote:
+            self.registry.promote(record.id, actor, role=role)
+            log.info("adapter %s promoted: %s", record.id, "; ".join(report.reasons))
+        else:
+            log.info("adapter %s kept as a candidate: %s", record.id, "; ".join(report.reasons))
+        return TuneReport(
+            snapshot.id,
+            record.id,
+            trained.stage,
+            report.promote,
+            report.reasons,
+            report.to_json(),
+            _train_json(trained),
+            time.monotonic() - start,
+        )
+
+    def train(
+        self, snapshot: Snapshot, sft: TrainResult | None = None, *, deadline_s: float | None = None
+    ) -> tuple[AdapterRecord, TrainResult]:
+        """SFT on the snapshot's train split (or, given the SFT result, DPO on its preference
+        pairs from there), registered as a candidate."""
+        config = self.config.train
+        kwargs: dict[str, Any] = {"progress": self.progress, "stop": self.stop, "deadline_s": deadline_s}
+        if sft is None:
+            out = self.workspace.run_dir(snapshot.id, config, "sft")
+            trained = train_sft(snapshot.train, self.base, out, config, **kwargs)
+        else:
+            out = self.workspace.run_dir(snapshot.id, config, "dpo")
+            trained = train_dpo(snapshot.pairs, self.base, sft.adapter_dir, out, config, **kwargs)
+        return self.register(snapshot, trained), trained
+
+    def register(self, snapshot: Snapshot, trained: TrainResult) -> AdapterRecord:
+        """Convert for llama.cpp, install the files, then record the candidate (in that order)."""
+        now = datetime.now(UTC)
+        adapter_id = new_adapter_id(now)
+        gguf_file = trained.adapter_dir.parent / f"{trained.stage}.gguf"
+        to_gguf_lora(trained.adapter_dir, self.base_gguf, gguf_file)
+        path = install_adapter(self.workspace.adapters, adapter_id, trained.adapter_dir, gguf_file)
+        record = AdapterRecord(
+            id=adapter_id,
+            base_model=self.base_model,
+            base_hash=hash_file(self.base_gguf),
+            snapshot_id=snapshot.id,
+            hyper={**self.config.train.hyper(), "stage": trained.stage},
+            report=None,
+            state=AdapterState.CANDIDATE,
+            created_at=now,
+            promoted_at=None,
+            path=path,
+            previous=None,
+        )
+        return self.registry.add(record)
+
+    def outcomes(self, record: AdapterRecord, pairs: Sequence[tuple[Example, Request]]) -> list[Outcome]:
+        serve(self.summarizer.generator, self.backend, self.workspace.adapters, record)
+        return gate_outcomes(self.summarizer, pairs, record.id)
+
+    def _train_and_measure(
+        self,
+        snapshot: Snapshot,
+        sft: TrainResult | None,
+        pairs: Sequence[tuple[Example, Request]],
+        deadline_s: float | None,
+    ) -> tuple[AdapterRecord, TrainResult, list[Outcome]]:
+        record, trained = self.train(snapshot, sft, deadline_s=deadline_s)
+        return record, trained, self.outcomes(record, pairs)
+
+    def _maybe_dpo(
+        self,
+        snapshot: Snapshot,
+        record: AdapterRecord,
+        trained: TrainResult,
+        outcomes: list[Outcome],
+        report: GateReport,
+        baseline: list[Outcome],
+        pairs: Sequence[tuple[Example, Request]],
+        deadline_s: float | None,
+    ) -> tuple[AdapterRecord, TrainResult, list[Outcome], GateReport]:
+        """The DPO step on top of SFT, kept only when it beats SFT alone on the gate's rule."""
+        dpo_record, dpo_trained, dpo_outcomes = self._train_and_measure(snapshot, trained, pairs, deadline_s)
+        versus_sft = decide(outcomes, dpo_outcomes, self.embedder, self.rule)
+        if not versus_sft.promote:
+            reason = "DPO did not beat SFT alone: " + "; ".join(versus_sft.reasons)
+            self.registry.set_report(
+                dpo_record.id, {**versus_sft.to_json(), "train": _train_json(dpo_trained)}
+            )
+            return record, trained, outcomes, replace(report, reasons=(*report.reasons, reason))
+        versus_current = decide(baseline, dpo_outcomes, self.embedder, self.rule)
+        return dpo_record, dpo_trained, dpo_outcomes, versus_current
+
+
+def _train_json(trained: TrainResult) -> dict[str, Any]:
+    data = asdict(trained)
+    data["adapter_dir"] = str(trained.adapter_dir)
+    data["losses"] = list(trained.losses)[-20:]  # the tail: the whole curve is in the run folder
+    return data
+
+
+def _digest(value: Mapping[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -1,0 +1,227 @@
+"""Fine-tuning in the service: serving the promoted adapter without a restart, the newsroom's
+training snapshot, and the tune job (snapshot → train → gate → promote or keep).
+
+The registry (SQL, `server.adapters`) is the one truth about which adapter serves. Every process
+that drafts text calls `AdapterServing.sync` before its LLM work: one cheap version read, and when
+an adapter was promoted or rolled back elsewhere, the new one is loaded and used for new drafts.
+Drafts written by the old adapter stay as they are, with its id (DESIGN §5). LLM_ADAPTER, when set,
+pins an adapter and the registry is not consulted.
+
+Tuning runs one at a time per DATA_DIR (a file lock): the nightly job and `briefing tune` never
+train at once, and a second caller is told who holds it rather than waiting for an hour.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from briefing import Status, Summarizer
+from briefing.tuning.registry import AdapterRegistry
+from briefing.tuning.serving import serve
+
+if TYPE_CHECKING:  # training pulls in torch and peft: imported where a tune runs
+    from briefing.tuning.config import TuneConfig
+    from briefing.tuning.data import Snapshot
+    from briefing.tuning.pipeline import Tuner
+    from server.service import Service
+    from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ARTICLE_TASKS = ("article", "article-one-sentence")  # localized per article (article-nb, ...)
+
+
+class TuningBusy(RuntimeError):
+    """Another process is tuning on this DATA_DIR."""
+
+
+class AdapterServing:
+    """Keeps the summarizer on the registry's promoted adapter (see the module docstring)."""
+
+    def __init__(
+        self, registry: AdapterRegistry, summarizer: Summarizer, backend: str, root: Path, pinned: str | None
+    ) -> None:
+        self.registry, self.summarizer = registry, summarizer
+        self.backend, self.root, self.pinned = backend, root, pinned
+        self._version: int | None = None
+        self._lock = threading.Lock()
+
+    def sync(self) -> str | None:
+        """The adapter new drafts use, after loading a newly promoted one (None: the base model).
+        A promoted adapter that cannot be loaded is logged and the base model drafts: a broken
+        adapter must not stop the newsroom's drafting."""
+        if self.pinned:
+            return self.pinned
+        with self._lock:
+            version = self.registry.version()
+            if version == self._version:
+                return self.summarizer.adapter
+            record = self.registry.promoted()
+            chosen = None
+            if record is not None:
+                try:
+                    serve(self.summarizer.generator, self.backend, self.root, record)
+                    chosen = record.id
+                except Exception as exc:  # any load failure: draft with the base model
+                    log.error(
+                        "promoted adapter %s cannot be served (%s): drafting with the base model",
+                        record.id,
+                        exc,
+                    )
+            self.summarizer.use_adapter(chosen)
+            self._version = version
+            log.info("drafting with %s (registry version %d)", chosen or "the base model", version)
+            return chosen
+
+
+@contextmanager
+def tuning_lock(data_dir: Path, holder: str) -> Iterator[None]:
+    """One tune at a time per DATA_DIR; TuningBusy (saying who holds it) instead of waiting.
+    The kernel drops the lock when its process dies, so a killed run never blocks the next."""
+    path = data_dir / "tuning" / "tune.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise TuningBusy(
+                f"another tune is running on {data_dir}: {handle.read().strip() or 'unknown'}"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{holder} (pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def newsroom_snapshot(
+    service: Service,
+    settings: Settings,
+    config: TuneConfig,
+    *,
+    progress: bool = False,
+    deadline_s: float | None = None,
+) -> Snapshot:
+    """The training snapshot from the service's editor decisions and self-training on its articles,
+    written under DATA_DIR/tuning (content-addressed: the same rows give the same id)."""
+    from briefing.tuning.data import build_snapshot, write_snapshot
+    from briefing.tuning.pipeline import Workspace
+    from briefing.tuning.sources import editor_rows, self_training
+
+    summarizer = service.summarizer
+    reviewed = [
+        s
+        for status in (Status.APPROVED, Status.EDITED, Status.REJECTED)
+        for s in service.summaries.by_status(status)
+    ]
+    examples, pairs, editor_stats = editor_rows(reviewed, summarizer)
+    records = sorted(service.indexer.index.scroll(), key=lambda r: r.article.id)[: config.articles or None]
+    ids = [r.article.id for r in records]
+    requests = [r for task in ARTICLE_TASKS for r in summarizer.article_requests(ids, task)]
+    threshold = settings.grounding.threshold
+    sampled, sampled_pairs, self_stats = self_training(
+        summarizer,
+        requests,
+        candidates=config.candidates,
+        temperature=config.temperature,
+        margin=config.margin,
+        min_novel=config.min_novel,
+        threshold=threshold,
+        adapter=summarizer.adapter,
+        progress=progress,
+        deadline_s=deadline_s,
+    )
+    retracted = {s.article_id for s in service.summaries.by_status(Status.RETRACTED)}
+    filters = {
+        "checker": getattr(summarizer.checker, "name", type(summarizer.checker).__name__),
+        "threshold": threshold,
+        "margin": config.margin,
+        "min_novel": config.min_novel,
+        "candidates": config.candidates,
+        "temperature": config.temperature,
+        "sampled_by": summarizer.adapter or summarizer.generator.model,
+        "editor": editor_stats,
+        "self_training": {k: v for k, v in self_stats.items() if k != "seconds"},
+        "retracted_articles": len(retracted),
+    }
+    snapshot = build_snapshot(
+        [*examples, *sampled],
+        [*pairs, *sampled_pairs],
+        filters,
+        excluded_articles=retracted,
+        eval_share=config.eval_share,
+    )
+    write_snapshot(snapshot, Workspace(settings.data_dir).tuning)
+    return snapshot
+
+
+def build_tuner(
+    service: Service,
+    settings: Settings,
+    config: TuneConfig,
+    *,
+    progress: bool = False,
+    stop: Callable[[], bool] | None = None,
+) -> Tuner:
+    """The tune loop over the service's summarizer, registry and serving backend."""
+    from briefing.llm.hf import dequantized
+    from briefing.llm.models import gguf_path
+    from briefing.tuning.pipeline import Tuner, Workspace
+
+    if service.adapters is None:
+        raise RuntimeError("the service has no adapter registry")
+    gguf = gguf_path(settings.llm.model)
+    if gguf is None:
+        raise RuntimeError(
+            f"LLM_MODEL {settings.llm.model!r} is not a GGUF model: tuning trains on the GGUF's "
+            "dequantized weights and converts the adapter for llama.cpp"
+        )
+    return Tuner(
+        summarizer=service.summarizer,
+        registry=service.adapters.registry,
+        workspace=Workspace(settings.data_dir),
+        base=dequantized(settings.llm.model, settings.llm.cache_dir),
+        base_gguf=gguf,
+        base_model=settings.llm.model,
+        backend=settings.llm.backend,
+        embedder=service.indexer.embedder,
+        config=config,
+        progress=progress,
+        stop=stop,
+    )
+
+
+def tune(
+    service: Service,
+    settings: Settings,
+    *,
+    actor: str = "job",
+    progress: bool = False,
+    stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """One whole tune: snapshot → train → gate → promote or keep; the promoted adapter serves at
+    once. Sampling and training share TUNE_BUDGET_S; training stopped by it resumes next run."""
+    config = settings.tune
+    with tuning_lock(settings.data_dir, actor):
+        start = time.monotonic()
+        if service.adapters is not None:
+            service.adapters.sync()  # sample from (and gate against) what serves now
+        snapshot = newsroom_snapshot(service, settings, config, progress=progress, deadline_s=config.budget_s)
+        left = max(60.0, config.budget_s - (time.monotonic() - start))
+        tuner = build_tuner(service, settings, config, progress=progress, stop=stop)
+        report = tuner.run(snapshot, actor=actor, deadline_s=left)
+        if service.adapters is not None:
+            service.adapters.sync()
+        log.info("tune: %s in %.0f s", "promoted" if report.promoted else "kept", time.monotonic() - start)
+        return report.to_json()
