@@ -46,8 +46,9 @@ _WORDS = re.compile(r"\w+")
 @dataclass(frozen=True)
 class Variant:
     """An experiment arm: which prompts, adapter and backend write the text, and how many items a
-    briefing has (None: the policy's). The composer reads prompts and items; adapter and backend
-    name what jobs should write this arm's drafts with (no adapter registry exists yet)."""
+    briefing has (None: the policy's). The composer reads prompts, items and the adapter (an arm
+    naming one shows only that adapter's text, and jobs write its drafts with it); `backend` is
+    recorded but not yet used by the drafting jobs."""
 
     name: str
     article_prompt: str = "article"
@@ -214,10 +215,12 @@ class Composer:
     def _write_missing(self, picked: Sequence[Item], reads: Mapping[str, Followed], arm: Variant) -> None:
         """Drafts for picked articles that have none, and the story updates (jobs and CLI only)."""
         fresh = [i.article_id for i in picked if not i.update]
-        self.summarizer.summarize(fresh, prompt=arm.article_prompt)
+        adapter = arm.adapter or ...  # an arm's own adapter, else the one drafts use
+        self.summarizer.summarize(fresh, prompt=arm.article_prompt, adapter=adapter)
         for item in picked:
             if item.update:
-                self.summarizer.update(item.article_id, reads[item.article_id], prompt=arm.update_prompt)
+                read = reads[item.article_id]
+                self.summarizer.update(item.article_id, read, prompt=arm.update_prompt, adapter=adapter)
 
     def _text(
         self, item: Item, current: ArticleRecord, reads: Mapping[str, Followed], arm: Variant
@@ -229,7 +232,9 @@ class Composer:
         if item.update:
             summarizer = self.summarizer
             request = summarizer.update_request(item.article_id, reads[item.article_id], arm.update_prompt)
-            update = summarizer.store.get(summarizer.summary_id(request)) if request else None
+            update = (
+                summarizer.store.get(summarizer.summary_id(request, arm.adapter or ...)) if request else None
+            )
             if update is not None and self._shows(update, current.article.language, arm):
                 return update
             if request is not None and (len(request.developments) > 1 or request.notes):
@@ -240,7 +245,10 @@ class Composer:
             (
                 s
                 for s in self.summarizer.store.find(current.article.id)
-                if s.kind == "article" and s.prompt == prompt and s.content_hash == current.content_hash
+                if s.kind == "article"
+                and s.prompt == prompt
+                and s.content_hash == current.content_hash
+                and (arm.adapter is None or s.adapter == arm.adapter)  # an arm's adapter: its own text
             ),
             key=lambda s: s.created_at,
             reverse=True,

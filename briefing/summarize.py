@@ -124,10 +124,16 @@ class Summarizer:
         self.config = replace(self.config, adapter=adapter)
 
     def summarize(
-        self, article_ids: Sequence[str], *, prompt: str | None = None, refresh: bool = False
+        self,
+        article_ids: Sequence[str],
+        *,
+        prompt: str | None = None,
+        refresh: bool = False,
+        adapter: str | EllipsisType | None = ...,
     ) -> list[Summary]:
-        """Summaries of the current versions of these articles (unknown ids are skipped)."""
-        return self._run(self.article_requests(article_ids, prompt), refresh)
+        """Summaries of the current versions of these articles (unknown ids are skipped), written
+        with `adapter` (an experiment arm's; default: the one drafts use, None: the base model)."""
+        return self._run(self.article_requests(article_ids, prompt), refresh, adapter)
 
     def article_requests(self, article_ids: Sequence[str], prompt: str | None = None) -> list[Request]:
         """The requests `summarize` would write, with their evidence (unknown ids are skipped)."""
@@ -169,13 +175,14 @@ class Summarizer:
         *,
         prompt: str | None = None,
         refresh: bool = False,
+        adapter: str | EllipsisType | None = ...,
     ) -> Summary | None:
         """What happened in `article_id`'s story since the reader's last read of it, written from
         every development since then (`read` as bare ids: since the newest change to those)."""
         request = self.update_request(article_id, read, prompt)
         if request is None:
             return None
-        return self._run([self.with_evidence(request)], refresh)[0]
+        return self._run([self.with_evidence(request)], refresh, adapter)[0]
 
     def stored_update(
         self, article_id: str, read: Sequence[str] | Followed, prompt: str | None = None
@@ -239,22 +246,25 @@ class Summarizer:
         records = [d.record for d in request.developments] or [request.record]
         return [c for r in records for c in self.retriever.article(r.article.id, r.article.title)]
 
-    def _run(self, requests: list[Request], refresh: bool) -> list[Summary]:
+    def _run(
+        self, requests: list[Request], refresh: bool, adapter: str | EllipsisType | None = ...
+    ) -> list[Summary]:
+        # read once: `use_adapter` may swap the configured adapter while the LLM writes
+        chosen = self.config.adapter if isinstance(adapter, EllipsisType) else adapter
         done: dict[str, Summary] = {}
         failed: dict[str, GenerationError] = {}
         for request in requests:
-            stored = None if refresh else self.store.get(self.summary_id(request))
+            stored = None if refresh else self.store.get(self.summary_id(request, chosen))
             try:
-                done[request.record.article.id] = stored or self._write(request)
+                done[request.record.article.id] = stored or self._write(request, chosen)
             except GenerationError as exc:
                 failed[request.record.article.id] = exc
         if failed:
             raise PartlyWritten(list(done.values()), failed)
         return list(done.values())
 
-    def _write(self, request: Request) -> Summary:
+    def _write(self, request: Request, adapter: str | None) -> Summary:
         start = time.monotonic()
-        adapter = self.config.adapter  # read once: `use_adapter` may swap it while the LLM writes
         (completion,) = self.generator.generate([self.chat(request)], request.template.params, adapter)
         return self.store.put(self._ground(request, completion, time.monotonic() - start, adapter))
 

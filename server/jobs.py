@@ -481,6 +481,8 @@ def precompute(
     def run(service: Service) -> dict[str, Any]:
         if service.adapters is not None:
             service.adapters.sync()
+            running = service.arms.running()
+            service.adapters.ensure(a.variant.adapter for e in running for a in e.arms if a.variant.adapter)
         return service.precompute(deadline=time.monotonic() + budget_s, stop=shared.stopping)
 
     return run

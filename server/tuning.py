@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -52,7 +52,22 @@ class AdapterServing:
         self.registry, self.summarizer = registry, summarizer
         self.backend, self.root, self.pinned = backend, root, pinned
         self._version: int | None = None
+        self._served: set[str] = set()  # adapters the generator has loaded
         self._lock = threading.Lock()
+
+    def ensure(self, names: Iterable[str]) -> None:
+        """Load the registry adapters experiment arms name, so their drafts can be written; an
+        unknown or unloadable one is logged and its arm's drafts are not written."""
+        with self._lock:
+            for name in sorted(set(names) - self._served):
+                record = self.registry.get(name)
+                try:
+                    if record is None:
+                        raise LookupError("not in the registry")
+                    serve(self.summarizer.generator, self.backend, self.root, record)
+                    self._served.add(name)
+                except Exception as exc:  # any load failure: the other arms go on
+                    log.error("an experiment arm's adapter %s cannot be served: %s", name, exc)
 
     def sync(self) -> str | None:
         """The adapter new drafts use, after loading a newly promoted one (None: the base model).
@@ -69,6 +84,7 @@ class AdapterServing:
             if record is not None:
                 try:
                     serve(self.summarizer.generator, self.backend, self.root, record)
+                    self._served.add(record.id)
                     chosen = record.id
                 except Exception as exc:  # any load failure: draft with the base model
                     log.error(

@@ -81,7 +81,7 @@ def eval_requests(
     for example in sorted(examples, key=lambda e: e.id):
         if example.article_id not in chosen and not example.task.startswith("update"):
             chosen[example.article_id] = example
-    pairs = []
+    pairs: list[tuple[Example, Request]] = []
     for example in list(chosen.values())[:limit]:
         requests = summarizer.article_requests([example.article_id], example.task)
         pairs.extend((example, r) for r in requests)

@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.auth import allow
-from server.experiments.model import GUARDRAILS, OUTCOMES, parse_experiment, to_json
+from server.experiments.model import GUARDRAILS, OUTCOMES, to_json
 from server.experiments.results import results, results_csv, results_json
 from server.schema import DocumentedAs, problems
 from server.service import Actor, Service
@@ -44,7 +44,7 @@ class ArmDoc(BaseModel):
     article_prompt: str = Field("article", description="an article template (name or name@version)")
     update_prompt: str = Field("update", description="a story-update template")
     greeting_prompt: str = Field("greeting", description="a greeting template")
-    adapter: str | None = Field(None, description="a registered LoRA adapter (none are registered yet)")
+    adapter: str | None = Field(None, description="a registered LoRA adapter's id (briefing tune list)")
     backend: str | None = Field(None, description="an LLM backend (LLM_BACKEND's choices)")
     items: Annotated[int, Field(ge=1, le=20)] | None = Field(None, description="items per briefing")
 
@@ -123,7 +123,7 @@ class ExperimentsApi(Controller):
     ) -> dict[str, Any]:
         """Define an experiment as a draft. A bad definition is a 400 whose `reasons` name every
         problem (weights not summing to 1, an unknown template or adapter, ...)."""
-        e = parse_experiment(data.fields())
+        e = service.experiments.parse(data.fields())
         return to_json(service.experiments.create(_actor(request), e))
 
     @get("/{key:str}", sync_to_thread=True, responses={**ANY, **problems(404)})

@@ -78,14 +78,13 @@ def _echo(e: Experiment) -> None:
 def create(file: Path) -> None:
     """Define an experiment from FILE, JSON as POST /v1/experiments takes it; a draft until started.
     A refused definition prints every reason and stores nothing."""
-    from server.experiments.model import parse_experiment
 
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise click.ClickException(f"{file} is not JSON: {exc}") from exc
     with _store() as (store, _):
-        _echo(store.create(_actor(), parse_experiment(data)))
+        _echo(store.create(_actor(), store.parse(data)))
 
 
 def _step(act: Callable[[Experiments, Actor, datetime], Experiment]) -> None:

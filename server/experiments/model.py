@@ -6,8 +6,8 @@ definition collected into one `ExperimentInvalid`, each reason naming its field)
 the pure status transitions (`started`, `stopped`, `decided`) the store applies.
 
 An arm is a `briefing.Variant` (prompt templates, adapter, backend, items per briefing) with a
-traffic weight; the first arm is the control. Simplification: no adapter registry exists yet, so
-every adapter name is unknown unless the caller passes `known_adapters`.
+traffic weight; the first arm is the control. An arm's adapter must be one `known_adapters` names
+(the service passes the adapter registry's candidates and promoted adapter).
 """
 
 from __future__ import annotations

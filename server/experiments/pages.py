@@ -31,7 +31,6 @@ from server.experiments.model import (
     OUTCOMES,
     ExperimentInvalid,
     MetricSpec,
-    parse_experiment,
     prompt_kinds,
 )
 from server.experiments.results import ALPHA, Results, difference, p_value, results, value
@@ -85,7 +84,7 @@ class ExperimentPages(Controller):
         data: URLEncodedBody[DefinitionForm],
     ) -> Template | Redirect:
         try:
-            e = parse_experiment(_json_object(data.definition))
+            e = service.experiments.parse(_json_object(data.definition))
             service.experiments.create(_actor(request), e)
         except ExperimentInvalid as exc:
             return _index(service, data.definition, exc.reasons, status=HTTP_400_BAD_REQUEST)

@@ -23,7 +23,7 @@ import builtins
 import hashlib
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,6 +31,8 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from briefing.tuning.registry import AdapterState
+from server.adapters import SqlAdapterRegistry
 from server.db import AuditRow, ExperimentRow, ExposureRow, write_lock
 from server.db import now as wall_clock
 from server.experiments.assign import allocate
@@ -72,7 +74,7 @@ class Experiments:
         *,
         refresh_s: float = 5.0,
         known_prompts: Mapping[str, str] | Collection[str] | None = None,
-        known_adapters: Collection[str] = frozenset(),
+        known_adapters: Collection[str] | None = None,
         known_backends: Collection[str] | None = None,
     ) -> None:
         """`refresh_s`: how old the cached running list may get before it is read again, so a
@@ -82,13 +84,18 @@ class Experiments:
         self.refresh_s = refresh_s
         self._known: dict[str, Any] = {
             "known_prompts": known_prompts,
-            "known_adapters": known_adapters,
+            # default: the adapter registry's candidates and promoted adapter, read when checked
+            "known_adapters": RegistryNames(engine) if known_adapters is None else known_adapters,
             "known_backends": known_backends,
         }
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._running: tuple[float, list[Experiment]] | None = None
         self._generation = 0  # changes made through this object
         self._lock = threading.Lock()
+
+    def parse(self, data: Mapping[str, Any]) -> Experiment:
+        """A definition checked against what this deployment knows (templates, adapters, backends)."""
+        return parse_experiment(data, **self._known)
 
     # Reading ------------------------------------------------------------------------------------
 
@@ -411,3 +418,23 @@ def _audit(connection: Connection, actor: Actor, action: str, key: str, detail: 
         "detail": detail,
     }
     connection.execute(insert(AuditRow).values(row))
+
+
+class RegistryNames(Collection[str]):
+    """The adapters an experiment arm may name: the registry's candidates and promoted one, read
+    each time (an adapter trained after the service started is known at once)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = SqlAdapterRegistry(engine)
+
+    def _names(self) -> set[str]:
+        return {r.id for r in self.registry.all() if r.state != AdapterState.RETIRED}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._names()))
+
+    def __len__(self) -> int:
+        return len(self._names())
