@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -54,22 +53,8 @@ from briefing import (
     make_scorer,
     split_sentences,
 )
+from briefing.tuning.evaluate import UnicodeTokenizer
 from indexing import Article, Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
-
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-
-
-class UnicodeTokenizer:
-    """rouge-score's default tokenizer drops every non-ASCII letter (æ, ø, å); this keeps them."""
-
-    def __init__(self, stem: bool) -> None:
-        from nltk.stem import porter
-
-        self.stemmer = porter.PorterStemmer() if stem else None
-
-    def tokenize(self, text: str) -> list[str]:
-        tokens = _TOKEN.findall(text.lower())
-        return [self.stemmer.stem(t) if self.stemmer and len(t) > 3 else t for t in tokens]
 
 
 def load(data: Path, limit: int) -> tuple[str, list[dict[str, Any]]]:
