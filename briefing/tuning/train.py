@@ -180,12 +180,10 @@ def train_dpo(
 
         def loss(model: Any, i: int) -> tuple[torch.Tensor, int]:
             pair, (ref_chosen, ref_rejected) = kept[i], reference[i]
-            margin = (_logprob(model, pair.chosen) - ref_chosen) - (
-                _logprob(model, pair.rejected) - ref_rejected
-            )
-            return -torch.nn.functional.logsigmoid(config.dpo_beta * margin), len(pair.chosen) + len(
-                pair.rejected
-            )
+            chosen = _logprob(model, pair.chosen) - ref_chosen
+            rejected = _logprob(model, pair.rejected) - ref_rejected
+            loss = -torch.nn.functional.logsigmoid(config.dpo_beta * (chosen - rejected))
+            return loss, len(pair.chosen) + len(pair.rejected)
 
         stage = _Stage("dpo", len(kept), config.dpo_learning_rate, config.dpo_epochs, lambda i: 1, loss)
         return _train(net, stage, out, config, fingerprint, progress, stop, _deadline(started, deadline_s))
