@@ -20,7 +20,7 @@
 | TUNE_ARTICLES / TUNE_CANDIDATES | 0 / 4 | self-training articles per run (0: all) and samples per article |
 | TUNE_EVAL_ARTICLES | 40 | held-out articles the gate runs through the serving backend |
 | TUNE_RANK / TUNE_ALPHA / TUNE_LR | 16 / 32 / 2e-4 | LoRA rank, alpha and learning rate |
-| TUNE_EPOCHS / TUNE_MAX_TOKENS / TUNE_SEED | 1 / 1024 / 0 | epochs, longest example, seed |
+| TUNE_EPOCHS / TUNE_MAX_TOKENS / TUNE_SEED | 1 / 1280 / 0 | epochs, longest example, seed |
 | TUNE_BUDGET_S | 14400 | a tune's sampling and training stop after this long (training resumes next run) |
 | TUNE_PREFERENCE | true | a DPO step after SFT, kept only if it beats SFT alone on the gate |
 | GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |

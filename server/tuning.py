@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -212,7 +213,10 @@ def build_tuner(
         base_model=settings.llm.model,
         backend=settings.llm.backend,
         embedder=service.indexer.embedder,
-        config=config,
+        # training takes the cores the service gives its jobs (LLM_THREADS; half of them in `serve`)
+        config=replace(
+            config, train=replace(config.train, threads=config.train.threads or settings.llm.threads)
+        ),
         progress=progress,
         stop=stop,
     )

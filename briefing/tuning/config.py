@@ -26,7 +26,9 @@ class TrainConfig:
     learning_rate: float = 2e-4
     epochs: float = 1.0
     batch_size: int = 4
-    max_tokens: int = 1024
+    max_tokens: int = (
+        1280  # the serving prompt carries up to ~900 tokens of article; longer ones are left out
+    )
     seed: int = 0
     checkpoint_every: int = 20
     threads: int | None = None
