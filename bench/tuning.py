@@ -292,9 +292,12 @@ def eval_example(request: Request, row: dict[str, Any], name: str) -> Example:
 
 
 def speed(summarizer: Summarizer, part: list[dict[str, Any]]) -> dict[str, Any]:
-    """Decoding tokens/s with and without the adapter on the same prompts (greedy, 64 tokens)."""
-    chats = [summarizer.chat(r) for r in requests_for(summarizer, "xsum", part)]
-    params = GenerationParams(max_tokens=64)
+    """Decoding speed with and without the adapter on the same short prompts (greedy, 96 tokens;
+    short prompts, so the figure is decoding rather than reading the article)."""
+    chats = [
+        [{"role": "user", "content": f"Write three sentences about this: {r['text'][:300]}"}] for r in part
+    ]
+    params = GenerationParams(max_tokens=96)
     rates = {}
     summarizer.generator.generate(chats[:1], params, "bench")  # load the adapter's model outside the clock
     for side, adapter in (("base", None), ("adapter", "bench"), ("base_again", None)):
