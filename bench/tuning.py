@@ -85,6 +85,7 @@ def main() -> None:
         "--train-articles", type=int, default=120, help="XSum train articles (NorSumm: all 30)"
     )
     parser.add_argument("--eval-articles", type=int, default=60, help="XSum eval articles")
+    parser.add_argument("--norsumm-train", type=int, default=30, help="NorSumm dev articles (all: 30)")
     parser.add_argument("--norsumm-eval", type=int, default=33, help="NorSumm test articles (all: 33)")
     parser.add_argument(
         "--candidates", type=int, default=2, help="self-training samples per XSum train article"
@@ -100,7 +101,8 @@ def main() -> None:
     if args.quick:
         args.train_articles, args.eval_articles, args.candidates, args.epochs = 6, 4, 1, 1.0
     started = time.monotonic()
-    rows = load(args.data, args.train_articles, args.eval_articles, args.norsumm_eval, args.quick)
+    norsumm = (args.norsumm_train, args.norsumm_eval)
+    rows = load(args.data, args.train_articles, args.eval_articles, norsumm, args.quick)
     summarizer, embedder = build(rows, args.threads)
     snapshot = training_snapshot(summarizer, rows, args)
     config = TrainConfig(
@@ -139,7 +141,7 @@ def main() -> None:
 
 
 def load(
-    data: Path, train: int, held_out: int, norsumm_eval: int, quick: bool
+    data: Path, train: int, held_out: int, norsumm: tuple[int, int], quick: bool
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Rows `{id, text, refs}` per dataset and split."""
     xsum = [json.loads(line) for line in (data / "xsum" / "xsum.jsonl").open(encoding="utf-8")]
@@ -156,8 +158,8 @@ def load(
             "eval": [r for r in xrows if split_of(r["id"], 0.5) == "eval"][:held_out],
         },
         "norsumm": {
-            "train": [r for r in nrows if r["split"] == "dev"][:limit],
-            "eval": [r for r in nrows if r["split"] == "test"][: limit or norsumm_eval],
+            "train": [r for r in nrows if r["split"] == "dev"][: limit or norsumm[0]],
+            "eval": [r for r in nrows if r["split"] == "test"][: limit or norsumm[1]],
         },
     }
 
