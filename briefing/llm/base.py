@@ -177,6 +177,13 @@ class FallbackGenerator:
             yield first
             yield from pieces
 
+    def add_adapter(self, name: str, path: Path) -> None:
+        """Load a LoRA adapter into the primary at runtime; the fallback answers with the base model."""
+        add = getattr(self.primary, "add_adapter", None)
+        if add is None:
+            raise GenerationError(f"{type(self.primary).__name__} cannot load adapters at runtime")
+        add(name, path)
+
     def ready(self) -> bool:
         """Ready while either answers: the fallback exists to serve while the primary is down."""
         try:

@@ -79,12 +79,26 @@ class TransformersGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.net = _with_adapters(base, adapters or {}).eval()
-        self.adapters = set(adapters or {})
+        self.adapters = dict(adapters or {})  # name → peft adapter folder
         self._lock = threading.Lock()  # adapter switching is model-wide state
 
     @property
     def model(self) -> str:
         return Path(self.source).name
+
+    def add_adapter(self, name: str, path: Path) -> None:
+        """Serve the peft adapter folder `path` as `name` from now on (a name already served is
+        replaced; the same name and path again does nothing). Waits for a generation in progress:
+        the adapters are model-wide state. A folder peft cannot load raises GeneratorUnavailable and
+        leaves what served before serving."""
+        with self._lock:
+            if self.adapters.get(name) == path:
+                return
+            try:
+                self.net = _added(self.net, name, path, replaces=name in self.adapters).eval()
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise GeneratorUnavailable(f"transformers cannot load the adapter {path}: {exc}") from exc
+            self.adapters[name] = path
 
     def ready(self) -> bool:
         """The model is loaded with the generator; tokenizing a word checks its tokenizer answers."""
@@ -202,6 +216,25 @@ def _with_adapters(base: Any, adapters: Mapping[str, Path]) -> Any:
     net = PeftModel.from_pretrained(base, str(path), adapter_name=first)
     for name, more in rest:
         net.load_adapter(str(more), adapter_name=name)
+    return net
+
+
+def _added(net: Any, name: str, path: Path, *, replaces: bool) -> Any:
+    """`net` serving the adapter `path` as `name` too: the base wrapped in a PeftModel first if it
+    had none. A replacement is loaded under a spare name first (a few MB, quick), so a folder peft
+    cannot load fails before the adapter it was to replace is deleted."""
+    from peft import PeftModel
+
+    if not isinstance(net, PeftModel):
+        return PeftModel.from_pretrained(net, str(path), adapter_name=name)
+    if not replaces:
+        net.load_adapter(str(path), adapter_name=name)
+        return net
+    spare = f"{name}__incoming"  # peft adapter names are module names: no dots
+    net.load_adapter(str(path), adapter_name=spare)
+    net.delete_adapter(name)
+    net.load_adapter(str(path), adapter_name=name)
+    net.delete_adapter(spare)
     return net
 
 

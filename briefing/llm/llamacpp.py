@@ -1,8 +1,10 @@
 """The `llamacpp` backend: a GGUF model in-process through llama-cpp-python; the CPU default.
 
 llama.cpp decodes one sequence at a time here, so a batch is answered in turn; its chat template
-is the one stored in the GGUF. LoRA adapters must be GGUF adapters and are fixed at load time,
-so each named adapter gets its own model instance, created on first use.
+is the one stored in the GGUF. LoRA adapters are GGUF LoRA files (briefing.tuning.gguf_lora):
+all of them load onto the one base model (a few MB each, where a model instance per adapter would
+hold the 100 MB base again) and the context switches between them per call; `add_adapter` loads
+a new one while the service runs, so a promoted adapter serves without a restart.
 
 The chat is rendered with llama-cpp-python's own formatter for the GGUF's template and sent to
 `create_completion`, because only that call takes stopping criteria (`create_chat_completion`
@@ -37,6 +39,12 @@ class _Loaded:
     template: Any  # llama_cpp's Jinja2ChatFormatter over the GGUF's chat template
 
 
+@dataclass(frozen=True)
+class _Lora:
+    path: Path
+    handle: Any  # llama_adapter_lora pointer; the model frees it with itself
+
+
 class LlamaCppGenerator:
     def __init__(
         self,
@@ -50,9 +58,11 @@ class LlamaCppGenerator:
         self.model_path = model_path
         self.threads = threads
         self.context_tokens = context_tokens
-        self.adapters = dict(adapters or {})
+        self.adapters = dict(adapters or {})  # name → GGUF LoRA file
         self.timeout_s = timeout_s
-        self._models: dict[str | None, _Loaded] = {}
+        self._base: _Loaded | None = None
+        self._loras: dict[str, _Lora] = {}  # adapters loaded onto the base model, by name
+        self._active: str | None = None  # the adapter the context applies now
         self._lock = threading.Lock()  # one llama.cpp context is not safe to share between threads
 
     @property
@@ -60,16 +70,42 @@ class LlamaCppGenerator:
         return self.model_path.stem
 
     def llama(self, adapter: str | None = None) -> Any:
-        return self._loaded(adapter).llama
+        """The llama.cpp model, its context set to `adapter`: one model serves every adapter."""
+        with self._lock:
+            return self._loaded(adapter).llama
+
+    def add_adapter(self, name: str, path: Path) -> None:
+        """Serve the GGUF LoRA at `path` as `name` from now on (a name already served is replaced).
+
+        The file is loaded now, so a bad one fails here (GeneratorUnavailable) rather than on a
+        reader's request, and the adapter served before under `name` keeps serving. Adding the same
+        name and path again does nothing."""
+        with self._lock:
+            if self.adapters.get(name) == path and name in self._loras:
+                return
+            lora = self._load_lora(self._model(), path)
+            self._free(name)
+            self.adapters[name], self._loras[name] = path, lora
 
     def _loaded(self, adapter: str | None) -> _Loaded:
+        """The base model with `adapter` (None: none) applied to its context. Call under the lock."""
         if adapter is not None and adapter not in self.adapters:
             raise UnknownAdapter(f"llamacpp serves no adapter {adapter!r}; it has {sorted(self.adapters)}")
-        if adapter not in self._models:
-            self._models[adapter] = self._load(self.adapters.get(adapter) if adapter else None)
-        return self._models[adapter]
+        base = self._model()
+        if adapter is not None and adapter not in self._loras:
+            self._loras[adapter] = self._load_lora(base, self.adapters[adapter])
+        if adapter != self._active:
+            self._apply(base.llama, self._loras[adapter] if adapter else None)
+            self._active = adapter
+        return base
 
-    def _load(self, lora: Path | None) -> _Loaded:
+    def _model(self) -> _Loaded:
+        """The base model, loaded on first use. Call under the lock."""
+        if self._base is None:
+            self._base = self._load()
+        return self._base
+
+    def _load(self) -> _Loaded:
         from llama_cpp import Llama  # heavy: loaded on first use only
 
         try:
@@ -80,22 +116,55 @@ class LlamaCppGenerator:
                 # Prompt evaluation too: left unset, it takes every core (llama-cpp-python's
                 # default), and the service's LLM_THREADS would not leave one for requests.
                 n_threads_batch=self.threads,
-                lora_path=str(lora) if lora else None,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
             raise GeneratorUnavailable(f"llama.cpp cannot load {self.model_path}: {exc}") from exc
         return _Loaded(llama, _chat_template(llama, self.model_path))
 
+    def _load_lora(self, base: _Loaded, path: Path) -> _Lora:
+        import llama_cpp
+
+        _check_lora(path, base.llama.metadata.get("general.architecture", ""))
+        # llama-cpp-python's own `lora_path` does this at load time, on the same model handle
+        handle = llama_cpp.llama_adapter_lora_init(base.llama._model.model, str(path).encode())
+        if not handle:
+            raise GeneratorUnavailable(f"llama.cpp cannot apply the LoRA {path} to {self.model_path}")
+        return _Lora(path, handle)
+
+    def _apply(self, llama: Any, lora: _Lora | None) -> None:
+        """Set the context's adapter; what it cached was computed with the other one: dropped."""
+        import ctypes
+
+        import llama_cpp
+
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(lora.handle) if lora else None
+        scales = (ctypes.c_float * 1)(1.0) if lora else None
+        if llama_cpp.llama_set_adapters_lora(llama._ctx.ctx, adapters, 1 if lora else 0, scales):
+            raise GeneratorUnavailable(f"llama.cpp cannot set the LoRA {lora.path if lora else None}")
+        llama.reset()
+
+    def _free(self, name: str) -> None:
+        """Unload the adapter served as `name` (being replaced), taking it off the context first."""
+        import llama_cpp
+
+        old = self._loras.pop(name, None)
+        if old is None or self._base is None:
+            return
+        if self._active == name:
+            self._apply(self._base.llama, None)
+            self._active = None
+        llama_cpp.llama_adapter_lora_free(old.handle)
+
     def ready(self) -> bool:
         """Tokenizes a word with the loaded model (loading it first if no call has yet).
 
         Tokenizing reads only the vocabulary, not the context a generation is using, so a probe
         does not wait for the lock while a long generation holds it (probes have short timeouts)."""
-        loaded = self._models.get(None)
+        loaded = self._base
         if loaded is None:
             with self._lock:
-                loaded = self._loaded(None)
+                loaded = self._model()
         if not loaded.llama.tokenize(b"ready", add_bos=False):
             raise GeneratorUnavailable(f"llama.cpp's tokenizer for {self.model_path} answers nothing")
         return True
@@ -146,6 +215,10 @@ class LlamaCppGenerator:
         from llama_cpp import StoppingCriteriaList
 
         loaded = self._loaded(adapter)
+        # Every call evaluates its whole prompt: llama.cpp's batched and one-token evaluations
+        # round differently, so reusing a cached prefix (its last token evaluated alone) made
+        # greedy text depend on the previous call (seen with an adapter: a near tie flipped).
+        loaded.llama.reset()
         rendered = loaded.template(messages=[dict(m) for m in chat])
         prompt = loaded.llama.tokenize(
             rendered.prompt.encode(), add_bos=not rendered.added_special, special=True
@@ -183,6 +256,30 @@ class _Late:
             self._seen = len(tokens)
             self.cut = self.deadline.passed()
         return self.cut
+
+
+def _check_lora(path: Path, arch: str) -> None:
+    """A clear reason for the files llama.cpp would refuse (its own message goes to its log only)."""
+    from gguf import GGUFReader
+
+    if not path.is_file():
+        raise GeneratorUnavailable(f"no LoRA file {path}")
+    try:
+        fields = GGUFReader(path).fields
+    except (ValueError, OSError) as exc:
+        raise GeneratorUnavailable(f"{path} is not a GGUF file: {exc}") from exc
+
+    def value(key: str) -> str:
+        return str(fields[key].contents()) if key in fields else ""
+
+    if (value("general.type"), value("adapter.type")) != ("adapter", "lora"):
+        raise GeneratorUnavailable(
+            f"{path} is not a GGUF LoRA adapter (convert peft adapters with to_gguf_lora)"
+        )
+    if value("general.architecture") != arch:
+        raise GeneratorUnavailable(
+            f"the LoRA {path} is for a {value('general.architecture')!r} model, the base is {arch!r}"
+        )
 
 
 def _chat_template(llama: Any, path: Path) -> Any:

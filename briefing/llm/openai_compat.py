@@ -1,9 +1,10 @@
 """The `openai` backend: any OpenAI-compatible chat server, meant for vLLM.
 
-vLLM serves LoRA adapters as extra model names (`--lora-modules name=path`), so an adapter is
-chosen by sending its name as `model`. A batch is sent as concurrent requests, which vLLM's
-continuous batching decodes together. Connection failures become `GeneratorUnavailable` and slow
-answers `GenerationTimeout`, which the fallback wrapper (LLM_FALLBACK) turns into a local answer.
+vLLM serves LoRA adapters as extra model names (`--lora-modules name=path`, or loaded while it
+runs: `add_adapter`), so an adapter is chosen by sending its name as `model`. A batch is sent as
+concurrent requests, which vLLM's continuous batching decodes together. Connection failures
+become `GeneratorUnavailable` and slow answers `GenerationTimeout`, which the fallback wrapper
+(LLM_FALLBACK) turns into a local answer.
 
 The time limit is the HTTP timeout of each request (what remains of the call's deadline). A
 non-streamed answer arrives whole or not at all, so a request cut by the limit contributes an
@@ -17,6 +18,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -132,6 +134,48 @@ class OpenAIGenerator:
                     yield piece
                 if deadline.passed():
                     return
+
+    def add_adapter(self, name: str, path: Path, timeout_s: float = 120.0) -> None:
+        """Ask the server to serve the peft adapter folder `path` (a path on the server's machine)
+        as model `name` from now on: vLLM's `POST /v1/load_lora_adapter`, which needs the server
+        started with `--enable-lora` and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True. A name the server
+        already serves from the same path is left alone; from another path, it is unloaded and
+        loaded again. A refusal raises GeneratorUnavailable with the server's reason."""
+        body = {"lora_name": name, "lora_path": str(path)}
+        response = self._admin("load_lora_adapter", body, timeout_s)
+        if response.status_code == 400 and "already been loaded" in _error_message(response):
+            if self._adapter_root(name, timeout_s) == str(path):
+                return
+            self._refused(self._admin("unload_lora_adapter", {"lora_name": name}, timeout_s), name, path)
+            response = self._admin("load_lora_adapter", body, timeout_s)
+        self._refused(response, name, path)
+
+    def _admin(self, route: str, body: dict[str, str], timeout_s: float) -> httpx.Response:
+        # vLLM serves these beside the OpenAI routes, under the root's /v1 whatever base_url adds
+        url = f"{self.base_url.removesuffix('/v1')}/v1/{route}"
+        with _Translate(self.base_url):
+            return self.client.post(url, json=body, timeout=timeout_s)
+
+    def _adapter_root(self, name: str, timeout_s: float) -> str | None:
+        """The path the server loaded adapter `name` from (vLLM lists it as the model's root)."""
+        with _Translate(self.base_url):
+            response = self.client.get("/models", timeout=timeout_s)
+            _raise_for_status(response, None)
+        roots = {m["id"]: m.get("root") for m in response.json()["data"]}
+        return roots.get(name)
+
+    def _refused(self, response: httpx.Response, name: str, path: Path) -> None:
+        if not response.is_error:
+            return
+        detail = _error_message(response)
+        if response.status_code in (404, 405) and "adapter" not in detail.lower():
+            detail = (
+                "it loads no adapters at runtime: start vLLM with --enable-lora and "
+                f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True ({response.status_code}: {detail})"
+            )
+        raise GeneratorUnavailable(
+            f"the LLM server at {self.base_url} did not load adapter {name!r} from {path}: {detail}"
+        )
 
     def models(self, timeout_s: float = 10.0) -> list[str]:
         """The model and adapter names the server serves."""
