@@ -16,6 +16,7 @@ tests run on the in-memory registry). What SQL adds:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
@@ -129,7 +130,13 @@ def _promote(connection: Connection, adapter_id: str, actor: str, role: str) -> 
 
 def _rollback(connection: Connection, actor: str, role: str) -> AdapterRecord | None:
     current = _promoted(connection)
-    if current is None or current.previous is None:
+    if current is None:
+        return None
+    if current.previous is None:  # the base model served before it: it serves again
+        retired = replace(current, state=AdapterState.RETIRED)
+        version = _move(connection, retired, AdapterState.PROMOTED, bump=True)
+        detail = {"promoted": None, "retired": retired.id, "version": version}
+        _audit(connection, actor, role, "adapter.rollback", retired.id, detail)
         return None
     previous = _known(connection, current.previous)
     retired, promoted = rolled_back_change(current, previous, wall_clock())

@@ -14,7 +14,8 @@ in memory here, SQLite and PostgreSQL in `server.adapters.SqlAdapterRegistry`):
   nothing. Two promotes racing leave exactly one promoted adapter, each `previous` naming the one
   promoted just before it;
 - `rollback(actor)` retires the promoted adapter and promotes its `previous` again, returning that
-  record; with nothing promoted, or nothing before it, it returns None and changes nothing;
+  record; when nothing was promoted before it (the base model served), it retires it and returns
+  None: the base model serves again. With nothing promoted it returns None and changes nothing;
 - `version()` counts the promotes and rollbacks that changed something (API workers poll it to
   notice a new promoted adapter without a restart); it never goes down;
 - unknown ids raise `AdapterNotFound` (a KeyError) naming the id.
@@ -211,7 +212,10 @@ class InMemoryAdapterRegistry:
     def rollback(self, actor: str, *, role: str = "admin") -> AdapterRecord | None:
         with self._lock:
             current = self._promoted()
-            if current is None or current.previous is None:
+            if current is None:
+                return None
+            if current.previous is None:  # the base model served before it: it serves again
+                self._store(replace(current, state=AdapterState.RETIRED))
                 return None
             retired, promoted = rolled_back_change(current, self._known(current.previous), datetime.now(UTC))
             self._store(retired, promoted)

@@ -148,11 +148,15 @@ def test_rollback_restores_the_previous_adapter_step_by_step(registry: AdapterRe
     assert registry.version() == 5
 
 
-def test_rollback_with_nothing_before_changes_nothing(registry: AdapterRegistry) -> None:
-    assert registry.rollback("ada") is None  # nothing promoted yet
+def test_rolling_back_the_first_promoted_adapter_brings_the_base_model_back(
+    registry: AdapterRegistry,
+) -> None:
+    assert registry.rollback("ada") is None and registry.version() == 0  # nothing promoted: no change
     record = registry.promote(registry.add(candidate()).id, "ada")
-    assert registry.rollback("ada") is None
-    assert registry.promoted() == record and registry.version() == 1
+    assert registry.rollback("ada") is None  # the base model served before it
+    assert registry.promoted() is None and registry.version() == 2
+    assert states(registry) == {record.id: "retired"}
+    assert registry.rollback("ada") is None and registry.version() == 2
 
 
 def test_a_retired_adapter_can_be_promoted_again(registry: AdapterRegistry) -> None:
@@ -232,11 +236,13 @@ def test_promote_and_rollback_write_their_audit_entries(sql: tuple[Any, Engine])
     registry.promote(b.id, "nightly-tune", role="job")
     registry.promote(b.id, "ada")  # changes nothing, so no entry
     registry.rollback("bob")
-    registry.rollback("bob")  # nothing before a: no entry
+    registry.rollback("bob")  # nothing before a: the base model serves again
+    registry.rollback("bob")  # nothing promoted: no entry
     assert audit(engine) == [
         ("ada", "admin", "adapter.promote", a.id, {"promoted": a.id, "retired": None, "version": 1}),
         ("nightly-tune", "job", "adapter.promote", b.id, {"promoted": b.id, "retired": a.id, "version": 2}),
         ("bob", "admin", "adapter.rollback", b.id, {"promoted": a.id, "retired": b.id, "version": 3}),
+        ("bob", "admin", "adapter.rollback", a.id, {"promoted": None, "retired": a.id, "version": 4}),
     ]
 
 
