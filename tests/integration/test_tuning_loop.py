@@ -138,8 +138,9 @@ def test_a_failure_between_training_and_promotion_leaves_the_promoted_adapter_se
 
     monkeypatch.setattr(Tuner, "outcomes", crash)  # after the candidate is trained and registered
     snapshot = replace(tuned.snapshot, eval=tuned.snapshot.train[:1])
+    tuner = replace(tuned.tuner, config=replace(tuned.tuner.config, min_examples=1, preference=False))
     with pytest.raises(RuntimeError, match="went away"):
-        tuned.tuner.run(snapshot)
+        tuner.run(snapshot)
     promoted = registry.promoted()
     assert promoted is not None and promoted.id == tuned.record.id
     assert tuned.service.adapters.sync() == tuned.record.id  # type: ignore[union-attr]
