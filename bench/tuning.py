@@ -91,10 +91,11 @@ def main() -> None:
         "--candidates", type=int, default=2, help="self-training samples per XSum train article"
     )
     parser.add_argument("--norsumm-candidates", type=int, default=0, help="... per NorSumm train article")
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument(
-        "--max-tokens", type=int, default=768, help="longest training example (prompt + target)"
-    )
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=5e-4, help="LoRA learning rate (few steps: above 2e-4)")
+    # the serving prompt carries up to 3,500 characters of article (about 900 tokens): examples
+    # longer than this are left out, never cut
+    parser.add_argument("--max-tokens", type=int, default=1280, help="longest training example")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few articles, a few steps")
     args = parser.parse_args()
