@@ -30,7 +30,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import machine, write_results
+from summaries import as_article
 
 from briefing import (
     EmbeddingLexicalChecker,
@@ -62,7 +62,7 @@ from briefing.tuning.evaluate import Outcome, evaluate_summaries, metrics, paire
 from briefing.tuning.gguf_lora import to_gguf_lora
 from briefing.tuning.sources import reference_rows, self_training
 from briefing.tuning.train import train_sft
-from indexing import Article, Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
+from indexing import Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
 
 MODEL = "packaged:SmolLM2-135M-Instruct"
 TASKS = {"xsum": ("article-one-sentence", "en"), "norsumm": ("article", "nb")}
@@ -163,21 +163,6 @@ def load(
             "eval": [r for r in nrows if r["split"] == "test"][: limit or norsumm[1]],
         },
     }
-
-
-def as_article(row: dict[str, Any], language: str) -> Article:
-    return Article.model_validate(
-        {
-            "id": row["id"],
-            "url": f"https://bench.example/{row['id']}",
-            "title": f"Article {row['id']}",
-            "body": row["text"],
-            "section": "bench",
-            "language": language,
-            "publication": "bench",
-            "published_at": datetime(2026, 11, 1, tzinfo=UTC),
-        }
-    )
 
 
 def build(

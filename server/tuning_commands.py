@@ -61,6 +61,13 @@ def _registry(service: Service) -> Any:
     return service.adapters.registry
 
 
+def _known(registry: Any, adapter_id: str) -> AdapterRecord:
+    record = registry.get(adapter_id)
+    if record is None:
+        raise click.ClickException(f"no adapter {adapter_id!r} (briefing tune list)")
+    return record  # type: ignore[no-any-return]
+
+
 def estimate_s(articles: int, candidates: int, eval_articles: int, preference: bool) -> float:
     """Seconds a `run` should take here: sampling, training on what passes, gating both sides."""
     sampling = articles * 2 * candidates * SAMPLE_S  # two article templates per article
@@ -128,17 +135,14 @@ def train(snapshot_id: str, dpo: bool) -> None:
 @click.argument("adapter_id")
 def evaluate(adapter_id: str) -> None:
     """Gate ADAPTER_ID against the promoted adapter on its snapshot's eval split; records the report."""
-    from briefing.tuning.evaluate import decide
-
     from briefing.tuning.data import load_snapshot
+    from briefing.tuning.evaluate import decide
     from briefing.tuning.pipeline import Workspace, eval_requests, gate_outcomes
     from server.tuning import build_tuner
 
     with _service() as (service, settings):
         registry = _registry(service)
-        record = registry.get(adapter_id)
-        if record is None:
-            raise click.ClickException(f"no adapter {adapter_id!r} (briefing tune list)")
+        record = _known(registry, adapter_id)
         snapshot = load_snapshot(Workspace(settings.data_dir).tuning, record.snapshot_id)
         tuner = build_tuner(service, settings, settings.tune)
         pairs = eval_requests(service.summarizer, snapshot.eval, settings.tune.eval_limit)
@@ -155,9 +159,7 @@ def promote(adapter_id: str) -> None:
     """Promote ADAPTER_ID; refused unless its gate report says it beat the promoted one."""
     with _service() as (service, _):
         registry = _registry(service)
-        record = registry.get(adapter_id)
-        if record is None:
-            raise click.ClickException(f"no adapter {adapter_id!r} (briefing tune list)")
+        record = _known(registry, adapter_id)
         if not (record.report or {}).get("promote"):
             reasons = "; ".join(
                 (record.report or {}).get("reasons", ["it has not been gated (briefing tune eval)"])
