@@ -246,7 +246,10 @@ def untrained_verifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = verifier_dir(tmp_path_factory.mktemp("data"))
     folder.mkdir(parents=True)
+    import torch
+
     source = str(base_model_path())
+    torch.manual_seed(0)  # the fresh head's weights: not whatever earlier tests left the RNG at
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
     _save(model, AutoTokenizer.from_pretrained(source), folder, TrainConfig(), 0, None)
     return folder
@@ -269,7 +272,8 @@ def test_relation_checker_contract_and_missing_facts_veto(untrained_verifier: Pa
         "Mayor Kari Nordmann said the terminal will cost 412 million kroner.",
     ]
     right, number, name = checker.check(sentences, evidence)
-    assert right.supported and right.citations == ("c1",)
+    # an untrained head's scores mean nothing, so which chunk it cites is not asserted
+    assert right.supported and len(right.citations) == 1 and right.citations[0] in {"c1", "c2"}
     assert not number.supported and number.missing == ("512",)
     assert not name.supported and {"Kari", "Nordmann"} <= set(name.missing)
     assert checker.check([], evidence) == []
