@@ -303,7 +303,7 @@ def _write_files(snapshot: Snapshot, staging: Path) -> None:
     }
     manifest = {**snapshot.manifest(), "files": digests}
     _write_bytes(staging / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1).encode())
-    _fsync_dir(staging)
+    fsync_path(staging)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -319,7 +319,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(out.fileno())  # the rename must not reach the disk before the data
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or a folder (its entries: a rename into it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -44,6 +44,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from briefing.tuning.data import fsync_path
+
 ID_PATTERN = re.compile(r"ad-\d{14}-[0-9a-f]{6}")
 PEFT_DIR = "adapter"
 GGUF_FILE = "adapter.gguf"
@@ -272,7 +274,7 @@ def install_adapter(root: Path, adapter_id: str, peft_dir: Path, gguf_file: Path
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _sync(root)
+    fsync_path(root)
     return adapter_id
 
 
@@ -288,13 +290,5 @@ def _sync_tree(folder: Path) -> None:
     """fsync every file and folder below `folder`, so the rename publishes written bytes."""
     for current, _dirs, files in os.walk(folder):
         for name in files:
-            _sync(Path(current) / name)
-        _sync(Path(current))
-
-
-def _sync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+            fsync_path(Path(current) / name)
+        fsync_path(Path(current))
