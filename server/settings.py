@@ -9,6 +9,7 @@
 | COLLECTION_PREFIX | news | collections are `<prefix>_chunks` and `<prefix>_articles` (aliases) |
 | DATABASE_URL | sqlite:///DATA_DIR/briefing.db | app state (used from the service issue on) |
 | REDIS_URL | (unset) | scale-out: visits, the briefing cache, verified tokens and rate-limit counters shared by API workers in Redis (unset: in this process) |
+| REDIS_PREFIX | briefing | every Redis key starts with this (deployments and tests sharing a Redis do not collide) |
 | VERSION_POLL_S | 5 | how often an API worker checks whether a job refreshed the matrix, ranker or adapter |
 | EMBEDDING_MODEL | packaged:all-MiniLM-L6-v2 | a local path or hub id for sentence-transformers |
 | LLM_BACKEND | llamacpp | llamacpp, transformers or openai (vLLM or any OpenAI-compatible server) |
@@ -115,6 +116,7 @@ class Settings:
     qdrant: QdrantConfig = field(default_factory=lambda: QdrantConfig(path="var/qdrant"))
     database_url: str = "sqlite:///var/briefing.db"
     redis_url: str | None = None  # unset: shared state lives in this process (the embedded default)
+    redis_prefix: str = "briefing"
     version_poll_s: float = 5.0
     embedding_model: str = PACKAGED_MINILM
     chunk_tokens: int = 200
@@ -147,6 +149,7 @@ class Settings:
             ),
             database_url=env.get("DATABASE_URL", f"sqlite:///{data_dir / 'briefing.db'}"),
             redis_url=env.get("REDIS_URL") or None,
+            redis_prefix=env.get("REDIS_PREFIX") or "briefing",
             version_poll_s=_float(env, "VERSION_POLL_S", 5.0),
             embedding_model=env.get("EMBEDDING_MODEL", PACKAGED_MINILM),
             chunk_tokens=_int(env, "CHUNK_TOKENS", 200),
