@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from briefing import Status, Summarizer
-from briefing.tuning.registry import AdapterRegistry
+from briefing.tuning.registry import AdapterRegistry, sweep_adapters
 from briefing.tuning.serving import serve
 
 if TYPE_CHECKING:  # training pulls in torch and peft: imported where a tune runs
@@ -232,10 +232,15 @@ def tune(
 ) -> dict[str, Any]:
     """One whole tune: snapshot → train → gate → promote or keep; the promoted adapter serves at
     once. Sampling and training share TUNE_BUDGET_S; training stopped by it resumes next run."""
+    from briefing.tuning.pipeline import Workspace
+
     config = settings.tune
     with tuning_lock(settings.data_dir, actor):
         start = time.monotonic()
         if service.adapters is not None:
+            swept = sweep_adapters(Workspace(settings.data_dir).adapters, service.adapters.registry)
+            if swept:
+                log.warning("tune: removed %d adapter folders a crash left: %s", len(swept), ", ".join(swept))
             service.adapters.sync()  # sample from (and gate against) what serves now
         snapshot = newsroom_snapshot(service, settings, config, progress=progress, deadline_s=config.budget_s)
         left = max(60.0, config.budget_s - (time.monotonic() - start))

@@ -278,6 +278,26 @@ def install_adapter(root: Path, adapter_id: str, peft_dir: Path, gguf_file: Path
     return adapter_id
 
 
+def sweep_adapters(root: Path, registry: AdapterRegistry) -> list[str]:
+    """Remove what a crash left under the adapters root and return the names removed: staging
+    folders of an `install_adapter` that never reached its rename, and installed folders that no
+    record names (a crash between `install_adapter` and `registry.add`). Call it only while no
+    install can be under way: the tune lock (server.tuning.tuning_lock) is held."""
+    if not root.is_dir():
+        return []
+    registered = {_relative(record.path) for record in registry.all()}
+    removed = []
+    for entry in sorted(root.iterdir()):
+        staging = entry.name.startswith(".") and ID_PATTERN.match(entry.name[1:]) is not None
+        orphan = ID_PATTERN.fullmatch(entry.name) is not None and entry.name not in registered
+        if entry.is_dir() and not entry.is_symlink() and (staging or orphan):
+            shutil.rmtree(entry)
+            removed.append(entry.name)
+    if removed:
+        fsync_path(root)
+    return removed
+
+
 def _relative(path: str) -> str:
     """`path` if it stays inside the adapters root, else ValueError (a record is data, not trust)."""
     parts = Path(path).parts

@@ -29,6 +29,7 @@ from briefing.tuning.registry import (
     hash_file,
     install_adapter,
     new_adapter_id,
+    sweep_adapters,
 )
 from tests.conftest import DATABASES, migrated
 
@@ -384,3 +385,21 @@ def test_a_copy_that_fails_midway_leaves_no_adapter_folder(
     with pytest.raises(OSError, match="No space left"):
         install_adapter(root, adapter_id, peft_dir, gguf)
     assert list(root.iterdir()) == []
+
+
+def test_sweep_removes_what_a_crash_left_and_keeps_registered_adapters(tmp_path: Path) -> None:
+    """A kill -9 inside `install_adapter` leaves its staging folder; one between the install and
+    `registry.add` leaves a folder no record names. The next tune sweeps both, nothing else."""
+    peft_dir, gguf = trained(tmp_path)
+    root, registry = tmp_path / "adapters", InMemoryAdapterRegistry()
+    kept, orphan = candidate(), candidate(minutes=1)
+    install_adapter(root, kept.id, peft_dir, gguf)
+    registry.add(kept)
+    install_adapter(root, orphan.id, peft_dir, gguf)  # the crash came before registry.add
+    staging = root / f".{new_adapter_id(T0 + timedelta(minutes=2))}.k3j9x"
+    (staging / "adapter").mkdir(parents=True)
+    (root / "notes").mkdir()  # not ours to judge: no adapter id
+    assert sweep_adapters(root, registry) == sorted([staging.name, orphan.id])
+    assert sorted(p.name for p in root.iterdir()) == sorted([kept.id, "notes"])
+    assert adapter_files(root, kept)[1].read_bytes() == gguf.read_bytes()
+    assert sweep_adapters(root, registry) == [] and sweep_adapters(tmp_path / "none", registry) == []
