@@ -53,6 +53,7 @@ from server.hardening import (
 )
 from server.i18n import UnknownSetting, install, publication
 from server.jobs import Jobs
+from server.outages import outage
 from server.pages import EditorPages, ReaderPages, about, login, login_page, logout
 from server.review import Review, ReviewConflict
 from server.schema import ClosedModels
@@ -214,8 +215,14 @@ STATUSES: dict[type[Exception], int] = {
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """A bug: the problem names the request id its log line has (server.hardening), nothing else."""
+    """A bug: the problem names the request id its log line has (server.hardening), nothing else.
+    An outage (the database away, a full disk: server.outages) is a 503 or 507 saying so instead."""
     rid = request_id(request.scope)
+    if (down := outage(exc)) is not None:
+        extra = {"request_id": rid}
+        return ProblemDetailsException(
+            detail=down.detail, status_code=down.status, headers=down.headers, extra=extra
+        ).to_response(request)
     detail = f"internal error; the log has it under request id {rid}"
     problem = ProblemDetailsException(detail=detail, status_code=500, extra={"request_id": rid})
     return problem.to_response(request)
