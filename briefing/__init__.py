@@ -1,6 +1,7 @@
 """The generation stage: LLM backends, evidence retrieval, versioned prompts, the grounding
 check, stored article summaries and the personalized briefing composer."""
 
+from briefing.codec import briefing_from_json
 from briefing.compose import ARM_POLICIES, VARIANTS, Briefing, BriefingItem, BriefingPolicy, Composer, Variant
 from briefing.grounding import (
     EmbeddingLexicalChecker,
@@ -89,6 +90,7 @@ __all__ = [
     "Support",
     "UnknownAdapter",
     "Variant",
+    "briefing_from_json",
     "content_words",
     "make_generator",
     "make_scorer",

@@ -38,7 +38,7 @@ from briefing import GenerationError
 from recsys import EventsRejected
 from server.admin_pages import admin_pages
 from server.api import AdminApi, Probes, ReaderApi, ReviewApi, metrics
-from server.auth import Failures, jwt_auth, secret
+from server.auth import Failures, SharedFailures, jwt_auth, secret
 from server.experiments.api import ExperimentsApi
 from server.experiments.model import ExperimentInvalid
 from server.experiments.pages import ExperimentPages
@@ -55,10 +55,12 @@ from server.i18n import UnknownSetting, install, publication
 from server.jobs import Jobs
 from server.outages import outage
 from server.pages import EditorPages, ReaderPages, about, login, login_page, logout
+from server.rate_limit import shared_rate_limit
 from server.review import Review, ReviewConflict
 from server.schema import ClosedModels
 from server.service import Actor, ArticlesRejected, Forbidden, NotFound, Service
 from server.settings import Settings
+from server.shared_state import Counter, FailureCount
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,11 +101,15 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
                 "jwt_key": key,
                 "secure_cookies": secure,
                 "jobs": None,
-                "auth_failures": _failures(settings),
+                "auth_failures": _failures(settings, service.shared.counter),
             }
         ),
         on_app_init=[auth.on_app_init],
-        middleware=[*_rate_limit(settings), prometheus.middleware, _browser_writes(key, secure)],
+        middleware=[
+            *_rate_limit(settings, service.shared.counter),
+            prometheus.middleware,
+            _browser_writes(key, secure),
+        ],
         request_class=BoundedRequest,
         guards=[no_nul],
         before_request=checked_request,
@@ -149,22 +155,24 @@ def _need(jobs: Jobs | None) -> Jobs:
     return jobs
 
 
-def _rate_limit(settings: Settings) -> list[Any]:
-    """Per caller and minute on everything but the probes; none at all when set to 0."""
+def _rate_limit(settings: Settings, shared: Counter | None) -> list[Any]:
+    """Per caller and minute on everything but the probes; none at all when set to 0. Counted in
+    this process, or atomically in Redis when API workers share it (server.rate_limit)."""
     per_minute = settings.service.rate_limit_per_minute
     if per_minute <= 0:
         return []
-    config = RateLimitConfig(
-        rate_limit=("minute", per_minute),
-        exclude=["/health", "/ready", "/metrics"],
-        identifier_for_request=_client,
-    )
-    return [config.middleware]
+    options: dict[str, Any] = {"exclude": ["/health", "/ready", "/metrics"]}
+    options["identifier_for_request"] = _client
+    if shared is not None:
+        return [shared_rate_limit(per_minute, shared, **options).middleware]
+    return [RateLimitConfig(rate_limit=("minute", per_minute), **options).middleware]
 
 
-def _failures(settings: Settings) -> Failures | None:
+def _failures(settings: Settings, shared: Counter | None) -> FailureCount | None:
     per_minute = settings.service.rate_limit_per_minute
-    return Failures(per_minute) if per_minute > 0 else None
+    if per_minute <= 0:
+        return None
+    return Failures(per_minute) if shared is None else SharedFailures(per_minute, shared)
 
 
 def _client(request: Request[Any, Any, Any]) -> str:

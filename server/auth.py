@@ -6,6 +6,14 @@ own briefing. API clients send `Authorization: Bearer <token>` (no other scheme 
 post the token once to the form at `/login` and keep it in an HttpOnly, SameSite=Strict cookie
 (Secure unless served on loopback); their writes are checked for origin and CSRF token by
 `server.hardening`, since SameSite does not stop a sibling origin of the same site.
+
+Several API workers (REDIS_URL set): a verified token stays in a per-process LRU (`VerifiedOnce`),
+on purpose. Sharing it would save little (each worker checks a signature once per token with the
+same key, then answers from its LRU; a shared entry would cost a Redis round trip on every
+request) and would add a way in (whoever can write Redis could mark a forged token verified).
+The LRU keeps a result only until the token's own expiry, so no worker honours an expired token.
+What must be shared is the count of invalid tokens per address (`SharedFailures`, atomic in
+Redis): counted per process, N workers would let N times as many guesses through.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import JWTCookieAuth, JWTCookieAuthenticationMiddleware, Token
 
 from server.service import Actor
+from server.shared_state import Counter, FailureCount
 
 ROLES = ("reader", "editor", "product", "admin")
 HOME = {"reader": "/", "editor": "/editor", "product": "/product/experiments", "admin": "/admin"}
@@ -96,6 +105,22 @@ class Failures:
         return int(self.clock() // 60)
 
 
+class SharedFailures:
+    """`Failures` counted in Redis, shared by every API worker: a fixed minute per address."""
+
+    def __init__(self, per_minute: int, counter: Counter, clock: Callable[[], float] = time.time) -> None:
+        self.per_minute, self.counter, self.clock = per_minute, counter, clock
+
+    def exceeded(self, address: str) -> bool:
+        return self.counter.peek(self._name(address)) >= self.per_minute
+
+    def add(self, address: str) -> None:
+        self.counter.hit(self._name(address), 120)  # outlives its minute, then goes
+
+    def _name(self, address: str) -> str:
+        return f"auth-failures:{address}:{int(self.clock() // 60)}"
+
+
 class VerifiedOnce(JWTCookieAuthenticationMiddleware):
     """Checks a token's signature once, then reuses the result until the token expires: decoding
     an HS256 JWT was about a tenth of a cached briefing's server time (bench/serve.py)."""
@@ -111,7 +136,7 @@ class VerifiedOnce(JWTCookieAuthenticationMiddleware):
         credential = connection.headers.get(self.auth_header)
         if credential is None:
             credential = connection.cookies.get(self.auth_cookie_key, "")
-        failures: Failures | None = connection.app.state.get("auth_failures")
+        failures: FailureCount | None = connection.app.state.get("auth_failures")
         address = connection.client.host if connection.client else "unknown"
         # A token verified before still passes: one guesser behind a shared address must not
         # lock out the people signed in there.

@@ -205,6 +205,7 @@ def build_service(
     from server.experiments.store import Experiments
     from server.i18n import publication
     from server.service import Service
+    from server.shared_state import shared_state
     from server.stores import Readers, SqlEventStore, SqlSummaryStore
 
     settings = leave_cores_for_requests(settings)
@@ -235,6 +236,7 @@ def build_service(
         experiments=experiments,
         arms=Arms(experiments.running, settings.service.experiment_holdout),
         adapters=adapters,
+        shared=shared_state(settings),  # visits and cached briefings: here, or Redis (REDIS_URL)
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from server.experiments.serving import Arms, Assignment, exposures
 from server.experiments.store import Experiments
 from server.i18n import audience as make_audience
 from server.readers import ReaderRecord
+from server.shared_memory import MemoryBriefings, MemoryVisitStates
+from server.shared_state import SharedState
 from server.stores import (
     AuditLog,
     BriefingLog,
@@ -85,47 +86,8 @@ class Served:
     cached: bool
 
 
-class BriefingCache:
-    """Composed briefings by (reader, variant, since), least recently used out first.
-
-    `epoch()` before composing and `put(..., epoch)` after: a drop in between makes the put a
-    no-op, because the briefing may have been composed from text that was dropped meanwhile."""
-
-    def __init__(self, size: int = 100_000) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[Any, ...], tuple[Briefing, dict[str, Any]]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._epoch = 0
-
-    def epoch(self) -> int:
-        return self._epoch
-
-    def get(self, key: tuple[Any, ...]) -> tuple[Briefing, dict[str, Any]] | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[Any, ...], briefing: Briefing, epoch: int) -> dict[str, Any]:
-        body = briefing.to_json()
-        with self._lock:
-            if epoch == self._epoch:
-                self._items[key] = (briefing, body)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return body
-
-    def drop(self, keep: Callable[[Briefing], bool]) -> int:
-        with self._lock:
-            self._epoch += 1
-            stale = [k for k, (b, _) in self._items.items() if not keep(b)]
-            for key in stale:
-                del self._items[key]
-            return len(stale)
-
-    def __len__(self) -> int:
-        return len(self._items)
+# The in-process cache (the embedded default); `server.shared_state` says where else it may live.
+BriefingCache = MemoryBriefings
 
 
 class Service:
@@ -148,6 +110,7 @@ class Service:
         experiments: Experiments | None = None,
         arms: Arms | None = None,
         adapters: AdapterServing | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.engine, self.indexer, self.summarizer = engine, indexer, summarizer
         self.publication = publication or Audience()  # readers' language and zone unless they chose
@@ -161,8 +124,10 @@ class Service:
         # under: the cached path reuses it without reading the reader's language from the database.
         self._assigned: dict[str, tuple[tuple[Experiment, ...], Assignment]] = {}
         self.served, self.audit, self.runs = BriefingLog(engine), AuditLog(engine), JobRuns(engine)
-        self.visits = Visits(engine, readers)
-        self.cache = BriefingCache()
+        # Visits and cached briefings: in this process, or in Redis for several API workers.
+        self.shared = shared or SharedState(MemoryVisitStates(), MemoryBriefings())
+        self.visits = Visits(engine, readers, states=self.shared.visits)
+        self.cache = self.shared.briefings
         self.write_lock = threading.Lock()  # ingest and retraction, one at a time
         self._flights: dict[tuple[Any, ...], threading.Lock] = {}
         self._flights_lock = threading.Lock()
@@ -267,7 +232,7 @@ class Service:
         """Readers with their settings, visits and events, all or none; returns new events."""
         added = self.readers.load(readers, self.clock())
         ids = {r.reader_id for r in readers}
-        self.cache.drop(lambda b: b.reader_id not in ids)
+        self.cache.drop(lambda b: b.reader_id not in ids)  # in Redis: all (a rare admin import)
         return added
 
     def configure_reader(self, actor: Actor, reader_id: str, choice: ReaderSettings) -> Audience:
@@ -280,7 +245,7 @@ class Service:
         )
         self.readers.configure(reader_id, self.clock(), choice)
         self._assigned.pop(reader_id, None)  # language targeting may put them in another arm
-        self.cache.drop(lambda b: b.reader_id != reader_id)
+        self.cache.drop_reader(reader_id)
         detail = {"language": choice.language, "timezone": choice.timezone}
         self.audit.write(actor.id, actor.role, "reader-settings", reader_id, detail)
         return checked
@@ -381,7 +346,7 @@ class Service:
         """Drop every cached briefing showing or citing this article (a story update cites the
         story's earlier articles too)."""
         self.composer.invalidate(article_id)
-        return self.cache.drop(lambda b: not any(shows_or_cites(i, article_id) for i in b.items))
+        return self.cache.drop_article(article_id)
 
     def retire_stale(self, article_id: str) -> int:
         """Retire summaries of versions no longer in the index (a job wrote one while the article
@@ -396,8 +361,9 @@ class Service:
     def erase(self, actor: Actor, reader_id: str) -> dict[str, int]:
         self.visits.forget(reader_id, self.clock())
         self._assigned.pop(reader_id, None)
-        counts = erase_reader(self.engine, reader_id)
-        counts["cached_briefings"] = self.cache.drop(lambda b: b.reader_id != reader_id)
+        with self.visits.erasing():  # other workers' queued visits of this reader are written first
+            counts = erase_reader(self.engine, reader_id)
+        counts["cached_briefings"] = self.cache.drop_reader(reader_id)
         if not any(counts.values()):
             raise NotFound(f"reader {reader_id!r} has no data")
         self.audit.write(actor.id, actor.role, "erase", reader_id, counts)

@@ -6,8 +6,15 @@ transactions; on SQLite at 64 concurrent clients that meant ~150 requests/s and 
 seconds (bench/serve.py). Here the visit state is a dict (loaded from SQL the first time a reader
 is seen) and the writes go to a queue that one thread drains every `flush_s` into one
 transaction. The trade: a crash loses at most the last `flush_s` of visit records (the
-briefings were shown, the readers' next "since" is a little earlier). One process per
-deployment serves readers (the embedded Qdrant needs that anyway), so the dict is the truth.
+briefings were shown, the readers' next "since" is a little earlier).
+
+Where the state lives is `server.shared_state.VisitStates`: this process's dict by default (one
+process serves readers), Redis when several API workers do. The write-behind queue is per process
+either way. An erasure must hold in every worker: a request composed before it records nothing
+(checked where the state lives), and a batch already queued in another worker drops the erased
+readers' rows when it is written. On PostgreSQL that check and the erasure's delete are fenced by
+an advisory lock (shared by writers, exclusive for the erasure), so no batch checked before the
+erasure commits after its delete.
 """
 
 from __future__ import annotations
@@ -16,28 +23,35 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, insert, text
 
 from briefing import Briefing
 from server.db import BriefingRow, write_lock
 from server.experiments.store import insert_exposures
+from server.shared_memory import MemoryVisitStates
+from server.shared_state import VisitStates
 from server.stores import Readers, Visit, served_row
 
 log = logging.getLogger(__name__)
 State = tuple[datetime | None, datetime | None]  # (last seen, the visit's "since")
 Row = dict[str, Any]
-Recorded = tuple[str, datetime, datetime | None, Row, list[Row]]  # reader, at, since, served, exposures
+# reader, at, since, served, exposures, when the briefing was composed
+Recorded = tuple[str, datetime, datetime | None, Row, list[Row], datetime]
+# "visi" and the schema: writers of visit batches (shared) against an erasure (exclusive)
+_FENCE = "SELECT {}(1986622313, hashtext(current_schema()))"
 
 
 class Visits:
-    def __init__(self, engine: Engine, readers: Readers, flush_s: float = 0.05) -> None:
+    def __init__(
+        self, engine: Engine, readers: Readers, flush_s: float = 0.05, states: VisitStates | None = None
+    ) -> None:
         self.engine, self.readers, self.flush_s = engine, readers, flush_s
-        self._state: dict[str, State] = {}
-        self._erased: dict[str, datetime] = {}  # reader -> when they were erased
-        self._lock = threading.Lock()
+        self.states: VisitStates = states or MemoryVisitStates()
         self._queue: queue.Queue[Recorded | None] = queue.Queue()
         self._writer = threading.Thread(target=self._drain, name="visit-writer", daemon=True)
         self._writer.start()
@@ -48,16 +62,14 @@ class Visits:
 
     def known(self, reader_id: str, at: datetime) -> Visit | None:
         """The visit from memory, or None when this reader has not been looked up yet."""
-        state = self._state.get(reader_id)
+        state = self.states.get(reader_id)
         return None if state is None else _visit(reader_id, state, at, self.session_gap)
 
     def current(self, reader_id: str, at: datetime) -> Visit:
         known = self.known(reader_id, at)
         if known is not None:
             return known
-        state = self.readers.state(reader_id)
-        with self._lock:
-            state = self._state.setdefault(reader_id, state)
+        state = self.states.load(reader_id, self.readers.state(reader_id))
         return _visit(reader_id, state, at, self.session_gap)
 
     def record(
@@ -70,19 +82,26 @@ class Visits:
     ) -> None:
         """Queue the served briefing and its experiment exposures (server.experiments.serving),
         written in the same transaction; an exposure already stored is not added again."""
-        with self._lock:
-            erased = self._erased.get(briefing.reader_id)
-            if erased is not None and briefing.generated_at <= erased:
-                return  # composed before the reader was erased: it must not bring them back
-            self._state[briefing.reader_id] = (at, since)
-        self._queue.put((briefing.reader_id, at, since, served_row(briefing, at, cached), exposures or []))
+        if not self.states.record(briefing.reader_id, (at, since), briefing.generated_at):
+            return  # composed before the reader was erased: it must not bring them back
+        served = served_row(briefing, at, cached)
+        self._queue.put((briefing.reader_id, at, since, served, exposures or [], briefing.generated_at))
 
     def forget(self, reader_id: str, at: datetime) -> None:
         """Erasure: requests composed up to `at` and still in flight record nothing."""
-        with self._lock:
-            self._erased[reader_id] = at
-            self._state.pop(reader_id, None)
+        self.states.forget(reader_id, at)
         self.flush()
+
+    @contextmanager
+    def erasing(self) -> Iterator[None]:
+        """Hold around an erasure's delete (after `forget`): on PostgreSQL it waits for every
+        worker's batch that was checked before `forget` to commit, so the delete sees its rows."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.begin() as connection:
+            connection.execute(text(_FENCE.format("pg_advisory_xact_lock")))
+            yield
 
     def flush(self) -> None:
         """Wait until everything recorded so far is in the database."""
@@ -113,18 +132,28 @@ class Visits:
             time.sleep(self.flush_s)  # let the next batch gather
 
     def _write(self, batch: list[Recorded]) -> None:
-        latest = {reader: (reader, at, since) for reader, at, since, *_ in batch}
-        exposures = [row for *_, rows in batch for row in rows]  # a repeat is ignored on insert
         for attempt in range(1, 4):  # a database restart or a lock timeout: try again shortly
             try:
                 with write_lock(self.engine), self.engine.begin() as connection:
-                    self.readers.touch_many(list(latest.values()), connection)
-                    connection.execute(insert(BriefingRow), [served for _, _, _, served, _ in batch])
-                    insert_exposures(connection, exposures)
+                    self._write_kept(connection, batch)
                 return
             except Exception:  # the writer must outlive a failed batch and keep serving
                 log.exception("could not record %d briefing requests (attempt %d)", len(batch), attempt)
                 time.sleep(0.5 * attempt)
+
+    def _write_kept(self, connection: Connection, batch: list[Recorded]) -> None:
+        """The batch less the readers erased after their briefing was composed (by another worker:
+        this one checked before queueing), checked under the erasure fence."""
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(_FENCE.format("pg_advisory_xact_lock_shared")))
+        erased = self.states.erased(sorted({r[0] for r in batch}))
+        kept = [r for r in batch if r[0] not in erased or r[5] > erased[r[0]]]
+        if not kept:
+            return
+        latest = {reader: (reader, at, since) for reader, at, since, *_ in kept}
+        self.readers.touch_many(list(latest.values()), connection)
+        connection.execute(insert(BriefingRow), [r[3] for r in kept])
+        insert_exposures(connection, [row for r in kept for row in r[4]])  # a repeat is ignored
 
 
 def _visit(reader_id: str, state: State, at: datetime, gap: timedelta) -> Visit:
