@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -121,6 +121,27 @@ class QdrantConfig:
     api_key: str | None = None
     path: str | None = None
     prefix: str = "news"
+    # A server's (a cluster's) layout of new collections; None: the server's default. Local mode
+    # is one process with no shards or replicas: it ignores them.
+    shards: int | None = None
+    replication: int | None = None
+    write_consistency: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.write_consistency and self.write_consistency > (self.replication or 1):
+            raise ValueError(
+                f"a write cannot wait for {self.write_consistency} copies of a shard that has "
+                f"{self.replication or 1}: lower QDRANT_WRITE_CONSISTENCY or raise QDRANT_REPLICATION"
+            )
+
+    def layout(self) -> dict[str, int]:
+        """`create_collection`'s sharding arguments, those that are set."""
+        given = {
+            "shard_number": self.shards,
+            "replication_factor": self.replication,
+            "write_consistency_factor": self.write_consistency,
+        }
+        return {name: value for name, value in given.items() if value is not None}
 
     def connect(self) -> QdrantClient:
         from qdrant_client import QdrantClient
@@ -142,9 +163,17 @@ class QdrantConfig:
 class QdrantIndex:
     """`VectorIndex` over qdrant-client, in any of its modes."""
 
-    def __init__(self, client: QdrantClient, prefix: str, *, generation: int | None = None) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        prefix: str,
+        *,
+        generation: int | None = None,
+        layout: Mapping[str, int] | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        self.layout = dict(layout or {})  # QdrantConfig.layout(), given to every generation it creates
         self.generation = generation
         suffix = "" if generation is None else f"_g{generation}"
         self.chunks = f"{prefix}_chunks{suffix}"
@@ -160,7 +189,7 @@ class QdrantIndex:
 
     @classmethod
     def open(cls, config: QdrantConfig, dim: int) -> QdrantIndex:
-        index = cls(config.connect(), config.prefix)
+        index = cls(config.connect(), config.prefix, layout=config.layout())
         index.ensure(dim)
         return index
 
@@ -205,17 +234,23 @@ class QdrantIndex:
 
         generation = self._latest_generation() + 1
         self._drop_unserved_generations()
-        staged = QdrantIndex(self.client, self.prefix, generation=generation)
+        staged = QdrantIndex(self.client, self.prefix, generation=generation, layout=self.layout)
         staged._lock = self._lock
         distance = qm.Distance.COSINE
-        self.client.create_collection(
-            staged.chunks, vectors_config={DENSE: qm.VectorParams(size=dim, distance=distance)}
-        )
-        self.client.create_collection(
-            staged.articles, vectors_config=qm.VectorParams(size=dim, distance=distance)
-        )
+        self._create(staged.chunks, {DENSE: qm.VectorParams(size=dim, distance=distance)})
+        self._create(staged.articles, qm.VectorParams(size=dim, distance=distance))
         staged._index_payload()
         return staged
+
+    def _create(self, name: str, vectors: Any) -> None:
+        layout = {} if self.is_local else self.layout  # local mode has no shards to lay out
+        self.client.create_collection(
+            name,
+            vectors_config=vectors,
+            shard_number=layout.get("shard_number"),
+            replication_factor=layout.get("replication_factor"),
+            write_consistency_factor=layout.get("write_consistency_factor"),
+        )
 
     def promote(self, staged: QdrantIndex) -> None:
         """Point both aliases at `staged` in one request, then drop the old generation."""

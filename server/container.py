@@ -52,7 +52,7 @@ def build_chunker(settings: Settings, embedder: SentenceTransformerEmbedder) -> 
 def open_index(settings: Settings) -> QdrantIndex:
     """The index as it is, whatever model built it (re-index reads it with a new model). On a
     Qdrant server, other processes write too: writes and re-index's switch hold a fence."""
-    index = QdrantIndex(settings.qdrant.connect(), settings.qdrant.prefix)
+    index = QdrantIndex(settings.qdrant.connect(), settings.qdrant.prefix, layout=settings.qdrant.layout())
     if not index.is_local:
         from server.db import index_fence
 

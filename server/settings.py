@@ -7,6 +7,9 @@
 | QDRANT_API_KEY | (unset) | API key for QDRANT_URL |
 | QDRANT_PATH | DATA_DIR/qdrant | embedded store folder, or `:memory:` |
 | COLLECTION_PREFIX | news | collections are `<prefix>_chunks` and `<prefix>_articles` (aliases) |
+| QDRANT_SHARDS | (the server's) | a Qdrant cluster's shards per new collection (embedded: ignored) |
+| QDRANT_REPLICATION | (the server's) | copies of each shard a Qdrant cluster keeps |
+| QDRANT_WRITE_CONSISTENCY | (the server's) | copies a write waits for (at most QDRANT_REPLICATION) |
 | DATABASE_URL | sqlite:///DATA_DIR/briefing.db | app state (used from the service issue on) |
 | REDIS_URL | (unset) | scale-out: visits, the briefing cache, verified tokens and rate-limit counters shared by API workers in Redis (unset: in this process) |
 | REDIS_PREFIX | briefing | every Redis key starts with this (deployments and tests sharing a Redis do not collide) |
@@ -146,6 +149,9 @@ class Settings:
                 api_key=env.get("QDRANT_API_KEY") or None,
                 path=env.get("QDRANT_PATH", str(data_dir / "qdrant")),
                 prefix=env.get("COLLECTION_PREFIX", "news"),
+                shards=_count(env, "QDRANT_SHARDS"),
+                replication=_count(env, "QDRANT_REPLICATION"),
+                write_consistency=_count(env, "QDRANT_WRITE_CONSISTENCY"),
             ),
             database_url=env.get("DATABASE_URL", f"sqlite:///{data_dir / 'briefing.db'}"),
             redis_url=env.get("REDIS_URL") or None,
@@ -281,6 +287,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(env.get(name, default))
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {env[name]!r}") from None
+
+
+def _count(env: Mapping[str, str], name: str) -> int | None:
+    """A positive integer, or None when unset (the other side's default)."""
+    if not env.get(name):
+        return None
+    value = _int(env, name, 0)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
 
 
 def _share(env: Mapping[str, str], name: str, default: float) -> float:
