@@ -8,11 +8,16 @@ real settings, and a proxy that passes the Host the browser used.
 from __future__ import annotations
 
 import http.server
+import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,6 +226,77 @@ def test_proxy_passes_the_host_the_browser_sent_port_included() -> None:
     assert "proxy_set_header Host $http_host;" in directives
     assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in directives
     assert "proxy_pass http://api;" in directives
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """An API worker stand-in that answers with the request headers it received."""
+
+    def do_GET(self) -> None:
+        body = json.dumps(dict(self.headers.items())).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_real_nginx_with_our_config_passes_host_and_the_callers_address(tmp_path: Path) -> None:
+    nginx = _tool("nginx")
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = _free_port()
+    # Debian's nginx (1.22) predates `resolve` in an upstream (1.27.3): dropped here, with Docker's
+    # resolver; the service name and the listen port become local ones.
+    conf = (DOCKER / "nginx.conf").read_text()
+    conf = re.sub(r"^resolver .*$", "", conf, flags=re.M).replace(" resolve ", " ")
+    conf = conf.replace("server api:8000", f"server 127.0.0.1:{upstream.server_address[1]}")
+    (tmp_path / "default.conf").write_text(conf.replace("listen 8080;", f"listen 127.0.0.1:{port};"))
+    (tmp_path / "nginx.conf").write_text(_NGINX_MAIN.format(root=tmp_path))
+    server = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
+    try:
+        headers = _get_json(f"http://127.0.0.1:{port}/briefing", {"Host": "news.example:8080"})
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        upstream.shutdown()
+        upstream.server_close()
+    assert headers["Host"] == "news.example:8080"  # with its port: Origin has it too
+    assert headers["X-Forwarded-For"] == "127.0.0.1"
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-Id"])  # one id in nginx's log and ours
+
+
+_NGINX_MAIN = """daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    include {root}/default.conf;
+}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get_json(url: str, headers: dict[str, str]) -> dict[str, str]:
+    deadline = time.monotonic() + 15
+    while True:  # until nginx listens
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+                answer: dict[str, str] = json.loads(r.read())
+                return answer
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 # -- the health check script ------------------------------------------------------------------
