@@ -303,7 +303,9 @@ class Probes(Controller):
             "scheduler": _scheduler(state.get("jobs")),
         }
         ok = all(v == "ok" for k, v in checks.items() if k != "scheduler")
-        body = {**checks, "drafts": _drafts(state.get("jobs"))}  # progress, not a condition of ready
+        # progress and the model versions loaded here (server.versions), not conditions of ready
+        models = service.versions.served() if service.versions is not None else None
+        body = {**checks, "drafts": _drafts(state.get("jobs")), "models": models}
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
 

@@ -35,6 +35,7 @@ from server.experiments.commands import experiments
 from server.serve import serve, token
 from server.settings import Settings
 from server.tuning_commands import tune
+from server.worker import worker
 
 if TYPE_CHECKING:  # the service pulls in SQLAlchemy and litestar's types: not for every command
     from sqlalchemy import Engine
@@ -463,6 +464,7 @@ main.add_command(serve)
 main.add_command(token)
 main.add_command(experiments)
 main.add_command(tune)
+main.add_command(worker)
 
 
 @main.group()

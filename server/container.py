@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the service pulls in SQLAlchemy; CLI commands that do not n
     from server.jobs import Jobs
     from server.service import Service
     from server.tuning import AdapterServing
+    from server.versions import VersionWatch
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
@@ -207,9 +208,12 @@ def build_service(
     from server.service import Service
     from server.shared_state import shared_state
     from server.stores import Readers, SqlEventStore, SqlSummaryStore
+    from server.versions import ModelVersions, VersionWatch
 
     settings = leave_cores_for_requests(settings)
     engine = build_engine(settings)
+    # read before the models are built: whatever another process changes from now on is reloaded
+    versions = VersionWatch(ModelVersions(engine), settings.version_poll_s)
     indexer = indexer or build_indexer(settings)
     clock = build_clock(settings)
     events, summaries = SqlEventStore(engine), SqlSummaryStore(engine)
@@ -217,11 +221,12 @@ def build_service(
     summarizer = build_summarizer(settings, indexer, generator, summaries, stop=stop)
 
     def refresh(now: datetime) -> None:
-        refresh_recommender(settings, indexer, recommender, now)
+        with versions.announcing("matrix"):  # other processes reload it too
+            refresh_recommender(settings, indexer, recommender, now)
 
     experiments = Experiments(engine)
     adapters = build_adapter_serving(settings, engine, summarizer)
-    return Service(
+    service = Service(
         engine=engine,
         indexer=indexer,
         summarizer=summarizer,
@@ -236,8 +241,40 @@ def build_service(
         experiments=experiments,
         arms=Arms(experiments.running, settings.service.experiment_holdout),
         adapters=adapters,
+        versions=versions,
         shared=shared_state(settings),  # visits and cached briefings: here, or Redis (REDIS_URL)
     )
+    reload_models(settings, service, versions)
+    return service
+
+
+def reload_models(settings: Settings, service: Service, versions: VersionWatch) -> None:
+    """How this process reloads what another one changed (`VersionWatch.check`): the matrix (its
+    ranker fitted on it, the cached briefings dropped, as the refresh-candidates job does), the
+    ranker (refitted here: a deterministic fit on the same events) and the promoted adapter."""
+
+    def matrix() -> None:
+        refresh_recommender(settings, service.indexer, service.recommender, service.clock())
+        service.cache.drop(lambda b: False)  # they may show what the new matrix dropped
+
+    def adapter() -> None:
+        if service.adapters is not None:
+            service.adapters.sync()
+
+    def ranker() -> None:
+        refit(service.recommender)
+
+    versions.on("matrix", matrix)
+    versions.on("ranker", ranker)
+    versions.on("adapter", adapter)
+
+
+def refit(recommender: Recommender) -> str:
+    """The configured ranker fitted beside the serving one on its matrix, then swapped in; a fit
+    that fails raises and leaves the serving ranker in place. Returns its name."""
+    name = recommender.config.ranker
+    recommender.use_ranker(name, recommender.fit(name, recommender.matrix))
+    return name
 
 
 def build_adapter_serving(settings: Settings, engine: Engine, summarizer: Summarizer) -> AdapterServing:

@@ -216,6 +216,16 @@ class AdapterRow(Base):
     generation: Mapped[int] = mapped_column(Integer, index=True)
 
 
+class ModelVersionRow(Base):
+    """What serving processes load from the index and the logs, by name (matrix, ranker, adapter),
+    and a counter a job or a write bumps when it changed it (server.versions)."""
+
+    __tablename__ = "model_versions"
+    name: Mapped[str] = mapped_column(String(20), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime]
+
+
 def connect(url: str) -> Engine:
     """An engine for `url`; SQLite files get WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):

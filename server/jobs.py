@@ -5,7 +5,10 @@ with exponential backoff up to `retries` times, each retry its own row, and the 
 lists them. One scheduler per deployment: the process holding the leader lock (a PostgreSQL
 advisory lock, or a file lock under DATA_DIR for SQLite) schedules; the others serve and keep
 trying the lock, so one of them takes over when the leader dies or loses it (`Jobs`). Jobs call
-the same `Service` methods the API and CLI use, so their writes are the same atomic ones.
+the same `Service` methods the API and CLI use, so their writes are the same atomic ones. A job
+that refreshes the candidate matrix or refits the ranker bumps its version (server.versions), and
+the other processes reload theirs; in the scale-out deployment the scheduler runs in its own
+process (`briefing worker`, server.worker) and API workers run none (JOBS=false).
 
 Shutdown (`Jobs.halt`, on SIGINT/SIGTERM) sets the stop event the LLM jobs check before each item
 (an article, a reader) and the generator checks before each call (`server.container`): a running
@@ -14,6 +17,7 @@ job ends with the item in hand, which its LLM deadline bounds, and the log says 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import logging
@@ -399,12 +403,14 @@ def refresh_candidates(service: Service) -> dict[str, Any]:
 
 def refit_ranker(service: Service) -> dict[str, Any]:
     """Fit on the current impressions beside the serving ranker, then swap it in; a fit that
-    fails leaves the serving ranker in place (the run fails and is retried)."""
-    recommender = service.recommender
-    name = recommender.config.ranker
-    matrix = recommender.matrix
-    recommender.use_ranker(name, recommender.fit(name, matrix))
-    return {"ranker": name, "candidates": len(matrix.infos)}
+    fails leaves the serving ranker in place (the run fails and is retried). Other processes
+    refit theirs when they see the bumped version (server.versions)."""
+    from server.container import refit
+
+    announcing = service.versions.announcing("ranker") if service.versions else contextlib.nullcontext()
+    with announcing:
+        name = refit(service.recommender)
+    return {"ranker": name, "candidates": len(service.recommender.matrix.infos)}
 
 
 def summarize_new(

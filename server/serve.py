@@ -19,6 +19,8 @@ import click
 from server.settings import Settings
 
 if TYPE_CHECKING:  # the service pulls in SQLAlchemy and litestar: `briefing token` stays light
+    from litestar import Litestar
+
     from server.jobs import Jobs
     from server.service import Service
 
@@ -38,7 +40,8 @@ DEMO_PEOPLE = (("r02", "reader"), ("edith", "editor"), ("ada", "admin"), ("paul"
 @click.option("--host", help="Listen address (default: HOST or 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: PORT or 8000).")
 def serve(demo: bool, host: str | None, port: int | None) -> None:
-    """Run the web service: API (OpenAPI at /schema), reader and editor pages, and the scheduler.
+    """Run the web service: API (OpenAPI at /schema), reader and editor pages, and the scheduler
+    (unless JOBS=false: several API workers, and `briefing worker` runs the jobs).
 
     Prints sign-in links for a demo reader, an editor, an admin and a product person. The service
     answers as soon as the index, models and database are loaded; the job summarize-new starts at
@@ -47,6 +50,7 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
     """
     import os
 
+    from server.app import create_app
     from server.container import build_jobs, build_service
 
     if demo:
@@ -72,8 +76,8 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
             "drafting summaries in the background (job summarize-new; progress in the log and on /ready)"
         )
     _links(settings, host, port)
-    _quiet_collector()
-    _run(settings, service, jobs, host, port)
+    quiet_collector()
+    run_until_signal(create_app(settings, service, jobs), service, jobs, host, port)
 
 
 def _links(settings: Settings, host: str, port: int) -> None:
@@ -87,7 +91,7 @@ def _links(settings: Settings, host: str, port: int) -> None:
         click.echo(f"  {role:<8} {who:<6} http://{host}:{port}/login?token={token}")
 
 
-def _quiet_collector() -> None:
+def quiet_collector() -> None:
     # Models, index and caches are millions of long-lived objects: keep them out of the cyclic
     # collector. Automatic full collections still paused the event loop for 40-210 ms (seen with
     # gc.callbacks under load: the p99 of cached briefings); they are off, and the scheduler's
@@ -98,12 +102,11 @@ def _quiet_collector() -> None:
     gc.set_threshold(young, middle, 1_000_000_000)
 
 
-def _run(settings: Settings, service: Service, jobs: Jobs | None, host: str, port: int) -> None:
+def run_until_signal(app: Litestar, service: Service, jobs: Jobs | None, host: str, port: int) -> None:
     """uvicorn until SIGINT/SIGTERM; the signal itself tells the jobs to stop (`Jobs.halt`), so
-    they stop at their next item while the server drains its requests, not only after that."""
+    they stop at their next item while the server drains its requests, not only after that.
+    Meanwhile the process reloads what other processes change (`server.versions`)."""
     import uvicorn
-
-    from server.app import create_app
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -124,12 +127,14 @@ def _run(settings: Settings, service: Service, jobs: Jobs | None, host: str, por
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job runs are recorded in job_runs
-    server = Server(
-        uvicorn.Config(create_app(settings, service, jobs), host=host, port=port, log_level="warning")
-    )
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    if service.versions is not None:
+        service.versions.start()
     try:
         server.run()
     finally:
+        if service.versions is not None:
+            service.versions.close()
         service.close()
         service.indexer.index.close()  # Qdrant's local files, before the interpreter winds down
     if not server.started:

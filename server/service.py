@@ -50,6 +50,7 @@ from server.visits import Visits
 
 if TYPE_CHECKING:  # fine-tuning pulls in torch and peft: only jobs that tune import it
     from server.tuning import AdapterServing
+    from server.versions import VersionWatch
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Service:
         experiments: Experiments | None = None,
         arms: Arms | None = None,
         adapters: AdapterServing | None = None,
+        versions: VersionWatch | None = None,
         shared: SharedState | None = None,
     ) -> None:
         self.engine, self.indexer, self.summarizer = engine, indexer, summarizer
@@ -120,6 +122,7 @@ class Service:
         self.experiments = experiments or Experiments(engine)  # product teams' (server.experiments)
         self.arms = arms or Arms(self.experiments.running)
         self.adapters = adapters  # the registry's promoted adapter, for jobs that draft (server.tuning)
+        self.versions = versions  # the model versions other processes reload from (server.versions)
         # A reader's assignment at their last full request, with the running experiments it was made
         # under: the cached path reuses it without reading the reader's language from the database.
         self._assigned: dict[str, tuple[tuple[Experiment, ...], Assignment]] = {}

@@ -13,7 +13,7 @@
 | DATABASE_URL | sqlite:///DATA_DIR/briefing.db | app state (used from the service issue on) |
 | REDIS_URL | (unset) | scale-out: visits, the briefing cache, verified tokens and rate-limit counters shared by API workers in Redis (unset: in this process) |
 | REDIS_PREFIX | briefing | every Redis key starts with this (deployments and tests sharing a Redis do not collide) |
-| VERSION_POLL_S | 5 | how often an API worker checks whether a job refreshed the matrix, ranker or adapter |
+| VERSION_POLL_S | 5 | how often a serving process checks whether another one refreshed the matrix, ranker or adapter (0: never) |
 | EMBEDDING_MODEL | packaged:all-MiniLM-L6-v2 | a local path or hub id for sentence-transformers |
 | LLM_BACKEND | llamacpp | llamacpp, transformers or openai (vLLM or any OpenAI-compatible server) |
 | LLM_MODEL | packaged:SmolLM2-135M-Instruct | GGUF file, transformers folder or hub id, or served name |
