@@ -1,0 +1,273 @@
+"""`briefing backup` / `restore` round trips on SQLite and PostgreSQL with the embedded Qdrant
+store on disk: the state comes back as it was, secrets stay out, a tampered, partial or newer
+backup is refused, a running holder of the store gets a clear message, and a restore killed with
+SIGKILL (or crashing half-way through its swaps) leaves a state the next restore completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+import server.backup as backup_module
+from indexing import Article, Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
+from server.auth import secret
+from server.backup import BackupError, backup, restore
+from server.db import Base, connect, migrate
+from server.settings import Settings
+from tests.conftest import DATABASES, DEMO, _database
+
+pytestmark = pytest.mark.slow  # the real embedder fills the embedded store
+BRIEFING = str(Path(sys.executable).with_name("briefing"))
+NOW = datetime(2026, 11, 19, 22, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=DATABASES)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    for url in _database(request.param, tmp_path):
+        data = tmp_path / "data"
+        yield Settings.from_env({"DATA_DIR": str(data), "DATABASE_URL": url})
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    data = tmp_path / "data"
+    return Settings.from_env({"DATA_DIR": str(data), "DATABASE_URL": f"sqlite:///{data / 'briefing.db'}"})
+
+
+def build_state(
+    settings: Settings, embedder: SentenceTransformerEmbedder, chunker: Chunker, articles: list[Article]
+) -> None:
+    """A small deployment: four articles in the embedded store, the demo readers with their
+    events, a reviewed summary, a promoted adapter with its files, and the JWT secret."""
+    from briefing.tuning.registry import AdapterRecord, AdapterState, new_adapter_id
+    from server.adapters import SqlAdapterRegistry
+    from server.readers import parse_readers
+    from server.stores import Readers, SqlSummaryStore
+    from tests.unit.test_summary_store import make_summary
+
+    index = QdrantIndex.open(QdrantConfig(path=settings.qdrant.path), embedder.dim)
+    assert Indexer(index, embedder, chunker).ingest(articles[:4]).ok
+    index.close()
+    engine = connect(settings.database_url)
+    migrate(engine)
+    readers = (DEMO / "readers.jsonl").read_text(encoding="utf-8")
+    Readers(engine).load(parse_readers(readers), NOW)
+    SqlSummaryStore(engine).put(make_summary(articles[0].id))
+    adapter = new_adapter_id(NOW)
+    record = AdapterRecord(adapter, "packaged:SmolLM2", "ab" * 32, "ds-1", {"rank": 8}, None,
+                           AdapterState.CANDIDATE, NOW, None, adapter, None)  # fmt: skip
+    registry = SqlAdapterRegistry(engine)
+    registry.add(record)
+    registry.promote(adapter, "tester")
+    engine.dispose()
+    folder = settings.data_dir / "adapters" / adapter
+    folder.mkdir(parents=True)
+    (folder / "adapter.gguf").write_bytes(os.urandom(4096))
+    (folder / "signing.key").write_text("not for backups")
+    secret(None, settings.data_dir)
+
+
+def state_of(settings: Settings) -> dict[str, Any]:
+    """Every row of every table, the store's articles and chunk count, and the adapter files."""
+    engine = connect(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            rows = {
+                table.name: sorted(map(repr, connection.execute(table.select())))
+                for table in Base.metadata.sorted_tables
+            }
+            head = connection.execute(text("select version_num from alembic_version")).scalar_one()
+    finally:
+        engine.dispose()
+    index = QdrantIndex(QdrantConfig(path=settings.qdrant.path).connect(), "news")
+    try:
+        vectors = (sorted((r.article.id, r.content_hash, r.story_id) for r in index.scroll()), index.count())
+    finally:
+        index.close()
+    adapters = settings.data_dir / "adapters"
+    files = {str(p.relative_to(adapters)): p.read_bytes() for p in sorted(adapters.rglob("*")) if p.is_file()}
+    return {"rows": rows, "head": head, "vectors": vectors, "files": files}
+
+
+def damage(
+    settings: Settings, embedder: SentenceTransformerEmbedder, chunker: Chunker, extra: Article
+) -> None:
+    """What a bad day does: events and summaries deleted, a reader changed, the adapters folder
+    gone, another article in the store."""
+    engine = connect(settings.database_url)
+    with engine.begin() as connection:
+        connection.execute(text("delete from events"))
+        connection.execute(text("delete from summaries"))
+        connection.execute(text("update readers set name = 'changed'"))
+    engine.dispose()
+    shutil.rmtree(settings.data_dir / "adapters")
+    index = QdrantIndex.open(QdrantConfig(path=settings.qdrant.path), embedder.dim)
+    assert Indexer(index, embedder, chunker).ingest([extra]).ok
+    index.close()
+
+
+def test_round_trip(
+    settings: Settings,
+    tmp_path: Path,
+    embedder: SentenceTransformerEmbedder,
+    chunker: Chunker,
+    demo_articles: list[Article],
+) -> None:
+    build_state(settings, embedder, chunker, demo_articles)
+    before = state_of(settings)
+    assert before["rows"]["events"] and before["rows"]["adapters"] and before["vectors"][1][0] > 0
+    jwt_secret = (settings.data_dir / "jwt-secret").read_bytes()
+
+    manifest = backup(settings, tmp_path / "bk")
+
+    assert manifest.schema_head == before["head"] and manifest.vectors == "embedded"
+    names = {Path(name).name for name in manifest.files}
+    assert "jwt-secret" not in names and "signing.key" not in names and ".lock" not in names
+    assert not any(jwt_secret in p.read_bytes() for p in (tmp_path / "bk").rglob("*") if p.is_file())
+    damage(settings, embedder, chunker, demo_articles[5])
+    assert state_of(settings) != before
+
+    with pytest.raises(BackupError, match=r"already holds state.*--force"):
+        restore(settings, tmp_path / "bk")
+    restore(settings, tmp_path / "bk", force=True)
+
+    after = state_of(settings)
+    key = next(name for name in before["files"] if name.endswith("signing.key"))
+    assert after == {**before, "files": {k: v for k, v in before["files"].items() if k != key}}
+    assert (settings.data_dir / "jwt-secret").read_bytes() == jwt_secret  # the live secret stays
+    assert not (settings.data_dir / backup_module.JOURNAL).exists()
+    assert not list(settings.data_dir.glob("*.restoring")) + list(settings.data_dir.glob("*.pre-restore"))
+
+
+@pytest.fixture
+def backed_up(
+    sqlite_settings: Settings,
+    tmp_path: Path,
+    embedder: SentenceTransformerEmbedder,
+    chunker: Chunker,
+    demo_articles: list[Article],
+) -> tuple[Settings, Path, dict[str, Any]]:
+    """A SQLite deployment, its backup in tmp_path/bk, its state then; and then it was damaged."""
+    build_state(sqlite_settings, embedder, chunker, demo_articles)
+    before = state_of(sqlite_settings)
+    before["files"] = {k: v for k, v in before["files"].items() if not k.endswith(".key")}  # secrets stay out
+    backup(sqlite_settings, tmp_path / "bk")
+    damage(sqlite_settings, embedder, chunker, demo_articles[5])
+    return sqlite_settings, tmp_path / "bk", before
+
+
+def test_a_tampered_partial_or_newer_backup_is_refused(
+    backed_up: tuple[Settings, Path, dict[str, Any]],
+) -> None:
+    settings, bk, _ = backed_up
+    damaged = state_of(settings)
+    gguf = next(bk.rglob("adapter.gguf"))
+    original = gguf.read_bytes()
+    gguf.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(
+        BackupError, match=r"changed since the backup was written: data/adapters/.*adapter.gguf"
+    ):
+        restore(settings, bk, force=True)
+    gguf.write_bytes(original)
+
+    (bk / "qdrant" / "meta.json").rename(bk / "meta.json.aside")
+    with pytest.raises(
+        BackupError, match=r"qdrant/meta.json \(missing\).*meta.json.aside \(not in the manifest\)"
+    ):
+        restore(settings, bk, force=True)
+    (bk / "meta.json.aside").rename(bk / "qdrant" / "meta.json")
+
+    manifest = json.loads((bk / "manifest.json").read_text())
+    (bk / "manifest.json").write_text(json.dumps({**manifest, "schema_head": "0099_from_the_future"}))
+    with pytest.raises(BackupError, match="schema 0099_from_the_future is newer than this version knows"):
+        restore(settings, bk, force=True)
+    (bk / "manifest.json").unlink()
+    with pytest.raises(BackupError, match=r"not a complete backup: it has no manifest.json"):
+        restore(settings, bk, force=True)
+    assert state_of(settings) == damaged  # nothing was touched
+
+
+def test_a_running_holder_of_the_embedded_store_gets_a_clear_message(
+    backed_up: tuple[Settings, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    settings, bk, _ = backed_up
+    hold = "import sys, time; from qdrant_client import QdrantClient; c = QdrantClient(path=sys.argv[1]); "
+    hold += "print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, settings.qdrant.path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(BackupError, match=r"in use by a running process.*stop it first"):
+            restore(settings, bk, force=True)
+        with pytest.raises(BackupError, match=r"in use by a running process.*QDRANT_URL"):
+            backup(settings, tmp_path / "bk2")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "bk2").exists() and not list(tmp_path.glob(".bk2.partial-*"))
+
+
+def test_restore_killed_before_its_commit_leaves_the_previous_state(
+    backed_up: tuple[Settings, Path, dict[str, Any]],
+) -> None:
+    settings, bk, before = backed_up
+    damaged = state_of(settings)
+    env = {**os.environ, "DATA_DIR": str(settings.data_dir), "DATABASE_URL": settings.database_url}
+    env.pop("QDRANT_URL", None)
+    env.pop("QDRANT_PATH", None)
+    journal = settings.data_dir / backup_module.JOURNAL
+    process = subprocess.Popen([BRIEFING, "restore", str(bk), "--force"], env=env)
+    deadline = time.monotonic() + 60
+    while not journal.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)  # staging: it copies and migrates the database beside the live one
+    assert process.wait() == -signal.SIGKILL
+    assert json.loads(journal.read_text())["state"] == "staging"
+
+    assert state_of(settings) == damaged  # the previous state, whole and usable
+
+    result = subprocess.run(
+        [BRIEFING, "restore", str(bk), "--force"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dropped what the interrupted restore" in result.stdout
+    assert state_of(settings) == before
+
+
+def test_a_crash_after_the_commit_is_finished_by_the_next_restore(
+    backed_up: tuple[Settings, Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, bk, before = backed_up
+    moved: list[str] = []
+    real_move_in = backup_module._move_in
+
+    def crash_at_the_adapters(move: Any) -> None:
+        if move.target.endswith("adapters"):
+            raise SystemExit("crashed half-way through the swaps")
+        moved.append(move.target)
+        real_move_in(move)
+
+    monkeypatch.setattr(backup_module, "_move_in", crash_at_the_adapters)
+    with pytest.raises(SystemExit):
+        restore(settings, bk, force=True)
+    monkeypatch.undo()
+    database = str(settings.data_dir / "briefing.db")
+    assert moved == [database, settings.qdrant.path]  # the database and the store are in, not adapters
+
+    reports: list[str] = []
+    restore(settings, bk, force=True, report=reports.append)
+    assert reports and reports[0].startswith("finished the interrupted restore")
+    assert state_of(settings) == before
