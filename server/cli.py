@@ -31,6 +31,7 @@ from server.container import (
     build_summary_store,
     open_index,
 )
+from server.backup_commands import backup, restore
 from server.experiments.commands import experiments
 from server.serve import serve, token
 from server.settings import Settings
@@ -464,6 +465,8 @@ main.add_command(serve)
 main.add_command(token)
 main.add_command(experiments)
 main.add_command(tune)
+main.add_command(backup)
+main.add_command(restore)
 main.add_command(worker)
 
 
