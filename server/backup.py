@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from briefing.tuning.data import fsync_path
+from server import backup_journal as journal_file
 from server import backup_stores as stores
+from server.backup_journal import Move
 from server.backup_stores import BackupError
 from server.db import MIGRATIONS, connect, migrate
 from server.settings import Settings
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-JOURNAL = "restore.journal.json"
 # What DATA_DIR holds that cannot be rebuilt: installed adapters, the trained verifier, the tuning
 # datasets the adapters were made from and the gate's outputs. Not models/ as a whole: it also
 # caches dequantized copies of the packaged models; not tuning/runs: checkpoints of training.
@@ -121,7 +122,7 @@ def _write_backup(settings: Settings, out: Path) -> Manifest:
         files={str(path.relative_to(out)): _sha256(path) for path in _files(out)},
         details=details,
     )
-    _write_durably(out / MANIFEST, json.dumps(manifest.to_json(), indent=1).encode())
+    journal_file.write_durably(out / MANIFEST, json.dumps(manifest.to_json(), indent=1).encode())
     return manifest
 
 
@@ -270,47 +271,31 @@ def _database_holds_state(url: str) -> bool:
         engine.dispose()
 
 
-# -- staging, the journal and the swaps ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Move:
-    """Put `staged` at `target`; the previous content waits at `old` until the restore is done."""
-
-    target: str
-    present: bool  # False: the backup has none, so the target is only moved out of the way
-
-    @property
-    def staged(self) -> Path:
-        return Path(f"{self.target}.restoring")
-
-    @property
-    def old(self) -> Path:
-        return Path(f"{self.target}.pre-restore")
+# -- staging and swapping in ----------------------------------------------------------------
 
 
 def _stage(settings: Settings, manifest: Manifest, source: Path) -> dict[str, Any]:
     """Copy the backup beside the live state; the journal says what is staged where."""
+    moves = _moves(settings, manifest)
     journal = {
         "backup": manifest.id,
         "database": manifest.database,
         "marker": f"briefing restore {manifest.id} {secrets.token_hex(4)}",
-        "moves": [asdict(move) for move in _moves(settings, manifest)],
+        "moves": journal_file.as_json(moves),
         "state": "staging",
     }
-    _write_journal(settings, journal)
-    moves = _journal_moves(journal)
+    journal_file.write(settings.data_dir, journal)
     for move in moves:
-        _remove(move.staged)
-        _remove(move.old)
-    for move in moves:
+        journal_file.remove(move.staged)
+        journal_file.remove(move.old)
         if move.present:
             _copy_staged(settings, source, move)
             fsync_path(move.staged)
     if manifest.database == "sqlite":
         stores.sqlite_migrated(moves[0].staged, migrate)  # what is renamed in is already current
-    _write_journal(settings, {**journal, "state": "staged"})
-    return {**journal, "state": "staged"}
+    journal["state"] = "staged"
+    journal_file.write(settings.data_dir, journal)
+    return journal
 
 
 def _moves(settings: Settings, manifest: Manifest) -> list[Move]:
@@ -327,7 +312,7 @@ def _moves(settings: Settings, manifest: Manifest) -> list[Move]:
 
 def _copy_staged(settings: Settings, source: Path, move: Move) -> None:
     target = Path(move.target)
-    if move.target.endswith(".db") and target == _sqlite_target(settings):
+    if target == _sqlite_target(settings):
         held = source / "database" / "briefing.db"
     elif target == _embedded(settings):
         held = source / "qdrant"
@@ -341,63 +326,38 @@ def _copy_staged(settings: Settings, source: Path, move: Move) -> None:
 
 
 def _commit(settings: Settings, manifest: Manifest, source: Path, journal: dict[str, Any]) -> None:
-    moves = _journal_moves(journal)
+    """The database first (the commit point), then the folders, each swap a rename."""
     if manifest.database == "sqlite":
-        stores.sqlite_quiesce(Path(moves[0].target))
-        os.replace(moves[0].staged, moves[0].target)  # the commit point
-        fsync_path(moves[0].staged.parent)
+        database = journal_file.moves_of(journal)[0]
+        stores.sqlite_quiesce(Path(database.target))
+        os.replace(database.staged, database.target)  # the commit point
+        fsync_path(database.staged.parent)
     else:
         url, schema = settings.database_url, manifest.details["pg_schema"]
         stores.pg_restore(url, schema, source / "database" / "schema.pgdump", journal["marker"])
         _migrate(url)
     if manifest.vectors == "server":
         _recover_server(settings, source, manifest)
-    _finish(settings, journal)
+    journal_file.finish(settings.data_dir, journal)
 
 
 def resume(settings: Settings) -> str | None:
     """Finish a restore that was killed after its commit point, or drop what one killed before
     it had staged (the live state was not touched then). Returns what it did, if anything."""
-    path = settings.data_dir / JOURNAL
-    if not path.is_file():
+    journal = journal_file.read(settings.data_dir)
+    if journal is None:
         return None
-    journal = json.loads(path.read_text(encoding="utf-8"))
     if journal["state"] == "staged" and _committed(settings, journal):
-        _finish(settings, journal)
+        journal_file.finish(settings.data_dir, journal)
         return f"finished the interrupted restore of {journal['backup']}"
-    for move in _journal_moves(journal):
-        _remove(move.staged)
-    path.unlink()
+    journal_file.drop_staged(settings.data_dir, journal)
     return f"dropped what the interrupted restore of {journal['backup']} had staged"
 
 
 def _committed(settings: Settings, journal: dict[str, Any]) -> bool:
     if journal["database"] == "sqlite":
-        return not _journal_moves(journal)[0].staged.exists()
+        return not journal_file.moves_of(journal)[0].staged.exists()
     return stores.pg_marked(settings.database_url, journal["marker"])
-
-
-def _finish(settings: Settings, journal: dict[str, Any]) -> None:
-    """Swap every staged folder in (each step can be redone after a kill), then drop the old."""
-    moves = _journal_moves(journal)
-    for move in moves:
-        _move_in(move)
-    for move in moves:
-        _remove(move.old)
-    (settings.data_dir / JOURNAL).unlink()
-    fsync_path(settings.data_dir)
-
-
-def _move_in(move: Move) -> None:
-    target = Path(move.target)
-    if move.present and not move.staged.exists():
-        return  # already in place (a SQLite file, or a swap done before a kill)
-    if (target.exists() or target.is_symlink()) and not move.old.exists():
-        target.rename(move.old)
-    if move.present:
-        move.staged.rename(target)
-    if target.parent.exists():
-        fsync_path(target.parent)
 
 
 def _recover_server(settings: Settings, source: Path, manifest: Manifest) -> None:
@@ -412,26 +372,6 @@ def _recover_server(settings: Settings, source: Path, manifest: Manifest) -> Non
 
 
 # -- small helpers ------------------------------------------------------------------------------
-
-
-def _journal_moves(journal: dict[str, Any]) -> list[Move]:
-    return [Move(**move) for move in journal["moves"]]
-
-
-def _write_journal(settings: Settings, journal: dict[str, Any]) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _write_durably(settings.data_dir / JOURNAL, json.dumps(journal, indent=1).encode())
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write beside, flush, rename over: the file is the old one or the new one, never half."""
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-    fsync_path(path.parent)
 
 
 def _migrate(url: str) -> None:
@@ -473,10 +413,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)

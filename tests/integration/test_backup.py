@@ -20,15 +20,16 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-import server.backup as backup_module
+import server.backup_journal as backup_journal
 from indexing import Article, Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
 from server.auth import secret
 from server.backup import BackupError, backup, restore
+from server.backup_journal import JOURNAL
 from server.db import Base, connect, migrate
 from server.settings import Settings
-from tests.conftest import DATABASES, DEMO, _database
+from tests.conftest import DATABASES, DEMO, PG_URL, _database
 
-pytestmark = pytest.mark.slow  # the real embedder fills the embedded store
+SLOW = pytest.mark.slow  # the real embedder fills the embedded store
 BRIEFING = str(Path(sys.executable).with_name("briefing"))
 NOW = datetime(2026, 11, 19, 22, 0, tzinfo=UTC)
 
@@ -118,6 +119,7 @@ def damage(
     index.close()
 
 
+@SLOW
 def test_round_trip(
     settings: Settings,
     tmp_path: Path,
@@ -147,7 +149,7 @@ def test_round_trip(
     key = next(name for name in before["files"] if name.endswith("signing.key"))
     assert after == {**before, "files": {k: v for k, v in before["files"].items() if k != key}}
     assert (settings.data_dir / "jwt-secret").read_bytes() == jwt_secret  # the live secret stays
-    assert not (settings.data_dir / backup_module.JOURNAL).exists()
+    assert not (settings.data_dir / JOURNAL).exists()
     assert not list(settings.data_dir.glob("*.restoring")) + list(settings.data_dir.glob("*.pre-restore"))
 
 
@@ -168,6 +170,7 @@ def backed_up(
     return sqlite_settings, tmp_path / "bk", before
 
 
+@SLOW
 def test_a_tampered_partial_or_newer_backup_is_refused(
     backed_up: tuple[Settings, Path, dict[str, Any]],
 ) -> None:
@@ -199,6 +202,7 @@ def test_a_tampered_partial_or_newer_backup_is_refused(
     assert state_of(settings) == damaged  # nothing was touched
 
 
+@SLOW
 def test_a_running_holder_of_the_embedded_store_gets_a_clear_message(
     backed_up: tuple[Settings, Path, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -220,6 +224,7 @@ def test_a_running_holder_of_the_embedded_store_gets_a_clear_message(
     assert not (tmp_path / "bk2").exists() and not list(tmp_path.glob(".bk2.partial-*"))
 
 
+@SLOW
 def test_restore_killed_before_its_commit_leaves_the_previous_state(
     backed_up: tuple[Settings, Path, dict[str, Any]],
 ) -> None:
@@ -228,7 +233,7 @@ def test_restore_killed_before_its_commit_leaves_the_previous_state(
     env = {**os.environ, "DATA_DIR": str(settings.data_dir), "DATABASE_URL": settings.database_url}
     env.pop("QDRANT_URL", None)
     env.pop("QDRANT_PATH", None)
-    journal = settings.data_dir / backup_module.JOURNAL
+    journal = settings.data_dir / JOURNAL
     process = subprocess.Popen([BRIEFING, "restore", str(bk), "--force"], env=env)
     deadline = time.monotonic() + 60
     while not journal.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -247,12 +252,13 @@ def test_restore_killed_before_its_commit_leaves_the_previous_state(
     assert state_of(settings) == before
 
 
+@SLOW
 def test_a_crash_after_the_commit_is_finished_by_the_next_restore(
     backed_up: tuple[Settings, Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, bk, before = backed_up
     moved: list[str] = []
-    real_move_in = backup_module._move_in
+    real_move_in = backup_journal.move_in
 
     def crash_at_the_adapters(move: Any) -> None:
         if move.target.endswith("adapters"):
@@ -260,7 +266,7 @@ def test_a_crash_after_the_commit_is_finished_by_the_next_restore(
         moved.append(move.target)
         real_move_in(move)
 
-    monkeypatch.setattr(backup_module, "_move_in", crash_at_the_adapters)
+    monkeypatch.setattr(backup_journal, "move_in", crash_at_the_adapters)
     with pytest.raises(SystemExit):
         restore(settings, bk, force=True)
     monkeypatch.undo()
@@ -271,3 +277,68 @@ def test_a_crash_after_the_commit_is_finished_by_the_next_restore(
     restore(settings, bk, force=True, report=reports.append)
     assert reports and reports[0].startswith("finished the interrupted restore")
     assert state_of(settings) == before
+
+
+def test_the_commands_on_a_deployment_without_vectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI end to end on a fresh SQLite deployment (no store yet): the backup says what it
+    holds, a used folder is refused, and so is a restore onto another database engine."""
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("DATA_DIR", str(data))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{data / 'briefing.db'}")
+    for name in ("QDRANT_URL", "QDRANT_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    migrate(connect(f"sqlite:///{data / 'briefing.db'}"))
+    runner = CliRunner()
+    for command, words in (("backup", "secrets"), ("restore", "--force")):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and words in result.output
+
+    result = runner.invoke(main, ["backup", str(tmp_path / "bk")])
+    assert result.exit_code == 0, result.output
+    assert "sqlite database at schema" in result.output and "none vectors" in result.output
+    assert json.loads((tmp_path / "bk" / "manifest.json").read_text())["vectors"] == "none"
+    result = runner.invoke(main, ["backup", str(tmp_path / "bk")])
+    assert result.exit_code == 1 and "already exists and is not an empty folder" in result.output
+
+    monkeypatch.setenv("DATABASE_URL", PG_URL)
+    result = runner.invoke(main, ["restore", str(tmp_path / "bk")])
+    assert result.exit_code == 1
+    assert "the backup is of a sqlite database and DATABASE_URL is postgresql" in result.output
+
+
+@pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="needs a Qdrant server (QDRANT_URL)")
+@SLOW
+def test_round_trip_on_a_qdrant_server(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, chunker: Chunker, demo_articles: list[Article]
+) -> None:
+    """Snapshots of the served collections, taken while the server runs, come back over a change."""
+    from uuid import uuid4
+
+    prefix = f"bk{uuid4().hex[:8]}"
+    url = os.environ["QDRANT_URL"]
+    data = tmp_path / "data"
+    env = {"DATA_DIR": str(data), "QDRANT_URL": url, "COLLECTION_PREFIX": prefix}
+    settings = Settings.from_env({**env, "DATABASE_URL": f"sqlite:///{data / 'briefing.db'}"})
+    migrate(connect(settings.database_url))
+    config = QdrantConfig(url=url, api_key=os.environ.get("QDRANT_API_KEY"), prefix=prefix)
+    index = QdrantIndex.open(config, embedder.dim)
+    try:
+        indexer = Indexer(index, embedder, chunker)
+        assert indexer.ingest(demo_articles[:3]).ok
+        before = sorted(r.article.id for r in index.scroll())
+        manifest = backup(settings, tmp_path / "bk")
+        assert manifest.vectors == "server" and len(manifest.details["aliases"]) == 2
+        assert indexer.ingest(demo_articles[3:5]).ok
+        restore(settings, tmp_path / "bk", force=True)
+        assert sorted(r.article.id for r in index.scroll()) == before
+    finally:
+        for collection in index.client.get_collections().collections:
+            if collection.name.startswith(prefix):
+                index.client.delete_collection(collection.name)
+        index.close()
