@@ -41,12 +41,6 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
         yield Settings.from_env({"DATA_DIR": str(data), "DATABASE_URL": url})
 
 
-@pytest.fixture
-def sqlite_settings(tmp_path: Path) -> Settings:
-    data = tmp_path / "data"
-    return Settings.from_env({"DATA_DIR": str(data), "DATABASE_URL": f"sqlite:///{data / 'briefing.db'}"})
-
-
 def build_state(
     settings: Settings, embedder: SentenceTransformerEmbedder, chunker: Chunker, articles: list[Article]
 ) -> None:
@@ -102,11 +96,9 @@ def state_of(settings: Settings) -> dict[str, Any]:
     return {"rows": rows, "head": head, "vectors": vectors, "files": files}
 
 
-def damage(
-    settings: Settings, embedder: SentenceTransformerEmbedder, chunker: Chunker, extra: Article
-) -> None:
+def damage(settings: Settings, article_id: str) -> None:
     """What a bad day does: events and summaries deleted, a reader changed, the adapters folder
-    gone, another article in the store."""
+    gone, an article out of the store."""
     engine = connect(settings.database_url)
     with engine.begin() as connection:
         connection.execute(text("delete from events"))
@@ -114,8 +106,8 @@ def damage(
         connection.execute(text("update readers set name = 'changed'"))
     engine.dispose()
     shutil.rmtree(settings.data_dir / "adapters")
-    index = QdrantIndex.open(QdrantConfig(path=settings.qdrant.path), embedder.dim)
-    assert Indexer(index, embedder, chunker).ingest([extra]).ok
+    index = QdrantIndex(QdrantConfig(path=settings.qdrant.path).connect(), "news")
+    assert index.delete([article_id]) > 0
     index.close()
 
 
@@ -138,7 +130,7 @@ def test_round_trip(
     names = {Path(name).name for name in manifest.files}
     assert "jwt-secret" not in names and "signing.key" not in names and ".lock" not in names
     assert not any(jwt_secret in p.read_bytes() for p in (tmp_path / "bk").rglob("*") if p.is_file())
-    damage(settings, embedder, chunker, demo_articles[5])
+    damage(settings, demo_articles[0].id)
     assert state_of(settings) != before
 
     with pytest.raises(BackupError, match=r"already holds state.*--force"):
@@ -153,21 +145,38 @@ def test_round_trip(
     assert not list(settings.data_dir.glob("*.restoring")) + list(settings.data_dir.glob("*.pre-restore"))
 
 
-@pytest.fixture
-def backed_up(
-    sqlite_settings: Settings,
-    tmp_path: Path,
+@pytest.fixture(scope="module")
+def template(
+    tmp_path_factory: pytest.TempPathFactory,
     embedder: SentenceTransformerEmbedder,
     chunker: Chunker,
     demo_articles: list[Article],
-) -> tuple[Settings, Path, dict[str, Any]]:
-    """A SQLite deployment, its backup in tmp_path/bk, its state then; and then it was damaged."""
-    build_state(sqlite_settings, embedder, chunker, demo_articles)
-    before = state_of(sqlite_settings)
+) -> tuple[Path, dict[str, Any]]:
+    """A SQLite deployment and its backup (folders `data` and `bk`), and its state, made once."""
+    root = tmp_path_factory.mktemp("template")
+    settings = _sqlite(root / "data")
+    build_state(settings, embedder, chunker, demo_articles)
+    before = state_of(settings)
     before["files"] = {k: v for k, v in before["files"].items() if not k.endswith(".key")}  # secrets stay out
-    backup(sqlite_settings, tmp_path / "bk")
-    damage(sqlite_settings, embedder, chunker, demo_articles[5])
-    return sqlite_settings, tmp_path / "bk", before
+    backup(settings, root / "bk")
+    return root, before
+
+
+@pytest.fixture
+def backed_up(
+    template: tuple[Path, dict[str, Any]], tmp_path: Path, demo_articles: list[Article]
+) -> tuple[Settings, Path, dict[str, Any]]:
+    """A copy of the template deployment and its backup; the deployment was then damaged."""
+    root, before = template
+    shutil.copytree(root / "data", tmp_path / "data")
+    shutil.copytree(root / "bk", tmp_path / "bk")
+    settings = _sqlite(tmp_path / "data")
+    damage(settings, demo_articles[0].id)
+    return settings, tmp_path / "bk", before
+
+
+def _sqlite(data: Path) -> Settings:
+    return Settings.from_env({"DATA_DIR": str(data), "DATABASE_URL": f"sqlite:///{data / 'briefing.db'}"})
 
 
 @SLOW
