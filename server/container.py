@@ -224,7 +224,8 @@ def build_service(
         with versions.announcing("matrix"):  # other processes reload it too
             refresh_recommender(settings, indexer, recommender, now)
 
-    experiments = Experiments(engine)
+    # an arm may name only the backend this deployment drafts with: another would be a silent no-op
+    experiments = Experiments(engine, known_backends={settings.llm.backend})
     adapters = build_adapter_serving(settings, engine, summarizer)
     service = Service(
         engine=engine,

@@ -159,7 +159,14 @@ def test_a_bad_definition_is_refused_with_every_reason_and_nothing_stored(
         "Bad Key!",
         arms=[
             {"name": "control", "weight": 0.6},
-            {"name": "haiku", "weight": 0.6, "article_prompt": "article-haiku", "adapter": "lora-x"},
+            # openai: a backend this deployment does not draft with (it runs llama.cpp)
+            {
+                "name": "haiku",
+                "weight": 0.6,
+                "article_prompt": "article-haiku",
+                "adapter": "lora-x",
+                "backend": "openai",
+            },
         ],
         primary="happiness",
         guardrails=["ctr"],
@@ -173,6 +180,7 @@ def test_a_bad_definition_is_refused_with_every_reason_and_nothing_stored(
         "weights sum to 1.2",
         "article-haiku",
         "lora-x",
+        "unknown backend 'openai'; known: llamacpp",
         "happiness",
         "'ctr' is not a guardrail",
         "colour",
