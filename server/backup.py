@@ -104,12 +104,14 @@ def backup(settings: Settings, dest: Path) -> Manifest:
 
 def _write_backup(settings: Settings, out: Path) -> Manifest:
     details: dict[str, Any] = {}
-    with stores.embedded_store_held(_embedded(settings)):  # nothing writes the store meanwhile
+    # Held, the store's lock keeps out every process that could write (servers, jobs, commands):
+    # the database, the vectors and the adapters are copied as of one moment.
+    with stores.embedded_store_held(_embedded(settings)):
         database, head = _dump_database(settings, out / "database", details)
         vectors = _copy_vectors(settings, out, details)
-    areas = tuple(
-        area for area in _areas(settings) if _copy_area(settings.data_dir / area, out / "data" / area)
-    )
+        areas = tuple(a for a in _areas(settings) if _copy_area(settings.data_dir / a, out / "data" / a))
+    for path in [*_files(out), *(p for p in out.rglob("*") if p.is_dir()), out]:
+        fsync_path(path)  # on disk before the manifest says the backup is whole
     manifest = Manifest(
         id=f"bk-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}",
         created_at=datetime.now(UTC).isoformat(),

@@ -302,7 +302,9 @@ def test_the_commands_on_a_deployment_without_vectors(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{data / 'briefing.db'}")
     for name in ("QDRANT_URL", "QDRANT_PATH"):
         monkeypatch.delenv(name, raising=False)
-    migrate(connect(f"sqlite:///{data / 'briefing.db'}"))
+    engine = connect(f"sqlite:///{data / 'briefing.db'}")
+    migrate(engine)
+    engine.dispose()
     runner = CliRunner()
     for command, words in (("backup", "secrets"), ("restore", "--force")):
         result = runner.invoke(main, [command, "--help"])
@@ -314,6 +316,13 @@ def test_the_commands_on_a_deployment_without_vectors(
     assert json.loads((tmp_path / "bk" / "manifest.json").read_text())["vectors"] == "none"
     result = runner.invoke(main, ["backup", str(tmp_path / "bk")])
     assert result.exit_code == 1 and "already exists and is not an empty folder" in result.output
+
+    fresh = tmp_path / "fresh"  # a new machine: restore makes DATA_DIR
+    monkeypatch.setenv("DATA_DIR", str(fresh))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{fresh / 'briefing.db'}")
+    result = runner.invoke(main, ["restore", str(tmp_path / "bk")])
+    assert result.exit_code == 0 and "restored bk-" in result.output, result.output
+    assert sorted(p.name for p in fresh.iterdir()) == ["briefing.db"]
 
     monkeypatch.setenv("DATABASE_URL", PG_URL)
     result = runner.invoke(main, ["restore", str(tmp_path / "bk")])
