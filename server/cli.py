@@ -111,6 +111,10 @@ def ingest(location: str, batch_size: int, max_errors: int) -> None:
             report = indexer.ingest(open_source(location), batch_size=batch_size, progress=True)
         except (OSError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
+        except Exception as exc:  # embedded Qdrant's SQLite says "database or disk is full"
+            if (clear := _outage(exc)) is None:
+                raise
+            raise clear from exc
     for error in report.failed[:max_errors]:
         click.echo(f"rejected {error}", err=True)
     if len(report.failed) > max_errors:
@@ -193,6 +197,14 @@ def retract(article_ids: tuple[str, ...], reason: str) -> None:
                 click.echo(f"{article_id}: {exc}", err=True)
                 continue
             click.echo(f"retracted {article_id}: {done['summaries']} summaries retired")
+
+
+def _outage(exc: Exception) -> click.ClickException | None:
+    """A one-line error for an outage (a full disk, the database away); None for anything else."""
+    from server.outages import outage
+
+    down = outage(exc)
+    return None if down is None else click.ClickException(f"{down.detail} ({exc})")
 
 
 def _operator() -> str:

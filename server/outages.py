@@ -33,8 +33,8 @@ class Outage:
         return {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else {}
 
 
-DISK_FULL = Outage(507, "the disk under DATA_DIR is full: nothing was stored; free space and retry")
-DATABASE_AWAY = Outage(503, "the database cannot be reached now; nothing was stored; retry later")
+DISK_FULL = Outage(507, "the disk under DATA_DIR is full: free space, then retry")
+DATABASE_AWAY = Outage(503, "the database cannot be reached now: retry later")
 
 
 def outage(exc: BaseException) -> Outage | None:
