@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -188,7 +188,7 @@ def database(kind: str, work: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def server_env(url: str, work: Path, port: int) -> dict[str, str]:
+def server_env(url: str, work: Path, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DATA_DIR=str(work / "data"),
@@ -200,6 +200,7 @@ def server_env(url: str, work: Path, port: int) -> dict[str, str]:
         TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
     )
+    env.update(extra or {})  # bench/scale.py: JOBS, REDIS_URL, the rate limit
     return env
 
 
@@ -212,14 +213,16 @@ def server_command(port: int) -> list[str]:
 
 
 @contextmanager
-def server(url: str, work: Path, port: int) -> Iterator[tuple[str, float]]:
+def server(
+    url: str, work: Path, port: int, extra_env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, float]]:
     """`briefing serve --demo` on loopback; yields its base URL and seconds to /ready."""
     port = port or free_port()
     started = time.perf_counter()
     with (work / "server.log").open("wb") as log:
         process = subprocess.Popen(
             server_command(port),
-            env=server_env(url, work, port),
+            env=server_env(url, work, port, extra_env),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -276,9 +279,13 @@ def cleanup(work: Path) -> None:
 # The load generator ------------------------------------------------------------------------------
 
 
-async def run_phase(base: str, name: str, calls: Sequence[Call], concurrency: int, timeout_s: float) -> Phase:
+async def run_phase(
+    base: str | Sequence[str], name: str, calls: Sequence[Call], concurrency: int, timeout_s: float
+) -> Phase:
     """A closed loop: C workers, each on its own keep-alive connection, take the next request
-    until the list is done (or time is up)."""
+    until the list is done (or time is up). Several base URLs (API workers, bench/scale.py): the
+    connections are spread over them round-robin, as a proxy without affinity would."""
+    bases = [base] if isinstance(base, str) else list(base)
     outcomes: list[Outcome | None] = [None] * len(calls)
     todo = iter(range(len(calls)))
 
@@ -291,7 +298,7 @@ async def run_phase(base: str, name: str, calls: Sequence[Call], concurrency: in
 
     # Connections are opened (and used once, on /health) before the clock starts: the phase
     # measures steady keep-alive traffic, not 64 simultaneous TCP handshakes.
-    connections = [Http(base) for _ in range(min(concurrency, len(calls)) or 1)]
+    connections = [Http(bases[i % len(bases)]) for i in range(min(concurrency, len(calls)) or 1)]
     await asyncio.gather(*(c.request("GET", "/health", "", None) for c in connections))
     gc.collect()
     gc.disable()  # the load generator's own collector pauses would show up as server latency
@@ -397,7 +404,7 @@ def demo_article_ids() -> list[str]:
 
 
 async def events_phases(
-    base: str,
+    base: str | Sequence[str],
     engine: Any,
     level: int,
     tokens: dict[str, str],
