@@ -1,12 +1,16 @@
 """The Redis implementations of `server.shared_state`'s protocols, for several API workers.
 
-Every key starts with REDIS_PREFIX. Each operation is one round trip, and each that reads and
-writes is one Lua script (atomic in Redis), so no worker acts on what another has just changed:
+Every key starts with REDIS_PREFIX. Each operation is one round trip (a briefing another worker
+put costs a second one, once), and each that reads and writes is one Lua script (atomic in
+Redis), so no worker acts on what another has just changed:
 
 - visits: `P:visit:<reader>` holds "last seen|since" as ISO times (their offsets kept, so every
   worker hands out the same "since"); `P:erased:<reader>` the erasure time in microseconds. A
   record is a check-and-set against the erasure, in one script.
-- briefings: `P:cache:e:<reader>:<hash of variant and since>` holds "generation|JSON". Drops
+- briefings: `P:cache:e:<reader>:<hash of variant and since>` holds "generation|token", and
+  `P:cache:b:<token>` the briefing's JSON. A token names one put for good, so a worker keeps the
+  entries it decoded by token and a hit is one small read, with no JSON to decode (decoding a
+  five-item briefing cost more than the rest of a cached request, bench/shared_state.py). Drops
   cannot run a predicate over every entry, so each entry is indexed by reader (`P:cache:r:<id>`)
   and by every article it shows or cites (`P:cache:a:<id>`), the only drops the service needs
   besides "everything"; a drop deletes the indexed entries in one script. "Everything" (an
@@ -14,14 +18,20 @@ writes is one Lua script (atomic in Redis), so no worker acts on what another ha
   Every drop bumps `P:cache:epoch`, which a put checks against the epoch read before composing.
 - counters: `P:count:<name>`, INCR and EXPIRE on the first hit, in one script.
 
-Entries, index sets and visits expire (`TTL_S`): all are recomputable from SQL. The scripts build
-no key names except the drop-all count, so they would run on a single Redis or a primary.
+Entries, bodies, index sets and visits expire (`TTL_S`, `VISIT_TTL_S`): all are recomputable
+from SQL; a drop deletes the bodies it finds, a drop-all leaves them to expire. Two scripts build
+key names (a dropped entry's body, the drop-all count), so they run on a single Redis or a
+primary, not on a Redis Cluster.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import threading
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,10 +54,11 @@ return 1
 """
 _PUT = """
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-for i = 3, #KEYS do
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
+for i = 4, #KEYS do
   redis.call('SADD', KEYS[i], KEYS[2])
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
 end
 return 1
 """
@@ -57,7 +68,10 @@ local live = (redis.call('GET', KEYS[3]) or '0') .. '|'
 local dropped = 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local value = redis.call('GET', key)
-  if value and string.sub(value, 1, #live) == live then dropped = dropped + 1 end
+  if value then
+    if string.sub(value, 1, #live) == live then dropped = dropped + 1 end
+    redis.call('DEL', ARGV[1] .. string.match(value, '|(.*)$'))  -- its body
+  end
   redis.call('DEL', key)
   redis.call('SREM', KEYS[4], key)
 end
@@ -135,6 +149,7 @@ class RedisBriefings:
         self._put = client.register_script(_PUT)
         self._drop_indexed = client.register_script(_DROP_INDEXED)
         self._drop_all = client.register_script(_DROP_ALL)
+        self._decoded = Decoded()
 
     def epoch(self) -> tuple[int, int]:
         """(generation, epoch) before composing; `put` stores under that generation."""
@@ -148,17 +163,19 @@ class RedisBriefings:
         live = f"{int(gen or 0)}|".encode()
         if not isinstance(value, bytes) or not value.startswith(live):
             return None
-        body: dict[str, Any] = json.loads(value[len(live) :])
-        return briefing_from_json(body), body
+        token = value[len(live) :].decode()
+        return self._decoded.get(token) or self._fetch(token)
 
     def put(self, key: tuple[Any, ...], briefing: Briefing, epoch: Any) -> dict[str, Any]:
         body = briefing.to_json()
         gen, seen = epoch
-        text = f"{gen}|{json.dumps(body, separators=(',', ':'))}"
-        index = [self._index("r", briefing.reader_id), self._all(gen)]
-        index += [self._index("a", a) for a in sorted(shown_or_cited(briefing))]
+        token = uuid.uuid4().hex
+        text = json.dumps(body, separators=(",", ":"))
+        keys = [self._epoch, self._entry(key), self._body(token), self._index("r", briefing.reader_id)]
+        keys += [self._all(gen), *(self._index("a", a) for a in sorted(shown_or_cited(briefing)))]
         with unavailable():
-            self._put([self._epoch, self._entry(key), *index], [seen, text, TTL_S])
+            if self._put(keys, [seen, f"{gen}|{token}", text, TTL_S]):
+                self._decoded.put(token, (briefing, body))
         return body
 
     def drop(self, keep: Callable[[Briefing], bool]) -> int:
@@ -182,18 +199,54 @@ class RedisBriefings:
     def _drop(self, index: str) -> int:
         with unavailable():
             gen = int(self.client.get(self._gen) or 0)
-            return int(self._drop_indexed([self._epoch, index, self._gen, self._all(gen)]))
+            keys = [self._epoch, index, self._gen, self._all(gen)]
+            return int(self._drop_indexed(keys, [f"{self.prefix}:cache:b:"]))
+
+    def _fetch(self, token: str) -> Entry | None:
+        """An entry this worker has not decoded yet (another one put it)."""
+        with unavailable():
+            text = self.client.get(self._body(token))
+        if text is None:  # dropped or expired in between
+            return None
+        body: dict[str, Any] = json.loads(text)
+        entry = (briefing_from_json(body), body)
+        self._decoded.put(token, entry)
+        return entry
+
+    def _body(self, token: str) -> str:
+        return f"{self.prefix}:cache:b:{token}"
 
     def _entry(self, key: tuple[Any, ...]) -> str:
-        reader, *rest = key
-        digest = hashlib.sha1(json.dumps(rest, default=_plain).encode()).hexdigest()[:24]
-        return f"{self.prefix}:cache:e:{reader}:{digest}"
+        return f"{self.prefix}:cache:e:{key[0]}:{_digest(key[1:])}"
 
     def _index(self, kind: str, name: str) -> str:
         return f"{self.prefix}:cache:{kind}:{name}"
 
     def _all(self, gen: int) -> str:
         return f"{self.prefix}:cache:all:{gen}"
+
+
+class Decoded:
+    """Entries this worker has decoded (or put), by token: a token names one put's content for
+    good, so the copy is exact, and it is served only while Redis still names that token."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Entry | None:
+        with self._lock:
+            found = self._items.get(token)
+            if found is not None:
+                self._items.move_to_end(token)
+            return found
+
+    def put(self, token: str, entry: Entry) -> None:
+        with self._lock:
+            self._items[token] = entry
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 class RedisCounter:
@@ -230,6 +283,11 @@ def _micros(at: datetime) -> int:
 
 def _from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
+
+
+@functools.lru_cache(maxsize=65_536)  # a few variants and visits' "since": the same ones recur
+def _digest(rest: tuple[Any, ...]) -> str:
+    return hashlib.sha1(json.dumps(rest, default=_plain).encode()).hexdigest()[:24]
 
 
 def _plain(value: Any) -> Any:

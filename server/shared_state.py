@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from litestar.exceptions import ServiceUnavailableException
+from litestar.plugins.problem_details import ProblemDetailsException
 
 if TYPE_CHECKING:
     import redis
@@ -57,12 +57,12 @@ __all__ = [
 ]
 
 
-class SharedStateUnavailable(ServiceUnavailableException):
+class SharedStateUnavailable(ProblemDetailsException):
     """The shared store (Redis) did not answer: HTTP 503 with Retry-After, wherever it is raised
     (a handler, a job, the auth or rate-limit middleware)."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail=detail, headers={"Retry-After": str(RETRY_AFTER_S)})
+        super().__init__(detail=detail, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 class VisitStates(Protocol):
