@@ -260,6 +260,7 @@ def snapshot_collections(client: Any, url: str, api_key: str | None, names: set[
     out.mkdir(parents=True)
     headers = {"api-key": api_key} if api_key else {}
     for name in sorted(names):
+        _every_shard_here(client, name)
         taken = client.create_snapshot(collection_name=name, wait=True)
         if taken is None:
             raise BackupError(f"Qdrant took no snapshot of {name}")
@@ -272,6 +273,19 @@ def snapshot_collections(client: Any, url: str, api_key: str | None, names: set[
             for block in response.iter_bytes(1 << 20):
                 file.write(block)
         client.delete_snapshot(collection_name=name, snapshot_name=taken.name, wait=True)
+
+
+def _every_shard_here(client: Any, name: str) -> None:
+    """A collection snapshot holds the shards of the node that takes it (Qdrant's snapshots are
+    per node): in a cluster where QDRANT_URL's node lacks some shard, it would be incomplete."""
+    info = client.http.distributed_api.collection_cluster_info(name).result
+    here = {shard.shard_id for shard in info.local_shards} if info is not None else set()
+    if info is not None and len(here) < info.shard_count:
+        raise BackupError(
+            f"the Qdrant node at QDRANT_URL holds {len(here)} of the {info.shard_count} shards of {name}, "
+            "and a snapshot holds only its node's shards: point QDRANT_URL at a node with a replica of "
+            "every shard, or back the cluster up with a snapshot on every node (Qdrant's own tooling)"
+        )
 
 
 def recover_collections(
