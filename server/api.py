@@ -295,11 +295,12 @@ class Probes(Controller):
 
     @get("/ready", sync_to_thread=True, responses={503: NOT_READY})
     def ready(self, service: NamedDependency[Service], state: State) -> Response[dict[str, Any]]:
-        """Index, database and model all answer (HTTP 503 otherwise)."""
+        """Index, database, model and shared state (Redis, if set) all answer (HTTP 503 otherwise)."""
         checks = {
             "index": _check(lambda: service.indexer.index.count()[0] >= 0),
             "database": _check(lambda: _ping(service)),
             "model": _check(service.summarizer.generator.ready),
+            "shared_state": _check(service.shared.ping),  # Redis, when workers share state there
             "scheduler": _scheduler(state.get("jobs")),
         }
         ok = all(v == "ok" for k, v in checks.items() if k != "scheduler")

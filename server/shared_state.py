@@ -126,6 +126,10 @@ class SharedState:
     def shared(self) -> bool:
         return self.client is not None
 
+    def ping(self) -> bool:
+        """Whether the shared store answers (in this process: always)."""
+        return self.client is None or bool(self.client.ping())
+
 
 def redis_client(settings: Settings) -> redis.Redis | None:
     """A client for REDIS_URL with bounded waits, or None when REDIS_URL is unset. Connections

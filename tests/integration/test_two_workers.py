@@ -30,6 +30,7 @@ from server.db import BriefingRow
 from server.service import Service
 from server.settings import Settings
 from server.shared_state import redis_client
+from server.stores import served_row
 from tests.conftest import _database
 from tests.fault.proxy import TcpProxy
 from tests.service import DEMO, DEMO_CLOCK, SECRET, auth
@@ -170,6 +171,10 @@ def test_an_erasure_on_one_worker_holds_in_the_other(deployment: Deployment) -> 
     b.visits.record(in_flight, b.clock(), None, cached=False)  # the request in flight finishes
     b.visits.flush()
     assert b.visits.known("r05", b.clock()) is None
+    # A batch b queued before the erasure and writes after it keeps nothing of the reader.
+    b.visits._write(
+        [("r05", b.clock(), None, served_row(in_flight, b.clock(), False), [], in_flight.generated_at)]
+    )
     assert served_rows(a, "r05") == 0  # nothing of the erased reader was written back
     # Coming back is a first visit again.
     body, cache = briefing(deployment.b, "r05")
@@ -211,7 +216,10 @@ def test_redis_going_away_gives_a_clear_503_and_service_comes_back(deployment: D
             assert "r0" not in response.text.replace("Redis", "")  # no reader's state in the answer
         with deployment.limited(100) as (a, _):
             assert a.get("/v1/review/queue", headers=auth("edith", "editor")).status_code == 503
+        ready = deployment.b.client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["shared_state"].startswith("failed")
     finally:
         deployment.proxy.restore()
     back, _ = briefing(deployment.b, "r03")
     assert back["reader_id"] == "r03" and back["since"] == own["since"]
+    assert deployment.b.client.get("/ready").json()["shared_state"] == "ok"
