@@ -88,6 +88,12 @@ def backup(settings: Settings, dest: Path) -> Manifest:
     """Write a backup of the deployment's state to the folder `dest` (new, or empty)."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BackupError(f"{dest} already exists and is not an empty folder: choose a new one")
+    pending = journal_file.read(settings.data_dir)
+    if pending is not None:
+        raise BackupError(
+            f"a restore of {pending['backup']} was interrupted here: run `briefing restore` again "
+            "to finish or undo it before taking a backup"
+        )
     staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     staging.mkdir(parents=True)
     try:

@@ -4,7 +4,8 @@ online backup API, PostgreSQL's pg_dump and one restoring transaction) and the v
 
 Simplifications: a PostgreSQL backup holds the one schema DATABASE_URL uses and restores into a
 schema of the same name; a Qdrant server's collections are restored one after another (each
-snapshot upload replaces its collection whole), then the aliases are pointed at them.
+snapshot upload replaces its collection whole), then the aliases are pointed at them; and since
+Qdrant's snapshots are per node, the QDRANT_URL node must hold every shard (else a clear refusal).
 """
 
 from __future__ import annotations

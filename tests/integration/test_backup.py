@@ -252,6 +252,8 @@ def test_restore_killed_before_its_commit_leaves_the_previous_state(
     assert json.loads(journal.read_text())["state"] == "staging"
 
     assert state_of(settings) == damaged  # the previous state, whole and usable
+    with pytest.raises(BackupError, match="was interrupted here: run `briefing restore` again"):
+        backup(settings, bk.parent / "bk2")  # not of a half-restored deployment
 
     result = subprocess.run(
         [BRIEFING, "restore", str(bk), "--force"], env=env, capture_output=True, text=True
