@@ -260,23 +260,7 @@ def _holds_state(settings: Settings) -> bool:
             return bool(stores.served_collections(client, settings.qdrant.prefix))
         finally:
             client.close()
-    return _database_holds_state(settings.database_url)
-
-
-def _database_holds_state(url: str) -> bool:
-    from sqlalchemy import inspect, text
-
-    if url.startswith("sqlite") and not stores.sqlite_path(url).exists():
-        return False
-    engine = connect(url)
-    try:
-        with engine.connect() as connection:
-            tables = {"readers", "events", "summaries", "adapters"} & set(
-                inspect(connection).get_table_names()
-            )
-            return any(connection.execute(text(f"select 1 from {t} limit 1")).first() for t in tables)
-    finally:
-        engine.dispose()
+    return stores.database_holds_state(settings.database_url)
 
 
 # -- staging and swapping in ----------------------------------------------------------------

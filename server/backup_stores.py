@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from server.db import connect
@@ -99,6 +99,21 @@ def _one_version(rows: list[Any]) -> str:
     if len(rows) != 1:
         raise BackupError(f"the database has {len(rows)} migration heads, expected one")
     return str(rows[0][0])
+
+
+def database_holds_state(url: str) -> bool:
+    """Whether the database has readers, events, summaries or adapters."""
+    if url.startswith("sqlite") and not sqlite_path(url).exists():
+        return False
+    engine = connect(url)
+    try:
+        with engine.connect() as connection:
+            tables = {"readers", "events", "summaries", "adapters"} & set(
+                inspect(connection).get_table_names()
+            )
+            return any(connection.execute(text(f"select 1 from {t} limit 1")).first() for t in tables)
+    finally:
+        engine.dispose()
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
