@@ -11,7 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect, text
 
+from briefing import Summary
 from indexing import (
     Article,
     Chunker,
@@ -137,3 +139,43 @@ def _generations(data_dir: Path) -> tuple[dict[str, str], set[str]]:
         return aliases, {c.name for c in index.client.get_collections().collections}
     finally:
         index.close()
+
+
+def test_a_killed_summarize_keeps_whole_drafts_and_a_rerun_writes_the_rest(
+    data_dir: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    base = _ids(data_dir)
+    before = _answers(data_dir, embedder, base)
+    url = f"sqlite:///{data_dir / 'briefing.db'}"
+    env = environment(data_dir, url, LLM_BACKEND="llamacpp")  # the packaged GGUF, one thread
+    articles = base[:2]
+    summarize = start(["summarize", *articles], env)
+    kill_after(summarize, lambda: len(_drafts(url)) >= 1, 0.0)  # the second is being drafted
+
+    (first,) = _drafts(url)  # one stored, the one in hand not: a row is all or nothing
+    assert first.article_id == articles[0] and first.sentences
+    assert _answers(data_dir, embedder, base) == before
+
+    rerun = run(["summarize", *articles], env)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    drafts = _drafts(url)
+    assert [d.article_id for d in drafts] == articles and all(d.sentences for d in drafts)
+    assert drafts[0] == first  # kept, not drafted again
+
+
+def _drafts(url: str) -> list[Summary]:
+    """Stored summaries read back through the store, oldest first; the SQLite file checked whole."""
+    from server.db import connect
+    from server.stores import SqlSummaryStore
+
+    engine = connect(url)
+    try:
+        if not inspect(engine).has_table("summaries"):
+            return []
+        with engine.connect() as connection:
+            assert connection.execute(text("pragma integrity_check")).scalar() == "ok"
+            ids = connection.execute(text("select id from summaries order by created_at")).scalars().all()
+        store = SqlSummaryStore(engine)
+        return [s for i in ids if (s := store.get(i)) is not None]
+    finally:
+        engine.dispose()
