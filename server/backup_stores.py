@@ -10,12 +10,15 @@ Qdrant's snapshots are per node, the QDRANT_URL node must hold every shard (else
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from server.db import connect
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 LOCK_FILE = ".lock"  # qdrant-client's local mode holds an flock on this file while it runs
 
 
@@ -207,9 +211,18 @@ def _client(tool: str, server_major: int) -> str:
 
 
 def _run(command: list[str], url: str) -> None:
-    done = subprocess.run(command, env=_pg_env(url), capture_output=True, text=True)
+    done = subprocess.run(
+        command, env=_pg_env(url), capture_output=True, text=True, preexec_fn=_die_with_parent
+    )
     if done.returncode != 0:
         raise BackupError(f"{command[0]} failed: {done.stderr.strip()[-2000:]}")
+
+
+def _die_with_parent() -> None:
+    """The tool is killed with the restore that started it (Linux): a psql left running would
+    commit a transaction its killed parent can no longer account for in the journal."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _pg_env(url: str) -> dict[str, str]:

@@ -12,8 +12,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,68 @@ def test_restore_killed_before_its_commit_leaves_the_previous_state(
     assert result.returncode == 0, result.stderr
     assert "dropped what the interrupted restore" in result.stdout
     assert state_of(settings) == before
+
+
+def test_postgresql_restore_killed_in_its_transaction_leaves_the_previous_state(tmp_path: Path) -> None:
+    """SIGKILL while the restoring transaction waits on a reader's lock: psql dies with the
+    restore, PostgreSQL rolls the transaction back, and the damaged-but-previous state stays."""
+    for url in _database("postgresql", tmp_path):
+        settings = Settings.from_env({"DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url})
+        engine = connect(url)
+        migrate(engine)
+        from server.readers import parse_readers
+        from server.stores import Readers
+
+        Readers(engine).load(parse_readers((DEMO / "readers.jsonl").read_text(encoding="utf-8")), NOW)
+        backup(settings, tmp_path / "bk")
+        with engine.begin() as connection:
+            events = connection.execute(text("select count(*) from events")).scalar_one()
+            connection.execute(text("delete from events"))
+        env = {**os.environ, "DATA_DIR": str(settings.data_dir), "DATABASE_URL": url}
+        with engine.connect() as reader:
+            reader.execute(text("lock table readers in access share mode"))  # held until rollback
+            process = subprocess.Popen([BRIEFING, "restore", str(tmp_path / "bk"), "--force"], env=env)
+            _wait_for(partial(_restores, engine, waiting=True), process)
+            tools = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+            assert [Path(f"/proc/{pid}/comm").read_text().strip() for pid in tools] == ["psql"]
+            process.send_signal(signal.SIGKILL)
+            assert process.wait() == -signal.SIGKILL
+            _wait_for(partial(_gone, int(tools[0])))  # psql died with it
+            reader.rollback()  # the backend goes on, finds its client gone and rolls back
+        _wait_for(lambda: not _restores(engine, waiting=False))  # noqa: B023
+        with engine.connect() as connection:
+            assert connection.execute(text("select count(*) from events")).scalar_one() == 0
+        assert json.loads((settings.data_dir / JOURNAL).read_text())["state"] == "staged"
+
+        restore(settings, tmp_path / "bk", force=True)
+        with engine.connect() as connection:
+            assert connection.execute(text("select count(*) from events")).scalar_one() == events > 0
+        engine.dispose()
+
+
+def _restores(engine: Any, *, waiting: bool) -> int:
+    """Transactions restoring this schema (waiting on a lock, or at all) PostgreSQL is running."""
+    sql = "select count(*) from pg_stat_activity where query like :restoring"
+    sql += " and wait_event_type = 'Lock'" if waiting else ""
+    with engine.connect() as connection:
+        schema = connection.execute(text("select current_schema()")).scalar_one()
+        restoring = f'DROP SCHEMA IF EXISTS "{schema}"%'
+        return int(connection.execute(text(sql), {"restoring": restoring}).scalar_one())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait_for(condition: Callable[[], object], process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert process is None or process.poll() is None, "the restore ended on its own"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 @SLOW
