@@ -235,7 +235,35 @@ async def run_phases(
         phase.extra = serve.cache_check(phase, expect)
         phases.append(phase)
         print(serve.row(phase))
+    phases.append(await rate_limit_probe(bases, workers, args))
     return phases
+
+
+PROBE_READERS, PROBE_EXCESS = 20, 4
+
+
+async def rate_limit_probe(bases: Sequence[str], workers: int, args: argparse.Namespace) -> serve.Phase:
+    """Readers who each send the limit plus PROBE_EXCESS briefing requests at once, spread over
+    the workers: exactly PROBE_EXCESS of each reader's must be 429 if the count is shared and
+    atomic (litestar's per-process counter would let each worker grant the whole limit)."""
+    each = args.rate_limit + PROBE_EXCESS
+    readers = [f"scale-rl-w{workers}-{n:02d}" for n in range(PROBE_READERS)]
+    tokens = [issue_token(serve.JWT_SECRET, r, "reader", timedelta(hours=2)) for r in readers]
+    calls = [serve.Call("GET", "/v1/briefing", t) for t in tokens for _ in range(each)]
+    phase = await serve.run_phase(bases, "rate_limit_probe", calls, args.clients, args.phase_timeout)
+    limited = sum(o.status == 429 for o in phase.done)
+    ok = sum(o.error is None for o in phase.done)
+    expected = PROBE_READERS * PROBE_EXCESS
+    phase.extra = {
+        "readers": PROBE_READERS,
+        "requests_each": each,
+        "expected_429": expected,
+        "expected_ok": PROBE_READERS * args.rate_limit,
+        "got_ok": ok,
+        "limit_holds": limited == expected and ok == PROBE_READERS * args.rate_limit,
+    }
+    print(f"rate-limit probe: {ok} answered, {limited} limited (expected {expected}), {len(bases)} worker(s)")
+    return phase
 
 
 def phase_stats(phase: serve.Phase) -> dict[str, Any]:
@@ -314,6 +342,7 @@ def locust(bases: Sequence[str], users: int, pool: str, args: argparse.Namespace
     result["cpu_s"] = cpu
     result["cpu_share_of_wall"] = {k: round(v / result["wall_s"], 2) for k, v in cpu.items()}
     result["users"], result["reader_pool"] = users, pool
+    result["locust_cpu_ms_per_request"] = round(1000 * cpu["locust"] / max(1, result["requests"]), 3)
     return result
 
 
@@ -362,11 +391,19 @@ def summarize(
         },
         "scaling_ratio": round(two / one, 2) if one and two else None,
         "rate_limited_429": {str(n): sum(m[p]["rate_limited_429"] for p in PHASES) for n, m in modes.items()},
+        "rate_limit_probe": {str(n): m["rate_limit_probe"] for n, m in modes.items()},
+        "client_cpu_ms_per_request": {
+            str(n): round(1000 * m["cpu_s"]["load_client"] / requests(m), 3) for n, m in modes.items()
+        },
         "notes": NOTES,
     }
 
 
 PHASES = ("events", "events_retry", "briefing_uncached", "briefing_cached")
+
+
+def requests(mode: dict[str, Any]) -> int:
+    return sum(mode[p]["requests"] for p in (*PHASES, "rate_limit_probe"))
 
 
 def events_summary(mode: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +430,8 @@ NOTES = [
     "has its own first-visit readers (scale-w<N>-NNNN)",
     "rps counts 2xx answers over the phase's wall time; rps_all every answer (429s included)",
     "events lost: sent minus rows added to the events table, counted in PostgreSQL directly",
+    "rate_limit_probe: 20 new readers each send the limit + 4 briefing requests at once over the "
+    "workers; the limit holds across workers when exactly 4 of each reader's are 429",
     "cpu_s: user+system seconds over the whole worker count's run (events, first-visit and cached "
     "briefings); postgresql and redis sum their server processes and include anything else "
     "using them meanwhile; machine_busy is the whole machine's",
