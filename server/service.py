@@ -1,10 +1,11 @@
 """What the service does, independent of HTTP: handlers and scheduled jobs both call these.
 
 `Service` owns the pipeline parts built by `server.container` and the SQL records. It keeps the
-one cache of composed briefings, by (reader, variant, since); a retraction, an update or an
-editor's decision drops every cached briefing citing that article, and an ingest drops them all
-(new stories may now rank first). A briefing composed while something was invalidated is served
-but not cached, so a dropped text cannot come back through a slow composition.
+one cache of composed briefings, by (reader, variant, since), in this process or in Redis shared
+by several API workers (`server.shared_state`, as are the readers' visits); a retraction, an
+update or an editor's decision drops every cached briefing citing that article, and an ingest
+drops them all (new stories may now rank first). A briefing composed while something was
+invalidated is served but not cached, so a dropped text cannot come back through a slow composition.
 
 A reader's request composes from stored texts and never waits for the LLM; concurrent first
 requests of one reader compose once (single flight). Index writes (ingest, retraction) take
