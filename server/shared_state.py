@@ -18,8 +18,11 @@ Verified tokens stay a per-process LRU in `server.auth.VerifiedOnce` (see its do
 Redis unreachable: every call raises `SharedStateUnavailable` (HTTP 503 with Retry-After) rather
 than falling back to this process's memory, which would serve state another worker changed (a
 dropped briefing, an erased reader). Connections are re-made on the next call, so the workers
-recover without a restart when Redis answers again. `redis_client` bounds every call with short
-socket timeouts, so a vanished Redis costs a request about a second, not a hung worker.
+recover without a restart when Redis answers again. `redis_client` bounds every call (0.5 s to
+connect, 0.5 s to answer): a refused connection fails at once, but a Redis that vanished without
+a reset holds each call that long, and the cached briefing path makes its calls on the event
+loop (one loopback round trip is cheaper than a thread hop), so such an outage slows a worker
+to about two such requests a second until the connection is refused or Redis is back.
 """
 
 from __future__ import annotations
@@ -140,8 +143,8 @@ def redis_client(settings: Settings) -> redis.Redis | None:
 
     return redis.Redis.from_url(
         settings.redis_url,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
         health_check_interval=30,
         retry=None,  # one try: a caller gets its 503 at once instead of after backoff sleeps
     )
