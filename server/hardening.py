@@ -32,6 +32,8 @@ from litestar.params import BodyKwarg, DependencyKwarg, ParameterKwarg
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import Message, Receive, Scope, Send
 
+from server.outages import outage
+
 log = logging.getLogger("server")
 
 REQUEST_ID = "x-request-id"
@@ -190,4 +192,6 @@ def failure_logger(statuses: Mapping[type[Exception], int]) -> Callable[[Excepti
 def status_of(exc: Exception, statuses: Mapping[type[Exception], int]) -> int:
     if isinstance(exc, HTTPException):
         return exc.status_code
+    if (down := outage(exc)) is not None:  # what server.app answers for it: 503 or 507
+        return down.status
     return next((code for kind, code in statuses.items() if isinstance(exc, kind)), 500)

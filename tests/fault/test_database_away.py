@@ -6,8 +6,10 @@ without a restart, and nothing a 503 answered was stored."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -81,9 +83,14 @@ def test_a_lost_database_is_a_503_and_the_process_recovers_when_it_returns(
         assert proxy.connections > 0  # the service's pool really goes through the proxy
 
         proxy.cut()
-        _assert_unavailable(*_timed(lambda: client.post("/v1/events", json=_events("cut"), headers=reader)))
-        _assert_unavailable(*_timed(lambda: client.get("/v1/settings", headers=reader)))
-        _assert_unavailable(*_timed(lambda: client.get("/v1/briefing", headers=auth("r05", "reader"))))
+        with _logged("server") as logged:
+            _assert_unavailable(
+                *_timed(lambda: client.post("/v1/events", json=_events("cut"), headers=reader))
+            )
+            _assert_unavailable(*_timed(lambda: client.get("/v1/settings", headers=reader)))
+            _assert_unavailable(*_timed(lambda: client.get("/v1/briefing", headers=auth("r05", "reader"))))
+            _wait_for(lambda: len(logged) >= 3)  # the hook logs after the response went out
+        assert len(logged) == 3 and all(m.startswith("HTTP 503 on") for m in logged), logged  # not "500"
         ready = client.get("/ready")
         assert ready.status_code == 503 and ready.json()["database"].startswith("failed")
 
@@ -94,6 +101,25 @@ def test_a_lost_database_is_a_503_and_the_process_recovers_when_it_returns(
         assert client.get("/v1/briefing", headers=auth("r05", "reader")).status_code == 200
         assert client.get("/ready").json()["database"] == "ok"
     assert _stored(database) == {"before", "cut", "after"}
+
+
+def _wait_for(condition: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@contextmanager
+def _logged(name: str) -> Iterator[list[str]]:
+    """What `name` logs meanwhile, whatever handlers the app's logging setup left on the root."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger(name).addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logging.getLogger(name).removeHandler(handler)
 
 
 def _stored(url: str) -> set[str]:
