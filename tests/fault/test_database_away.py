@@ -27,7 +27,7 @@ from tests.conftest import PG_URL, _database
 from tests.fault.proxy import TcpProxy
 from tests.service import auth, demo_service
 
-pytestmark = pytest.mark.slow  # the real embedder builds the service
+pytestmark = [pytest.mark.slow, pytest.mark.fault]  # the real embedder builds the service
 HANG_S = 10.0  # "a few seconds": far below any client's timeout, far above a refused connect
 UPSTREAM = (urlsplit(PG_URL).hostname or "127.0.0.1", urlsplit(PG_URL).port or 5432)
 

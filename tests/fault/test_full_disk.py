@@ -23,7 +23,10 @@ from tests.conftest import DEMO
 from tests.fault.processes import environment, run, served
 from tests.service import auth
 
-pytestmark = pytest.mark.slow  # a service start and a CLI ingest, each loading the embedder
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.fault,
+]  # a service start and a CLI ingest, each loading the embedder
 SIZE = "48m"  # the models live outside DATA_DIR: this holds the database, the index and the filler
 TRIES = 200  # event batches sent at the full disk before giving up on a refusal
 

@@ -20,7 +20,7 @@ from tests.conftest import DATABASES, _database
 from tests.fault.processes import Served, environment, served
 from tests.service import auth
 
-pytestmark = pytest.mark.slow  # two service starts, each loading the embedder
+pytestmark = [pytest.mark.slow, pytest.mark.fault]  # two service starts, each loading the embedder
 BATCH = 20
 ACKED_BEFORE_KILL = 15  # batches: the kill lands mid-burst, with batches in flight
 SENDERS = 4  # concurrent clients, so some batches are mid-request when the process dies

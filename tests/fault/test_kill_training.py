@@ -18,7 +18,7 @@ from briefing.tuning.data import Example, example
 from briefing.tuning.train import train_sft
 from tests.fault.processes import kill_after
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 CONFIG = TrainConfig(
     rank=4,
     alpha=8,

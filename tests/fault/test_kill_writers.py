@@ -26,7 +26,7 @@ from indexing import (
 from tests.conftest import DEMO
 from tests.fault.processes import environment, kill_after, kill_when, run, start
 
-pytestmark = pytest.mark.slow  # the real embedder, in this process and in each command
+pytestmark = [pytest.mark.slow, pytest.mark.fault]  # the real embedder, in this process and in each command
 BASE = 24  # articles indexed before each kill: enough for a copy that takes seconds
 FEED = 32  # articles the killed ingest was given
 QUERIES = ("Nordvik Laks takeover price", "ferry terminal budget vote", "warehouse fire Nordkaia")
