@@ -223,20 +223,37 @@ async def run_phases(
     rng = random.Random(args.seed + workers)
     readers = [f"scale-w{workers}-{n:04d}" for n in range(args.readers)]
     tokens = {r: issue_token(serve.JWT_SECRET, r, "reader", timedelta(hours=2)) for r in readers}
+    found = processes()
+    before = cpu_seconds(found)
     phases = await serve.events_phases(
         bases, engine, args.clients, tokens, serve.demo_article_ids(), rng, args
     )
+    phases[0].extra |= phase_cpu(phases[0], used(before, cpu_seconds(found)))  # with the retry pass
     briefings = [serve.Call("GET", "/v1/briefing", tokens[r]) for r in readers]
     for name, expect, calls in (
         ("briefing_uncached", "miss", briefings),
         ("briefing_cached", "hit", briefings * args.cached_rounds),
     ):
+        before = cpu_seconds(found)
         phase = await serve.run_phase(bases, name, calls, args.clients, args.phase_timeout)
-        phase.extra = serve.cache_check(phase, expect)
+        phase.extra = serve.cache_check(phase, expect) | phase_cpu(phase, used(before, cpu_seconds(found)))
         phases.append(phase)
-        print(serve.row(phase))
+        print(serve.row(phase) + f"  API workers used {phase.extra['api_cores_used']} cores")
     phases.append(await rate_limit_probe(bases, workers, args))
     return phases
+
+
+def phase_cpu(phase: serve.Phase, cpu: dict[str, float]) -> dict[str, Any]:
+    """The CPU a phase took, and what it says apart from the machine's other load: how many cores
+    the API workers got, and 2xx answers per API-worker CPU second (the same for 1 and 2 workers
+    when scaling out costs nothing per request)."""
+    api = sum(v for k, v in cpu.items() if k.startswith("api_worker"))
+    ok = sum(o.error is None for o in phase.done)
+    return {
+        "cpu_s": cpu,
+        "api_cores_used": round(api / phase.wall_s, 2) if phase.wall_s else None,
+        "ok_per_api_cpu_s": round(ok / api, 1) if api else None,
+    }
 
 
 PROBE_READERS, PROBE_EXCESS = 20, 4
@@ -390,6 +407,12 @@ def summarize(
             for n, m in modes.items()
         },
         "scaling_ratio": round(two / one, 2) if one and two else None,
+        # What the ratio cannot say on a busy 2-core machine: the cores the workers got, and the
+        # cached answers per worker CPU second (per-request cost, apart from contention).
+        "cached_api_cores_used": {str(n): m["briefing_cached"]["api_cores_used"] for n, m in modes.items()},
+        "cached_ok_per_api_cpu_s": {
+            str(n): m["briefing_cached"]["ok_per_api_cpu_s"] for n, m in modes.items()
+        },
         "rate_limited_429": {str(n): sum(m[p]["rate_limited_429"] for p in PHASES) for n, m in modes.items()},
         "rate_limit_probe": {str(n): m["rate_limit_probe"] for n, m in modes.items()},
         "client_cpu_ms_per_request": {
@@ -417,11 +440,15 @@ def events_summary(mode: dict[str, Any]) -> dict[str, Any]:
         "p99_ms",
         "errors",
         "rate_limited_429",
+        "api_cores_used",
+        "cpu_s",
     )
+    api = sum(v for k, v in sent["cpu_s"].items() if k.startswith("api_worker"))
     return {
         "lost": sent["events_lost"],
         "duplicates_ok": retry["duplicates_ok"],
         **{k: sent[k] for k in keys},
+        "events_per_api_cpu_s": round(sent["events_sent"] / api, 1) if api else None,
     }
 
 
@@ -453,6 +480,8 @@ def print_table(results: dict[str, Any]) -> None:
         keys = ("events_sent", "errors", "rate_limited_429", "events_per_s", "p50_ms", "p99_ms")
         print(_cells((n, "events (per s)", *(e[k] for k in keys))) + f"  lost {e['lost']}")
     print(f"scaling ratio (cached briefing rps, 2 workers over 1): {results['scaling_ratio']}")
+    cores, per_cpu = results["cached_api_cores_used"], results["cached_ok_per_api_cpu_s"]
+    print(f"cached phase: cores the API workers got {cores}; answers per worker CPU second {per_cpu}")
     for n, mode in results["workers"].items():
         cpu = ", ".join(f"{k} {v}" for k, v in mode["cpu_s"].items())
         print(f"CPU seconds with {n} worker(s) over {mode['wall_s']} s: {cpu}")
