@@ -9,6 +9,8 @@ run, so a failure reproduces."""
 
 from __future__ import annotations
 
+import json
+import re
 import traceback
 from collections import Counter
 from collections.abc import Iterator
@@ -35,7 +37,9 @@ from briefing import Generator
 from indexing import Article, Chunker, SentenceTransformerEmbedder
 from server.app import create_app
 from server.auth import ROLES
-from tests.service import auth, demo_service
+from server.experiments import parse_experiment
+from server.service import Actor, Service
+from tests.service import DEMO, auth, demo_service
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 30  # per operation and role, valid and invalid input: 26 operations x 4 roles
@@ -57,17 +61,31 @@ OWN = {
 
 
 @pytest.fixture(scope="module")
-def app(
+def running(
     tmp_path_factory: pytest.TempPathFactory,
     embedder: SentenceTransformerEmbedder,
     chunker: Chunker,
     demo_articles: list[Article],
     llamacpp: Generator,
-) -> Iterator[Litestar]:
+) -> Iterator[tuple[Litestar, dict[str, str]]]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
     url = f"sqlite:///{tmp / 'b.db'}"
     with demo_service(tmp, url, embedder, chunker, demo_articles[:6], llamacpp) as (settings_, service):
-        yield create_app(settings_, service)
+        yield create_app(settings_, service), known_ids(service, demo_articles[:6])
+
+
+def known_ids(service: Service, articles: list[Article]) -> dict[str, str]:
+    """Path parameters that name something that exists: a draft summary (for the review routes),
+    the demo experiment, a reader and an article. Generated ids alone only ever reach the 404s."""
+    (draft,) = service.summarizer.summarize([articles[0].id])
+    demo = json.loads((DEMO / "experiment.json").read_text(encoding="utf-8"))
+    experiment = service.experiments.create(Actor("fuzz", "product"), parse_experiment(demo))
+    return {"summary_id": draft.id, "key": experiment.key, "reader_id": "r03", "article_id": articles[1].id}
+
+
+@pytest.fixture(scope="module")
+def app(running: tuple[Litestar, dict[str, str]]) -> Litestar:
+    return running[0]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +95,9 @@ def schema(app: Litestar) -> BaseSchema:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_no_server_errors_and_every_answer_matches_the_schema(schema: BaseSchema, role: str) -> None:
+def test_no_server_errors_and_every_answer_matches_the_schema(
+    schema: BaseSchema, running: tuple[Litestar, dict[str, str]], role: str
+) -> None:
     # schemathesis' pytest integration (`from_fixture`) fails on pytest 9 (`Function._nodeid`), so
     # each operation runs as a plain hypothesis test; every operation runs, failures are collected.
     headers = auth(SUBJECTS[role], role)
@@ -85,7 +105,7 @@ def test_no_server_errors_and_every_answer_matches_the_schema(schema: BaseSchema
     statuses: Counter[tuple[str, int]] = Counter()
     for operation in operations(schema):
         try:
-            fuzz(operation, headers, statuses)
+            fuzz(operation, headers, statuses, running[1])
         except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup is the latter
             failures[operation.label] = f"{type(exc).__name__}: {exc}"[:3000]
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
@@ -108,11 +128,21 @@ def operations(schema: BaseSchema) -> list[Operation]:
     return found
 
 
-def fuzz(operation: Operation, headers: dict[str, str], statuses: Counter[tuple[str, int]]) -> None:
-    strategy = st.one_of(
+def fuzz(
+    operation: Operation,
+    headers: dict[str, str],
+    statuses: Counter[tuple[str, int]],
+    known: dict[str, str] | None = None,
+) -> None:
+    strategies = [
         operation.as_strategy(GenerationMode.POSITIVE, headers=headers),
         operation.as_strategy(GenerationMode.NEGATIVE, headers=headers),
-    )
+    ]
+    named = {p: (known or {})[p] for p in re.findall(r"{(\w+)}", operation.path) if p in (known or {})}
+    if named:  # the rest of the request still generated, valid or not
+        for mode in GenerationMode:
+            strategies.append(operation.as_strategy(mode, headers=headers, path_parameters=named))
+    strategy = st.one_of(strategies)
 
     @given(case=strategy)
     @settings(
