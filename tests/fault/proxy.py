@@ -9,8 +9,9 @@ server itself (other tests share it).
         proxy.restore()  # new connections reach the server again
 
 The listener stays bound while cut (so the port is never taken by someone else); a connection
-accepted while cut is closed with a reset, which a client sees as "connection reset / server
-closed the connection", as when the server process dies. Threads, no asyncio: the code under test
+accepted while cut is closed at once, which a client sees as "server closed the connection
+unexpectedly", as when the server process dies. (A silent network, where packets vanish and
+nothing answers, is not what this simulates.) Threads, no asyncio: the code under test
 may run its own event loop.
 """
 

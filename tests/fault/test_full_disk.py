@@ -144,3 +144,25 @@ def _assert_intact(data_dir: Path, acked: list[str], embedder: SentenceTransform
             assert hits and hits[0].article_id == article["id"], article["title"]
     finally:
         index.close()
+
+
+def test_installing_an_adapter_on_a_full_disk_leaves_no_folder_and_works_once_freed(
+    disk: Path, tmp_path: Path
+) -> None:
+    from briefing.tuning.registry import install_adapter
+
+    peft, gguf = tmp_path / "peft", tmp_path / "adapter.gguf"
+    peft.mkdir()
+    (peft / "adapter_config.json").write_text("{}")
+    (peft / "adapter_model.safetensors").write_bytes(b"\1" * (256 << 10))  # copied, never read here
+    gguf.write_bytes(b"\2" * (256 << 10))
+    root, adapter = disk / "adapters", "ad-20261119230000-abc123"
+    root.mkdir()
+    filler = _fill(disk)
+    with pytest.raises(OSError) as full:
+        install_adapter(root, adapter, peft, gguf)
+    assert "No space left on device" in str(full.value)  # copytree's Error lists each file's errno 28
+    assert list(root.iterdir()) == []  # no adapter folder and no staging folder left behind
+    filler.unlink()
+    assert install_adapter(root, adapter, peft, gguf) == adapter
+    assert (root / adapter / "adapter.gguf").read_bytes() == gguf.read_bytes()
