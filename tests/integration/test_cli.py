@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from server.cli import PARTIAL, main
 from tests.factories import make_article
 
-COMMANDS = ["ingest", "search", "stories", "retract", "reindex", "demo", "serve", "token"]
+COMMANDS = sorted(main.commands)  # every command, those added later too (worker, backup, restore, ...)
 
 
 @pytest.fixture
