@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import threading
 import uuid
 from collections import OrderedDict
@@ -42,6 +43,8 @@ import redis
 from briefing import Briefing, briefing_from_json
 from server.shared_memory import shown_or_cited
 from server.shared_state import Entry, State, unavailable
+
+log = logging.getLogger(__name__)
 
 TTL_S = 86_400  # a cached briefing, its index sets, an erasure mark
 VISIT_TTL_S = 7 * 86_400  # a visit state not seen for a week is read from SQL again
@@ -208,8 +211,14 @@ class RedisBriefings:
             text = self.client.get(self._body(token))
         if text is None:  # dropped or expired in between
             return None
-        body: dict[str, Any] = json.loads(text)
-        entry = (briefing_from_json(body), body)
+        try:
+            body: dict[str, Any] = json.loads(text)
+            entry = (briefing_from_json(body), body)
+        except (ValueError, KeyError, TypeError):
+            # Written by another version of the code (a rolling upgrade runs two side by side):
+            # a miss, composed again, rather than a 500 for every reader cached meanwhile.
+            log.warning("a cached briefing in a form this version cannot read: treated as a miss")
+            return None
         self._decoded.put(token, entry)
         return entry
 

@@ -150,6 +150,19 @@ def test_one_store_serves_what_another_handle_put_and_never_what_it_dropped(stat
     assert state.briefings.get(key("r1")) is None
 
 
+def test_a_body_in_a_form_this_version_cannot_read_is_a_miss(state: SharedState) -> None:
+    """A rolling upgrade runs two versions of the code on one Redis: an entry the other wrote in a
+    form this one cannot decode must be composed again, not answered with a 500."""
+    if state.client is None:
+        pytest.skip("in this process nothing is decoded")
+    twin = shared_state(Settings(redis_url=REDIS_URL, redis_prefix=_prefix(state)))
+    state.briefings.put(key("r1"), briefing("r1", item("a")), state.briefings.epoch())
+    (body,) = state.client.keys(f"{_prefix(state)}:cache:b:*")
+    for unreadable in (b"{not json", b'{"format": 99}'):
+        state.client.set(body, unreadable, keepttl=True)
+        assert twin.briefings.get(key("r1")) is None  # twin has not decoded it before
+
+
 # Counters ----------------------------------------------------------------------------------------
 
 
