@@ -19,6 +19,7 @@ from briefing.wording import Audience, zone
 from indexing import Hit, Indexer, IndexUnavailable, SearchFilter, open_source, pairwise_scores
 from indexing import reindex as run_reindex
 from recsys import RANKERS, Item
+from server.backup_commands import backup, restore
 from server.container import (
     build_chunker,
     build_composer,
@@ -31,7 +32,6 @@ from server.container import (
     build_summary_store,
     open_index,
 )
-from server.backup_commands import backup, restore
 from server.experiments.commands import experiments
 from server.serve import serve, token
 from server.settings import Settings

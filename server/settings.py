@@ -11,9 +11,9 @@
 | QDRANT_REPLICATION | (the server's) | copies of each shard a Qdrant cluster keeps |
 | QDRANT_WRITE_CONSISTENCY | (the server's) | copies a write waits for (at most QDRANT_REPLICATION) |
 | DATABASE_URL | sqlite:///DATA_DIR/briefing.db | app state (used from the service issue on) |
-| REDIS_URL | (unset) | scale-out: visits, the briefing cache, verified tokens and rate-limit counters shared by API workers in Redis (unset: in this process) |
-| REDIS_PREFIX | briefing | every Redis key starts with this (deployments and tests sharing a Redis do not collide) |
-| VERSION_POLL_S | 5 | how often a serving process checks whether another one refreshed the matrix, ranker or adapter (0: never) |
+| REDIS_URL | (unset) | API workers share visits, briefing cache, rate limits in Redis (unset: in-process) |
+| REDIS_PREFIX | briefing | every Redis key starts with this (deployments sharing a Redis) |
+| VERSION_POLL_S | 5 | seconds between checks for a refreshed matrix, ranker or adapter (0: never) |
 | EMBEDDING_MODEL | packaged:all-MiniLM-L6-v2 | a local path or hub id for sentence-transformers |
 | LLM_BACKEND | llamacpp | llamacpp, transformers or openai (vLLM or any OpenAI-compatible server) |
 | LLM_MODEL | packaged:SmolLM2-135M-Instruct | GGUF file, transformers folder or hub id, or served name |
@@ -48,6 +48,7 @@
 | CLOCK_START | (unset: the wall clock) | ISO time the service clock starts from (demos, tests) |
 | SESSION_MINUTES | 30 | requests this close together are one visit, with one "since" |
 | RATE_LIMIT_PER_MINUTE | 600 | requests per client and minute on the API and pages (0: off) |
+| EXPERIMENT_HOLDOUT | 0 | share of readers in no experiment (a long-term holdout), in [0, 1) |
 | MAX_BODY_BYTES | 1000000 | larger request bodies are refused (413) |
 | JOBS | true | run the scheduler in this process (one per deployment: it takes a lock) |
 | JOB_RETRIES / JOB_BACKOFF_S | 3 / 30 | a failed job run is retried after 30 s, 60 s, 120 s |
