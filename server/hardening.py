@@ -8,7 +8,8 @@ cross-origin request (CORS is off), so they are not forgeable and skip the brows
 other write must come from this origin (SameSite=Strict cookies still travel from a sibling origin
 of the same site, e.g. another subdomain) and carry the CSRF token of litestar's double-submit
 check. The origin is compared with the Host header, so a proxy in front must pass the Host the
-browser used (nginx: `proxy_set_header Host $host`).
+browser used, port included (nginx: `proxy_set_header Host $http_host`; `$host` drops the port,
+as docker/nginx.conf notes).
 """
 
 from __future__ import annotations

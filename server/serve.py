@@ -43,7 +43,8 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
     """Run the web service: API (OpenAPI at /schema), reader and editor pages, and the scheduler
     (unless JOBS=false: several API workers, and `briefing worker` runs the jobs).
 
-    Prints sign-in links for a demo reader, an editor, an admin and a product person. The service
+    With --demo, prints sign-in links for a demo reader, an editor, an admin and a product person
+    (never without it: the output is a log, and the links carry week-long tokens). The service
     answers as soon as the index, models and database are loaded; the job summarize-new starts at
     once in the background. Ctrl-C stops running jobs at their next item (the log says which
     item it waits for), then the service.
@@ -75,17 +76,22 @@ def serve(demo: bool, host: str | None, port: int | None) -> None:
         click.echo(
             "drafting summaries in the background (job summarize-new; progress in the log and on /ready)"
         )
-    _links(settings, host, port)
+    _links(settings, host, port, demo)
     quiet_collector()
     run_until_signal(create_app(settings, service, jobs), service, jobs, host, port)
 
 
-def _links(settings: Settings, host: str, port: int) -> None:
+def _links(settings: Settings, host: str, port: int, demo: bool) -> None:
+    """Sign-in links for the demo's people with --demo only: elsewhere the output is a log, and a
+    week-long admin token in a log is an admin login for whoever reads it."""
     from server.auth import issue_token, secret
 
+    click.echo(f"\nthe service is starting on http://{host}:{port} (API schema: /schema)")
+    if not demo:
+        click.echo("sign-in tokens: briefing token NAME --role reader|editor|product|admin")
+        return
     key = secret(settings.service.jwt_secret, settings.data_dir)
-    click.echo(f"\nthe service is starting on http://{host}:{port} (API schema: /schema); sign in")
-    click.echo("(open a link, then press Sign in) as:")
+    click.echo("sign in (open a link, then press Sign in) as:")
     for who, role in DEMO_PEOPLE:
         token = issue_token(key, who, role, timedelta(days=7))
         click.echo(f"  {role:<8} {who:<6} http://{host}:{port}/login?token={token}")

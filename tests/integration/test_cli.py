@@ -132,3 +132,19 @@ def test_token_prints_a_token_the_service_accepts(runner: CliRunner, tmp_path: P
     assert (actor.id, actor.role) == ("edith", "editor")
     assert (tmp_path / "data" / "jwt-secret").stat().st_mode & 0o077 == 0  # the key is private
     assert runner.invoke(main, ["token", "x", "--role", "root"]).exit_code == 2
+
+
+def test_serve_prints_sign_in_links_only_for_the_demo(tmp_path: Path) -> None:
+    """Outside --demo the output is a deployment's log: a week-long admin token must not be in it."""
+    from server.serve import _links
+    from server.settings import Settings
+
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "JWT_SECRET": "s" * 40})
+    runner = CliRunner()
+    with runner.isolation() as (out, _err, *_):
+        _links(settings, "0.0.0.0", 8000, demo=False)
+        deployed = out.getvalue().decode()
+        _links(settings, "127.0.0.1", 8000, demo=True)
+        demo = out.getvalue().decode()[len(deployed) :]
+    assert "token=" not in deployed and "briefing token NAME" in deployed
+    assert demo.count("/login?token=") == 4 and "admin" in demo
