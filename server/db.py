@@ -292,14 +292,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+MIGRATE_LOCK_KEY = 0x6D69_6772
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (Alembic `upgrade head`), in one transaction."""
+    """Bring the schema to the newest migration (Alembic `upgrade head`), in one transaction.
+
+    On PostgreSQL, processes starting together (API workers and the scheduler worker) take turns
+    under an advisory lock: otherwise two would race to create the same tables and one would fail."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # released at commit
+            lock = text("select pg_advisory_xact_lock(:k, hashtext(current_schema()))")
+            connection.execute(lock, {"k": MIGRATE_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

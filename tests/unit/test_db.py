@@ -28,6 +28,24 @@ def test_migrating_twice_changes_nothing(engine: Any) -> None:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
+def test_processes_starting_together_migrate_a_fresh_database_once(tmp_path: Path) -> None:
+    """API workers and the scheduler worker start together in a deployment: each migrates at start."""
+    import subprocess
+    import sys
+
+    from tests.conftest import _database
+
+    for url in _database("postgresql", tmp_path):
+        code = f"from server.db import connect, migrate; migrate(connect({url!r}))"
+        starts = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)]
+        failures = [p.stderr.read().decode()[-400:] for p in starts if p.wait(timeout=300) != 0 and p.stderr]
+        assert failures == []
+        engine = connect(url)
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        engine.dispose()
+
+
 def test_times_come_back_aware_utc_and_naive_ones_are_refused(engine: Any) -> None:
     from sqlalchemy.orm import Session
 
