@@ -235,7 +235,20 @@ def connect(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=_PG_TIMEOUTS)
+
+
+# A database that vanishes without a reset (a network partition, a frozen host) must cost a request
+# seconds, not the kernel's minutes: libpq gives up connecting after 5 s, and keepalives and the
+# TCP user timeout drop a connection whose peer stopped answering within about 20 s.
+_PG_TIMEOUTS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,  # ms
+}
 
 
 _WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
