@@ -124,7 +124,7 @@ def create_app(settings: Settings, service: Service, jobs: Jobs | None = None) -
         ),
         openapi_config=_openapi(),
         request_max_body_size=settings.service.max_body_bytes,
-        lifespan=[_scheduler(jobs)] if jobs is not None else [],
+        lifespan=[scheduler_lifespan(jobs)] if jobs is not None else [],
         on_shutdown=[lambda: service.visits.flush()],
     )
 
@@ -195,7 +195,9 @@ def _browser_writes(key: str, secure: bool) -> DefineMiddleware:
     return DefineMiddleware(BrowserWrites, config=config)
 
 
-def _scheduler(jobs: Jobs) -> Callable[[Litestar], Any]:
+def scheduler_lifespan(jobs: Jobs) -> Callable[[Litestar], Any]:
+    """The scheduler in an app's lifespan (the service's, or `briefing worker`'s probes)."""
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         jobs.start()  # a standby keeps competing for the lock and takes over when the leader dies

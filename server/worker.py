@@ -13,10 +13,8 @@ requests are its probes; job runs and their outcomes are in `job_runs` (/admin/j
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -83,25 +81,12 @@ def worker_app(service: Service, jobs: Jobs) -> Litestar:
     from litestar.di import Provide
 
     from server.api import Probes
+    from server.app import scheduler_lifespan
 
     return Litestar(
         route_handlers=[Probes],
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         state=State({"jobs": None}),
-        lifespan=[_scheduler(jobs)],
+        lifespan=[scheduler_lifespan(jobs)],
         openapi_config=None,
     )
-
-
-def _scheduler(jobs: Jobs) -> Callable[[Litestar], Any]:
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        jobs.start()  # leads now, or stands by and keeps trying the lock
-        app.state.jobs = jobs
-        try:
-            yield
-        finally:
-            jobs.stop()
-            app.state.jobs = None
-
-    return lifespan

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -46,13 +47,14 @@ def environment(data_dir: Path, database_url: str, **extra: str) -> dict[str, st
 
 
 class Served:
-    """A `briefing serve` process with its output kept (for assertion messages)."""
+    """A `briefing serve` (or `briefing worker`, ...) process on a port of its own, its output kept
+    for assertion messages."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], command: str = "serve") -> None:
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [BRIEFING, "serve", "--port", str(port)],
+            [BRIEFING, command, "--port", str(port)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -68,10 +70,17 @@ class Served:
     def log(self) -> str:
         return "\n".join(self.lines[-60:])
 
+    def get(self, path: str, **options: Any) -> httpx.Response:
+        return httpx.get(f"{self.base}{path}", timeout=30, **options)
+
+    def ready(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.get("/ready").json()
+        return body
+
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"serve exited:\n{self.log()}"
+            assert self.process.poll() is None, f"it exited:\n{self.log()}"
             try:
                 if httpx.get(f"{self.base}/health", timeout=5).status_code == 200:
                     return
@@ -80,12 +89,16 @@ class Served:
             time.sleep(0.2)
         raise AssertionError(f"/health did not answer within {START_S:.0f} s:\n{self.log()}")
 
-    def kill(self) -> None:
-        """SIGKILL: no handler, no flush, no lifespan shutdown runs."""
+    def stop(self, sig: int = signal.SIGKILL) -> int:
+        """The process's exit code after `sig` (SIGKILL: no handler, flush or shutdown runs)."""
         if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
+            os.kill(self.process.pid, sig)
+        code = self.process.wait(START_S)
         self._reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
 
 
 @contextmanager

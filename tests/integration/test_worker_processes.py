@@ -13,13 +13,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -27,69 +24,18 @@ import pytest
 from click.testing import CliRunner
 
 from server.cli import main
-from tests.chats import free_port
 from tests.conftest import DEMO, _database
-from tests.fault.processes import BRIEFING, START_S, environment
+from tests.fault.processes import Served, environment
 from tests.service import auth
 
 pytestmark = pytest.mark.slow
 WAIT_S = 60.0  # a takeover or reload bound for a stuck test, not a speed assumption
 
 
-class Process:
-    """`briefing worker` or `briefing serve` on a port of its own, its output kept."""
-
-    def __init__(self, command: str, env: dict[str, str]) -> None:
-        port = free_port()
-        self.base = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [BRIEFING, command, "--port", str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        self.lines.extend(line.rstrip() for line in self.process.stdout or ())
-
-    def log(self) -> str:
-        return "\n".join(self.lines[-60:])
-
-    def get(self, path: str, **options: Any) -> httpx.Response:
-        return httpx.get(f"{self.base}{path}", timeout=30, **options)
-
-    def ready(self) -> dict[str, Any]:
-        body: dict[str, Any] = self.get("/ready").json()
-        return body
-
-    def wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"it exited:\n{self.log()}"
-            try:
-                if self.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"/health did not answer within {START_S:.0f} s:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGKILL) -> int:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-        code = self.process.wait(START_S)
-        self._reader.join(10)
-        return code
-
-
 @contextmanager
-def running(*commands: str, env: dict[str, str]) -> Iterator[list[Process]]:
+def running(*commands: str, env: dict[str, str]) -> Iterator[list[Served]]:
     """The processes started at once (they load their models side by side), once all are healthy."""
-    processes = [Process(command, env) for command in commands]
+    processes = [Served(env, command) for command in commands]
     try:
         for process in processes:
             process.wait_healthy()
