@@ -466,8 +466,16 @@ class JobRuns:
         self._session = _sessions(engine)
 
     def register(self, name: str, every_s: float, description: str) -> None:
-        with write_lock(self.engine), self._session.begin() as session:
-            session.merge(JobRow(name=name, every_s=every_s, description=description))
+        """One upsert: workers starting together register the same jobs (a read-then-insert merge
+        raced there, and the loser died on the primary key)."""
+        values = {"every_s": every_s, "description": description}
+        statement = (
+            _insert(self.engine)(JobRow)
+            .values(name=name, **values)
+            .on_conflict_do_update(index_elements=["name"], set_=values)
+        )
+        with write_lock(self.engine), self.engine.begin() as connection:
+            connection.execute(statement)
 
     def start(self, job: str, attempt: int, trigger: str) -> int:
         row = JobRunRow(

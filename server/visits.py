@@ -88,7 +88,10 @@ class Visits:
         self._queue.put((briefing.reader_id, at, since, served, exposures or [], briefing.generated_at))
 
     def forget(self, reader_id: str, at: datetime) -> None:
-        """Erasure: requests composed up to `at` and still in flight record nothing."""
+        """Erasure: requests composed up to `at` and still in flight record nothing. What this
+        worker queued before is written first, so the erasure deletes (and counts) it; whatever is
+        queued between that and the mark is dropped when written."""
+        self.flush()
         self.states.forget(reader_id, at)
         self.flush()
 

@@ -73,3 +73,19 @@ def test_one_scheduler_leads_per_deployment(engine: Any, tmp_path: Path) -> None
         first.release()
         second.release()
         other.dispose()
+
+
+def test_schedulers_starting_together_register_their_jobs_without_a_conflict(engine: Any) -> None:
+    """Two `briefing worker`s start at once and register the same jobs: the loser of a
+    read-then-insert died on the primary key (seen in test_worker_processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.db import JobRow
+    from server.stores import JobRuns
+
+    runs = JobRuns(engine)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: runs.register("refit-ranker", 60.0 + i, "refit"), range(32)))
+    with engine.connect() as connection:
+        rows = connection.execute(select(JobRow.name, JobRow.every_s)).all()
+    assert len(rows) == 1 and rows[0].name == "refit-ranker" and 60.0 <= rows[0].every_s < 92.0
