@@ -57,10 +57,12 @@ from briefing.llm.hf import dequantized
 from briefing.llm.models import packaged_gguf
 from briefing.summarize import Request
 from briefing.tuning.config import TrainConfig
-from briefing.tuning.data import Example, Snapshot, build_snapshot, load_snapshot, split_of, write_snapshot
+from briefing.tuning.data import Example, Snapshot, build_snapshot, split_of
 from briefing.tuning.evaluate import Outcome, evaluate_summaries, metrics, paired_bootstrap, write_outputs
 from briefing.tuning.gguf_lora import to_gguf_lora
-from briefing.tuning.sources import reference_rows, self_training
+from briefing.tuning.self_training import self_training
+from briefing.tuning.snapshots import load_snapshot, write_snapshot
+from briefing.tuning.sources import reference_rows
 from briefing.tuning.train import train_sft
 from indexing import Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
 

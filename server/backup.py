@@ -32,7 +32,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from briefing.tuning.data import fsync_path
+from briefing.tuning.snapshots import fsync_path
 from server import backup_journal as journal_file
 from server import backup_stores as stores
 from server.backup_journal import Move

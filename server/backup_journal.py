@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from briefing.tuning.data import fsync_path
+from briefing.tuning.snapshots import fsync_path
 
 JOURNAL = "restore.journal.json"
 

@@ -132,9 +132,11 @@ def newsroom_snapshot(
 ) -> Snapshot:
     """The training snapshot from the service's editor decisions and self-training on its articles,
     written under DATA_DIR/tuning (content-addressed: the same rows give the same id)."""
-    from briefing.tuning.data import build_snapshot, write_snapshot
+    from briefing.tuning.data import build_snapshot
     from briefing.tuning.pipeline import Workspace
-    from briefing.tuning.sources import editor_rows, self_training
+    from briefing.tuning.self_training import self_training
+    from briefing.tuning.snapshots import write_snapshot
+    from briefing.tuning.sources import editor_rows
 
     summarizer = service.summarizer
     reviewed = [

@@ -115,8 +115,8 @@ def build_dataset(articles: int | None) -> None:
 @click.option("--dpo", is_flag=True, help="Also the DPO step on the snapshot's preference pairs.")
 def train(snapshot_id: str, dpo: bool) -> None:
     """Train a candidate adapter on SNAPSHOT_ID's train split (resumes an interrupted run)."""
-    from briefing.tuning.data import load_snapshot
     from briefing.tuning.pipeline import Workspace
+    from briefing.tuning.snapshots import load_snapshot
     from server.tuning import build_tuner, tuning_lock
 
     with _service() as (service, settings), tuning_lock(settings.data_dir, _actor()):
@@ -135,9 +135,9 @@ def train(snapshot_id: str, dpo: bool) -> None:
 @click.argument("adapter_id")
 def evaluate(adapter_id: str) -> None:
     """Gate ADAPTER_ID against the promoted adapter on its snapshot's eval split; records the report."""
-    from briefing.tuning.data import load_snapshot
     from briefing.tuning.evaluate import decide
     from briefing.tuning.pipeline import Workspace, eval_requests, gate_outcomes
+    from briefing.tuning.snapshots import load_snapshot
     from server.tuning import build_tuner
 
     with _service() as (service, settings):

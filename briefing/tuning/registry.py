@@ -44,7 +44,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from briefing.tuning.data import fsync_path
+from briefing.tuning.snapshots import fsync_path
 
 ID_PATTERN = re.compile(r"ad-\d{14}-[0-9a-f]{6}")
 PEFT_DIR = "adapter"

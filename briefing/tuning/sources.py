@@ -6,8 +6,8 @@ points "- ..." one per line, or one plain sentence), so the model learns the tas
 - `editor_rows`: approved and edited summaries are targets; an edit is also a preference of the
   edited over the generated text; a rejected text is a dispreferred answer next to an approved or
   edited one for the same article version and template.
-- `self_training`: the model's own sampled candidates that the grounding check passes with a
-  margin and that say more than a copy of the article's words; best against worst as pairs.
+- `briefing.tuning.self_training`: the model's own sampled candidates that the grounding check
+  passes with a margin and that say more than a copy of the article's words; best against worst as pairs.
 - `reference_rows`: public reference summaries cut to the sentences the checker supports
   (references often state facts absent from the article: learning them teaches invention).
 Only generated (non-extractive) sentences become targets: the article's own lead, quoted by the
@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from briefing.grounding import split_sentences
-from briefing.llm import Completion, GenerationError, GenerationParams
-from briefing.prompts import PromptTemplate, parse_points
+from briefing.prompts import PromptTemplate
 from briefing.summaries import REVIEWED, Status, Summary, SummarySentence, summary_id
 from briefing.summarize import Followed, Request, Summarizer
 from briefing.tuning.data import Example, PreferencePair, as_chat, example, pair
@@ -64,7 +62,7 @@ def source_text(request: Request) -> str:
     return own or "\n\n".join(p for p in (article.title, article.lead or "", article.body) if p)
 
 
-def _articles(request: Request) -> tuple[str, ...]:
+def articles_of(request: Request) -> tuple[str, ...]:
     """Every article the prompt was written from: the summarized one first, then each development
     and each article already read (their titles are in an update's prompt)."""
     devs = [d.id for d in request.developments]
@@ -177,7 +175,7 @@ def _row(item: _Decided, summarizer: Summarizer, target: str) -> Example:
     chat = as_chat(summarizer.chat(request))
     language = request.record.article.language
     return example(
-        "editor", request.template.id, language, _articles(request), chat, target, _provenance(item.summary)
+        "editor", request.template.id, language, articles_of(request), chat, target, _provenance(item.summary)
     )
 
 
@@ -185,7 +183,7 @@ def _pair_row(item: _Decided, summarizer: Summarizer, chosen: str, rejected: str
     request = item.request
     chat = as_chat(summarizer.chat(request))
     language, meta = request.record.article.language, _provenance(item.summary)
-    return pair("editor", request.template.id, language, _articles(request), chat, chosen, rejected, meta)
+    return pair("editor", request.template.id, language, articles_of(request), chat, chosen, rejected, meta)
 
 
 def _rebuilt(summary: Summary, summarizer: Summarizer) -> tuple[Request | None, str]:
@@ -246,195 +244,6 @@ def _min_support(sentences: Iterable[SummarySentence]) -> float | None:
     return round(min(scores), 4) if scores else None
 
 
-# --- grounded self-training -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    seed: int
-    adapter: str | None
-    completion: Completion
-    draft: Summary
-    target: str  # its generated sentences that passed, as the template asks for them
-    written: str  # everything it wrote (kept and dropped), as the template asks for them
-    novel: float
-    rejected_for: str | None  # None: kept as a target
-
-    @property
-    def quality(self) -> tuple[int, int, float]:
-        """Higher is better: has a generated sentence, fewer dropped, higher least support."""
-        scores = [s.score for s in self.draft.sentences if not s.extractive]
-        return (bool(scores), -len(self.draft.dropped), min(scores, default=0.0))
-
-
-def self_training(
-    summarizer: Summarizer,
-    requests: Sequence[Request],
-    *,
-    candidates: int = 4,
-    temperature: float = 0.8,
-    margin: float = 0.05,
-    min_novel: float = 0.2,
-    threshold: float,
-    adapter: str | None = None,
-    deadline_s: float | None = None,
-    progress: bool = False,
-) -> tuple[list[Example], list[PreferencePair], dict[str, Any]]:
-    """Targets sampled from the model itself. Per request, `candidates` completions (seeds 1..n at
-    `temperature`, from `adapter` or the base model) are checked as drafts (`Summarizer.draft`).
-    A candidate is kept as a target when it is not extractive, nothing it wrote was dropped, every
-    generated sentence scores at least `threshold + margin`, and at least `min_novel` of its word
-    bigrams are absent from the article (not a copy of the lead). Per request, the best kept
-    candidate against the worst rejected one (by dropped count, then least support) is a
-    preference pair. Sampling stops at `deadline_s` (stats say so). Stats: requests, sampled,
-    kept, kept_share, novel_bigrams (mean of kept), pairs, errors, rejected by reason, seconds."""
-    start = time.monotonic()
-    examples: list[Example] = []
-    pairs: list[PreferencePair] = []
-    stats: Counter[str] = Counter()
-    kept_novel: list[float] = []
-    stopped = False
-    for request in _progress(requests, progress):
-        if deadline_s is not None and time.monotonic() - start > deadline_s:
-            stopped = True
-            break
-        stats["requests"] += 1
-        sampled = [
-            _judged(c, (threshold, margin, min_novel))
-            for c in _sample(summarizer, request, candidates, temperature, adapter, stats)
-        ]
-        kept = [c for c in sampled if c.rejected_for is None]
-        stats.update(f"rejected_{c.rejected_for}" for c in sampled if c.rejected_for)
-        kept_novel += [c.novel for c in kept]
-        examples += _self_examples(summarizer, request, kept)
-        pairs += _self_pair(summarizer, request, sampled)
-    return examples, pairs, _self_stats(stats, kept_novel, len(examples), len(pairs), stopped, start)
-
-
-def _progress(requests: Sequence[Request], progress: bool) -> Iterable[Request]:
-    if not progress:
-        return requests
-    from tqdm.auto import tqdm
-
-    bar: Iterable[Request] = tqdm(requests, desc="self-training candidates", unit="article")
-    return bar
-
-
-def _sample(
-    summarizer: Summarizer,
-    request: Request,
-    candidates: int,
-    temperature: float,
-    adapter: str | None,
-    stats: Counter[str],
-) -> list[_Candidate]:
-    """The request's candidates, checked; one that fails to generate is counted and left out."""
-    chat = summarizer.chat(request)
-    out: list[_Candidate] = []
-    for seed in range(1, candidates + 1):
-        params: GenerationParams = replace(request.template.params, temperature=temperature, seed=seed)
-        try:
-            (completion,) = summarizer.generator.generate([chat], params, adapter)
-        except GenerationError:
-            stats["errors"] += 1
-            continue
-        stats["sampled"] += 1
-        out.append(_candidate(summarizer, request, (seed, adapter), completion))
-    return out
-
-
-def _candidate(
-    summarizer: Summarizer, request: Request, by: tuple[int, str | None], completion: Completion
-) -> _Candidate:
-    draft = summarizer.draft(request, completion)
-    template = request.template
-    generated = [s.text for s in draft.sentences if not s.extractive]
-    written = [s for p in parse_points(completion.text, template.max_sentences) for s in split_sentences(p)]
-    target = formatted(generated, template)
-    novel = novel_bigrams(" ".join(generated), source_text(request))
-    return _Candidate(*by, completion, draft, target, formatted(written, template), novel, None)
-
-
-def _judged(candidate: _Candidate, thresholds: tuple[float, float, float]) -> _Candidate:
-    """The candidate with the first reason it is not a target, if any."""
-    threshold, margin, min_novel = thresholds
-    draft = candidate.draft
-    scores = [s.score for s in draft.sentences if not s.extractive]
-    if not scores:
-        reason: str | None = "extractive"
-    elif draft.dropped:
-        reason = "dropped"
-    elif min(scores) < threshold + margin:
-        reason = "margin"
-    elif candidate.novel < min_novel:
-        reason = "copy"
-    else:
-        reason = None
-    return replace(candidate, rejected_for=reason)
-
-
-def _self_meta(request: Request, candidate: _Candidate) -> dict[str, Any]:
-    return {
-        "content_hash": request.record.content_hash,
-        "model": candidate.completion.model,
-        "adapter": candidate.adapter,
-        "seed": candidate.seed,
-        "support": candidate.quality[2],
-        "dropped": len(candidate.draft.dropped),
-        "novel_bigrams": round(candidate.novel, 4),
-    }
-
-
-def _self_examples(summarizer: Summarizer, request: Request, kept: list[_Candidate]) -> list[Example]:
-    chat = as_chat(summarizer.chat(request))
-    task, language = request.template.id, request.record.article.language
-    return [
-        example("self", task, language, _articles(request), chat, c.target, _self_meta(request, c))
-        for c in kept
-    ]
-
-
-def _self_pair(summarizer: Summarizer, request: Request, sampled: list[_Candidate]) -> list[PreferencePair]:
-    """The best kept candidate against the worst rejected one, when both exist and differ."""
-    kept = [c for c in sampled if c.rejected_for is None]
-    rejected = [c for c in sampled if c.rejected_for is not None and c.written]
-    if not kept or not rejected:
-        return []
-    best = max(kept, key=lambda c: (c.quality, -c.seed))
-    worst = min(rejected, key=lambda c: (c.quality, c.seed))
-    if best.target == worst.written:
-        return []
-    chat = as_chat(summarizer.chat(request))
-    meta = {
-        "content_hash": request.record.content_hash,
-        "model": best.completion.model,
-        "chosen": _self_meta(request, best),
-        "rejected": {**_self_meta(request, worst), "reason": worst.rejected_for},
-    }
-    task, language = request.template.id, request.record.article.language
-    return [pair("self", task, language, _articles(request), chat, best.target, worst.written, meta)]
-
-
-def _self_stats(
-    stats: Counter[str], novel: list[float], examples: int, pairs: int, stopped: bool, start: float
-) -> dict[str, Any]:
-    sampled = stats["sampled"]
-    return {
-        "requests": stats["requests"],
-        "sampled": sampled,
-        "kept": examples,
-        "kept_share": round(len(novel) / sampled, 4) if sampled else 0.0,
-        "novel_bigrams": round(sum(novel) / len(novel), 4) if novel else 0.0,
-        "pairs": pairs,
-        "errors": stats["errors"],
-        "rejected": {
-            k.removeprefix("rejected_"): v for k, v in sorted(stats.items()) if k.startswith("rejected_")
-        },
-        "stopped_at_deadline": stopped,
-        "seconds": round(time.monotonic() - start, 3),
-    }
-
-
 # --- public references ------------------------------------------------------------------------
 
 
@@ -468,5 +277,5 @@ def reference_rows(
         target = formatted([s.sentence for s in kept], request.template)
         chat = as_chat(summarizer.chat(request))
         task, language = request.template.id, request.record.article.language
-        examples.append(example("reference", task, language, _articles(request), chat, target, meta))
+        examples.append(example("reference", task, language, articles_of(request), chat, target, meta))
     return examples, {k: stats[k] for k in ("rows", "kept", "dropped", "sentences", "kept_sentences")}

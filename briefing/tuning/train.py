@@ -10,10 +10,9 @@ Contract (tests/unit/test_tuning_train.py):
   under a full summary would teach the model to state facts it was not shown.
 - Deterministic: the same base, data, config and seed give the same adapter weights, bit for bit
   (one sequence at a time on the CPU, batch order drawn from the seed and the step number alone).
-- Checkpoints under `out/checkpoints/step-N` (adapter, optimizer, scheduler, RNG, step, losses and a
-  fingerprint of base, data and config) every `checkpoint_every` steps and when stopped. A call with
-  the same inputs resumes from the last one (and with a finished adapter in place returns its result);
-  checkpoints of other inputs are removed.
+- Checkpoints under `out/checkpoints/step-N` every `checkpoint_every` steps and when stopped; a call
+  with the same inputs resumes from the last one (and with a finished adapter in place returns its
+  result); checkpoints of other inputs are removed (`briefing.tuning.checkpoints`).
 - `stop()` or `deadline_s` (seconds from the call's start, checked after each optimizer step) raise
   `TrainingStopped` with the checkpoint kept.
 - The adapter is written to `out/adapter.partial` and renamed to `out/adapter` (peft format, with a
@@ -23,11 +22,9 @@ Contract (tests/unit/test_tuning_train.py):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +32,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from briefing.tuning.checkpoints import (
+    adapter_digest,
+    digest,
+    fingerprint,
+    finished,
+    publish,
+    resume,
+    save_checkpoint,
+)
 from briefing.tuning.config import TrainConfig  # light to import: settings read it
 
 if TYPE_CHECKING:
@@ -47,7 +53,6 @@ log = logging.getLogger(__name__)
 NEVER_ADAPTED = ("embed_tokens", "lm_head")  # tied in SmolLM2; llama.cpp LoRA cannot carry them
 WARMUP_SHARE = 0.05  # of the optimizer steps, with a linear rise; then linear decay
 MAX_GRAD_NORM = 1.0
-RESULT_FILE = "training.json"  # inside the adapter folder: the result and its fingerprint
 
 T = TypeVar("T")
 DEFAULT = TrainConfig()
@@ -115,8 +120,8 @@ def train_sft(
     """Train a fresh LoRA adapter on `examples` (prompt → target, loss on the target only)."""
     _refuse_untrainable(config.target_modules)
     chats = [(_messages(e.chat), e.target) for e in examples]
-    fingerprint = _fingerprint("sft", base, config, [_digest([m, t]) for m, t in chats])
-    done = _finished(out, fingerprint)
+    run = fingerprint("sft", base, config, [digest([m, t]) for m, t in chats])
+    done = _finished(out, run)
     if done is not None:
         return done
     started = time.monotonic()
@@ -137,7 +142,7 @@ def train_sft(
             lambda i: len(sequences[i].completion),
             loss,
         )
-        return _train(net, stage, out, config, fingerprint, progress, stop, _deadline(started, deadline_s))
+        return _train(net, stage, out, config, run, progress, stop, _deadline(started, deadline_s))
 
 
 def train_dpo(
@@ -157,9 +162,9 @@ def train_dpo(
     so no second copy of the model is held (and a resume recomputes them from `sft_adapter`)."""
     _refuse_untrainable(_adapter_modules(sft_adapter))
     chats = [(_messages(p.chat), p.chosen, p.rejected) for p in pairs]
-    data = [_digest(list(c)) for c in chats]
-    fingerprint = _fingerprint("dpo", base, config, data, _adapter_digest(sft_adapter))
-    done = _finished(out, fingerprint)
+    data = [digest(list(c)) for c in chats]
+    run = fingerprint("dpo", base, config, data, adapter_digest(sft_adapter))
+    done = _finished(out, run)
     if done is not None:
         return done
     started = time.monotonic()
@@ -186,7 +191,7 @@ def train_dpo(
             return loss, len(pair.chosen) + len(pair.rejected)
 
         stage = _Stage("dpo", len(kept), config.dpo_learning_rate, config.dpo_epochs, lambda i: 1, loss)
-        return _train(net, stage, out, config, fingerprint, progress, stop, _deadline(started, deadline_s))
+        return _train(net, stage, out, config, run, progress, stop, _deadline(started, deadline_s))
 
 
 def completion_logprobs(
@@ -212,7 +217,7 @@ def _train(
     stage: _Stage,
     out: Path,
     config: TrainConfig,
-    fingerprint: str,
+    run: str,
     progress: bool,
     stop: Callable[[], bool] | None,
     late: Callable[[], bool],
@@ -229,7 +234,7 @@ def _train(
     optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, weight_decay=0.0)
     warmup = int(WARMUP_SHARE * total)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)  # type: ignore[no-untyped-call]
-    state = _resume(net, optimizer, scheduler, out / "checkpoints", fingerprint)
+    state = resume(net, optimizer, scheduler, out / "checkpoints", run)
     start = state["step"]
     losses: list[float] = list(state["losses"])
     tokens, seconds = int(state["tokens"]), float(state["seconds"])
@@ -259,9 +264,7 @@ def _train(
                 break
             halted = (stop is not None and stop()) or late()
             if done % config.checkpoint_every == 0 or halted:
-                saved = _checkpoint(
-                    net, optimizer, scheduler, out, fingerprint, done, losses, tokens, seconds
-                )
+                saved = save_checkpoint(net, optimizer, scheduler, out, run, done, losses, tokens, seconds)
                 if halted:
                     raise TrainingStopped(
                         f"{stage.name} training stopped after step {done} of {total}; "
@@ -282,105 +285,16 @@ def _train(
         resumed_from=start or None,
         stage=stage.name,
     )
-    _publish(net, out, result, fingerprint)
+    publish(net, out, asdict(result), run)
     return result
 
 
-def _publish(net: Any, out: Path, result: TrainResult, fingerprint: str) -> None:
-    """Write the adapter under a staging name and rename it: the real name holds a whole adapter or none."""
-    staging, final, old = out / "adapter.partial", out / "adapter", out / "adapter.old"
-    shutil.rmtree(staging, ignore_errors=True)
-    _write_adapter(net, staging)
-    record = {**asdict(result), "adapter_dir": str(final), "fingerprint": fingerprint}
-    (staging / RESULT_FILE).write_text(json.dumps(record, indent=1))
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.replace(old)  # an adapter of other inputs: out of the way first, removed after
-    staging.replace(final)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-
-
-def _write_adapter(net: Any, folder: Path) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    net.save_pretrained(str(folder), save_embedding_layers=False)
-
-
-def _finished(out: Path, fingerprint: str) -> TrainResult | None:
+def _finished(out: Path, run: str) -> TrainResult | None:
     """The result of a finished run with the same inputs, if its adapter is in place."""
-    path = out / "adapter" / RESULT_FILE
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if record.pop("fingerprint", None) != fingerprint:
+    record = finished(out, run)
+    if record is None:
         return None
     return TrainResult(**{**record, "adapter_dir": out / "adapter", "losses": tuple(record["losses"])})
-
-
-def _checkpoint(
-    net: Any,
-    optimizer: Any,
-    scheduler: Any,
-    out: Path,
-    fingerprint: str,
-    step: int,
-    losses: list[float],
-    tokens: int,
-    seconds: float,
-) -> Path:
-    """Save everything a resume needs under checkpoints/step-N (staged, renamed); older ones go."""
-    import torch
-
-    root = out / "checkpoints"
-    folder, staging = root / f"step-{step}", root / f"step-{step}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    _write_adapter(net, staging / "adapter")
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
-        "losses": losses,
-        "tokens": tokens,
-        "seconds": seconds,
-    }
-    torch.save(state, staging / "state.pt")
-    (staging / "fingerprint").write_text(fingerprint)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.replace(folder)
-    for other in root.iterdir():
-        if other != folder:
-            shutil.rmtree(other, ignore_errors=True)
-    return folder
-
-
-def _resume(net: Any, optimizer: Any, scheduler: Any, root: Path, fingerprint: str) -> dict[str, Any]:
-    """Restore the newest checkpoint of the same inputs; remove checkpoints of other inputs."""
-    import torch
-    from peft import set_peft_model_state_dict
-    from peft.utils import load_peft_weights
-
-    fresh: dict[str, Any] = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
-    if not root.is_dir():
-        return fresh
-    ours: list[tuple[int, Path]] = []
-    for folder in root.iterdir():
-        mark = folder / "fingerprint"
-        numbered = folder.name.startswith("step-") and folder.name[5:].isdigit()
-        if numbered and mark.is_file() and mark.read_text() == fingerprint:
-            ours.append((int(folder.name[5:]), folder))
-            continue
-        shutil.rmtree(folder, ignore_errors=True)  # other inputs, or a checkpoint cut short
-    if not ours:
-        return fresh
-    _, folder = max(ours)
-    set_peft_model_state_dict(net, load_peft_weights(str(folder / "adapter")))
-    state: dict[str, Any] = torch.load(folder / "state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    log.info("resuming training from %s", folder)
-    return state
 
 
 def _load_base(base: str) -> tuple[Any, Any]:
@@ -482,35 +396,6 @@ def _batch(items: int, batch_size: int, seed: int, step: int) -> list[int]:
     epoch, k = divmod(step, per_epoch)
     order = torch.randperm(items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     return [int(i) for i in order[k * batch_size : (k + 1) * batch_size]]
-
-
-def _fingerprint(stage: str, base: str, config: TrainConfig, data: list[str], *more: str) -> str:
-    """What decides the weights: a checkpoint or an adapter of other inputs is never resumed."""
-    hyper = {k: v for k, v in config.hyper().items() if k not in ("threads", "checkpoint_every")}
-    if stage == "sft":
-        hyper = {k: v for k, v in hyper.items() if not k.startswith("dpo_")}
-    return _digest([stage, _base_identity(base), hyper, data, *more])
-
-
-def _base_identity(base: str) -> Any:
-    folder = Path(base)
-    if not folder.is_dir():
-        return base  # a hub id
-    weights = sorted((p.name, p.stat().st_size) for p in folder.glob("*.safetensors"))
-    return [folder.name, _digest((folder / "config.json").read_text()), weights]
-
-
-def _adapter_digest(adapter: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        path = adapter / name
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _deadline(started: float, deadline_s: float | None) -> Callable[[], bool]:

@@ -19,20 +19,11 @@ from briefing import EmbeddingLexicalChecker, EvidenceRetriever, GroundingConfig
 from briefing.llm import Chat, Completion, GenerationParams, Generator
 from briefing.summaries import InMemorySummaryStore, Status, Summary, SummarySentence
 from briefing.summarize import Request
-from briefing.tuning import data as data_module
-from briefing.tuning.data import (
-    Example,
-    PreferencePair,
-    SnapshotError,
-    build_snapshot,
-    example,
-    list_snapshots,
-    load_snapshot,
-    pair,
-    split_of,
-    write_snapshot,
-)
-from briefing.tuning.sources import editor_rows, novel_bigrams, reference_rows, self_training
+from briefing.tuning import snapshots as snapshot_module
+from briefing.tuning.data import Example, PreferencePair, build_snapshot, example, pair, split_of
+from briefing.tuning.self_training import self_training
+from briefing.tuning.snapshots import SnapshotError, list_snapshots, load_snapshot, write_snapshot
+from briefing.tuning.sources import editor_rows, novel_bigrams, reference_rows
 from indexing import Article, Indexer
 from tests.factories import make_article
 
@@ -160,7 +151,7 @@ def test_a_crash_mid_write_leaves_no_snapshot_under_its_id(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snapshot = build_snapshot(*rows(), {})
-    real = data_module._write_jsonl
+    real = snapshot_module._write_jsonl
     written: list[Path] = []
 
     def crash_after_one(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,14 +160,14 @@ def test_a_crash_mid_write_leaves_no_snapshot_under_its_id(
         written.append(path)
         return real(path, rows)
 
-    monkeypatch.setattr(data_module, "_write_jsonl", crash_after_one)
+    monkeypatch.setattr(snapshot_module, "_write_jsonl", crash_after_one)
     with pytest.raises(OSError, match="disk full"):
         write_snapshot(snapshot, tmp_path)
     assert written and not written[0].exists()  # the staging folder went with it
     assert list((tmp_path / "snapshots").iterdir()) == [] and list_snapshots(tmp_path) == []
     with pytest.raises(SnapshotError, match=f"no dataset snapshot '{snapshot.id}'"):
         load_snapshot(tmp_path, snapshot.id)
-    monkeypatch.setattr(data_module, "_write_jsonl", real)
+    monkeypatch.setattr(snapshot_module, "_write_jsonl", real)
     assert load_snapshot(tmp_path, write_snapshot(snapshot, tmp_path).name) == snapshot  # a retry succeeds
 
 

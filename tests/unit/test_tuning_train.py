@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from briefing.llm import GenerationParams
+from briefing.tuning import checkpoints
 from briefing.tuning import train as training
 from briefing.tuning.config import TrainConfig
 from briefing.tuning.data import Example, PreferencePair, example, pair
@@ -154,14 +155,14 @@ def test_a_deadline_stops_after_a_step_and_other_inputs_do_not_resume_its_checkp
 def test_a_crash_while_saving_leaves_no_adapter_under_the_real_name(
     base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write = training._write_adapter
+    write = checkpoints.write_adapter
 
     def crash(net: Any, folder: Path) -> None:
         write(net, folder)
         if folder.name == "adapter.partial":
             raise OSError("disk full")
 
-    monkeypatch.setattr(training, "_write_adapter", crash)
+    monkeypatch.setattr(checkpoints, "write_adapter", crash)
     config = TrainConfig(**{**vars(TINY), "epochs": 1.0})
     with pytest.raises(OSError, match="disk full"):
         train_sft(EXAMPLES, base, tmp_path, config)
