@@ -48,10 +48,19 @@ def provenance() -> dict[str, Any]:
 
 
 def write_results(results: dict[str, Any], out: Path, args: Any = None) -> None:
-    """Write `results` with the run's provenance and, when given, its command-line arguments."""
-    results = {"provenance": provenance(), **results}
+    """Write `results` with the run's provenance and, when given, its command-line arguments.
+    The commit is the one the run started on (its code was imported then): a long benchmark may
+    end after later commits, which are named as `commit_at_end`."""
+    ended = provenance()
+    started = {**STARTED, "finished_at": ended["ran_at"]}
+    if ended["commit"] != STARTED["commit"]:
+        started["commit_at_end"] = ended["commit"]
+    results = {"provenance": started, **results}
     if args is not None:
         results.setdefault("args", {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out}")
+
+
+STARTED = provenance()  # when the benchmark imported this module, before any figure was measured
