@@ -7,6 +7,10 @@ checker's show policy on the labels (issue 17; DESIGN §5).
                                                                    #  --articles: data/labels/README.md)
     python bench/label_set.py score --gate data/labels/gate.json \
         --out bench/results/labels_embedding-lexical.json
+    python bench/label_set.py generate --adapter var/adapters/ad-20261201120000-abc123 \
+        --out data/labels/candidates.ad-20261201120000-abc123.jsonl  # an adapter's sentences;
+    python bench/label_set.py score --adapter ad-20261201120000-abc123 \
+        --gate data/labels/gate.json                               # once labelled: its gate entry
 
 `generate` runs the production path on the demo newsroom (data/demo: ingest into embedded
 Qdrant, llama-index retrieval, the packaged SmolLM2 GGUF through llama.cpp, the grounding check)
@@ -23,6 +27,13 @@ precision of the shown sentences (supported / shown), the share of supported sen
 and the threshold that the selection half would need for precision >= 0.95. The split is by
 story (every article of one story in one half), stricter than by article: follow-ups repeat
 their story's facts, so an article-level split would leak them.
+
+Each candidate row names its writer (`model`, and `adapter`: None, or absent in rows from before
+adapters, for the model alone): labels measure one writer's errors, so `score` measures one
+writer at a time (`--adapter`, default the model alone) and `--gate` writes that writer's entry
+into the gate file, keeping the other writers' entries measured for the same checker and
+threshold (briefing/gate.py). A fine-tuned adapter's drafts show unreviewed only once its own
+sentences are labelled and pass there.
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine, write_results
-from briefing.gate import TARGET_PRECISION
+from briefing.gate import TARGET_PRECISION, Writer, writer_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo"
@@ -69,6 +80,7 @@ def generate(
     template_offset: int = 0,
     mode: str = "first",
     articles: Path = DEMO / "articles",
+    adapter: str | None = None,
 ) -> None:
     from briefing import GenerationError
     from indexing import open_source
@@ -76,7 +88,8 @@ def generate(
     from server.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.from_env({**os.environ, "DATA_DIR": tmp})
+        chosen = adapter_env(adapter, Settings.from_env(os.environ).llm.backend)
+        settings = Settings.from_env({**os.environ, "DATA_DIR": tmp, **chosen})
         indexer = build_indexer(settings)
         indexer.ingest(open_source(str(articles)))
         summarizer = build_summarizer(settings, indexer, store=build_summary_store(settings))
@@ -109,6 +122,27 @@ def generate(
                 print(f"{n}/{len(jobs)} {kind} {article_id} ({time.monotonic() - start:.0f} s)", flush=True)
                 _write_evidence(out, chunks)
         print(f"wrote {written} sentences to {out} and their evidence to {evidence_path(out)}")
+
+
+def adapter_env(spec: str | None, backend: str) -> dict[str, str]:
+    """The LLM_ADAPTERS and LLM_ADAPTER that make `generate` write with `--adapter`: NAME=PATH
+    (a GGUF LoRA for llama.cpp, a peft folder for transformers), or an installed adapter's folder
+    (`<adapters root>/<id>/`, briefing.tuning.registry), served under its folder's name, the
+    id the service records with its drafts (the gate must name the same writer)."""
+    from briefing.tuning.registry import GGUF_FILE, PEFT_DIR
+    from briefing.tuning.serving import adapter_path
+
+    if spec is None:
+        return {}
+    name, sep, path = spec.partition("=")
+    if not sep:
+        folder = Path(spec)
+        name, path = folder.name, str(adapter_path(backend, folder / PEFT_DIR, folder / GGUF_FILE))
+    if not name.strip() or not Path(path).exists():
+        raise SystemExit(
+            f"--adapter {spec!r}: give NAME=PATH or an installed adapter's folder ({path} missing)"
+        )
+    return {"LLM_ADAPTERS": f"{name}={path}", "LLM_ADAPTER": name}
 
 
 class Recording:
@@ -197,6 +231,7 @@ def _rows(
             "missing": list(sentence.missing),
             "kept": kept,
             "model": summary.model,
+            "adapter": summary.adapter,
             "text_score": getattr(support, "text_score", None),
             "likelihood": getattr(support, "likelihood", None),
             "fluency": getattr(support, "fluency", None),
@@ -215,10 +250,34 @@ def candidate_files(first: Path) -> list[Path]:
     """The candidates file and its further passes (`candidates.other.jsonl`: the other article
     template; `candidates.later.jsonl`, `candidates.earlier.jsonl`: more story updates;
     `candidates.elvestad.jsonl`: the first pass on data/eval/stories, a second newsroom of our
-    own), where they exist."""
+    own), where they exist, then any other `candidates.<name>.jsonl` by name (an adapter's
+    sentences: `generate --adapter ... --out candidates.<adapter id>.jsonl`)."""
     names = ("other", "later", "earlier", "elvestad")
-    more = (first.with_name(f"{first.stem}.{name}.jsonl") for name in names)
-    return [first, *(p for p in more if p.exists())]
+    known = [first.with_name(f"{first.stem}.{name}.jsonl") for name in names]
+    others = sorted(
+        p
+        for p in first.parent.glob(f"{first.stem}.*.jsonl")
+        if p not in known and not p.name.endswith(".evidence.jsonl")
+    )
+    return [first, *(p for p in known if p.exists()), *others]
+
+
+def row_writer(row: dict[str, Any]) -> Writer:
+    """Who wrote a candidate: rows from before adapters carry no `adapter` (the model alone)."""
+    return Writer.of(row["model"], row.get("adapter"))
+
+
+def writer_rows(rows: list[dict[str, Any]], adapter: str | None) -> tuple[Writer, list[dict[str, Any]]]:
+    """The rows written with `adapter` (None: the model alone) and their writer; rows of one
+    adapter written by two models are two writers, to be scored apart."""
+    mine = [r for r in rows if row_writer(r).adapter == adapter]
+    writers = {row_writer(r) for r in mine}
+    if len(writers) != 1:
+        named = sorted(f"{w.model}+{w.adapter}" if w.adapter else w.model for w in writers)
+        raise SystemExit(
+            f"labelled candidates with adapter {adapter!r} come from {len(writers)} writers: {named}"
+        )
+    return writers.pop(), mine
 
 
 def joined(candidates: Path, labels: Path) -> list[dict[str, Any]]:
@@ -270,7 +329,7 @@ _LATER_FACTS = ("corrected in ", "replaced in ", "superseded in ")  # briefing.d
 def _summaries(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        key = (row["article_id"], row["kind"], row["prompt"], tuple(row["basis"]))
+        key = (row["article_id"], row["kind"], row["prompt"], tuple(row["basis"]), row_writer(row))
         groups.setdefault(key, []).append(row)
     return groups
 
@@ -374,9 +433,10 @@ def choose_rule(rows: list[dict[str, Any]], threshold: float, target: float) -> 
     return best[1] if best else None
 
 
-def write_gate(path: Path, checker: str, threshold: float, results: dict[str, Any]) -> None:
+def write_gate(path: Path, checker: str, threshold: float, results: dict[str, Any], writer: Writer) -> None:
     """The figures the service's show gate reads (briefing.gate): the report half under the rule
-    chosen on the selection half."""
+    chosen on the selection half, as `writer`'s entry; the other writers' entries stay when they
+    were measured for the same checker and threshold."""
     languages = {}
     for language, f in results.items():
         if not isinstance(f, dict) or "rule" not in f:
@@ -396,14 +456,39 @@ def write_gate(path: Path, checker: str, threshold: float, results: dict[str, An
                 p: {k: t.get(k) for k in keys} for p, t in (f["by_prompt_report_under_rule"] or {}).items()
             },
         }
+    entries = [
+        *_other_writers(path, checker, threshold, writer),
+        {**writer.to_json(), "languages": languages},
+    ]
     gate = {
         "checker": checker,
         "threshold": threshold,
         "target_precision": TARGET_PRECISION,
-        "languages": languages,
+        "writers": sorted(entries, key=lambda e: (e["model"], e["adapter"] or "")),
     }
     path.write_text(json.dumps(gate, indent=2) + "\n")
-    print(f"wrote the show gate {path}")
+    print(f"wrote the show gate {path} for {writer.to_json()}")
+
+
+def _other_writers(path: Path, checker: str, threshold: float, writer: Writer) -> list[dict[str, Any]]:
+    """The entries of writers other than `writer` in the gate file at `path` (a file from before
+    writers counts as the base model's), if it was measured for this checker and threshold."""
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        print(f"the show gate {path} was unreadable ({exc}): only {writer.to_json()} is written")
+        return []
+    entries = writer_entries(old, path) if isinstance(old, dict) else []
+    kept = [{**w.to_json(), "languages": languages} for w, languages in entries if w != writer]
+    if kept and (old.get("checker"), old.get("threshold")) != (checker, threshold):
+        print(
+            f"dropping {len(kept)} writers' entries: measured for {old.get('checker')}"
+            f" at {old.get('threshold')}"
+        )
+        return []
+    return kept
 
 
 def score(
@@ -415,11 +500,12 @@ def score(
     from server.settings import Settings
 
     threshold = Settings.from_env({}).grounding.threshold
-    rows = joined(candidates, labels)
+    writer, rows = writer_rows(joined(candidates, labels), getattr(args, "adapter", None))
     results: dict[str, Any] = {
         "checker": checker,
         "threshold": threshold,
         "target_precision": TARGET_PRECISION,
+        "writer": writer.to_json(),
     }
     for language in sorted({r["language"] for r in rows}):
         mine = [r for r in rows if r["language"] == language]
@@ -427,7 +513,9 @@ def score(
         rule = choose_rule(halves["select"], threshold, TARGET_PRECISION)
         results[language] = {
             "drafts_forced_on": {s: at_rule(p, ShowRule(threshold), threshold) for s, p in halves.items()},
-            "rule": {k: v for k, v in asdict(rule).items() if k != "templates"} if rule else None,
+            "rule": {k: v for k, v in asdict(rule).items() if k not in ("templates", "writer")}
+            if rule
+            else None,
             "select_under_rule": at_rule(halves["select"], rule, threshold) if rule else None,
             "report_under_rule": at_rule(halves["report"], rule, threshold) if rule else None,
             "by_prompt_report_under_rule": {
@@ -447,7 +535,7 @@ def score(
         }
     _table(results)
     if gate is not None:
-        write_gate(gate, checker, threshold, results)
+        write_gate(gate, checker, threshold, results, writer)
     files = [str(p) for p in candidate_files(candidates)]
     write_results(
         {"machine": machine(), "data": {"candidates": files, "labels": str(labels)}, **results}, out, args
@@ -469,7 +557,9 @@ def _as_served(rows: list[dict[str, Any]], rule: Any, threshold: float) -> dict[
 
 
 def _table(results: dict[str, Any]) -> None:
-    print(f"checker {results['checker']}, drafting threshold {results['threshold']}")
+    print(
+        f"checker {results['checker']}, drafting threshold {results['threshold']}, writer {results['writer']}"
+    )
     head = f"{'lang':<5}{'policy':<24}{'split':<8}{'sentences':>10}{'shown':>7}{'right':>7}{'wrong':>7}"
     print(head + f"{'garbled':>8}{'precision':>11}{'Wilson lo':>10}{'gen. share':>11}")
     for language, per in results.items():
@@ -518,6 +608,11 @@ def main(argv: Iterable[str] | None = None) -> None:
         help="later: only story updates for readers who read a later day alone, or all but the newest;"
         " earlier: only story updates as of an earlier day of each story",
     )
+    make.add_argument(
+        "--adapter",
+        default=None,
+        help="write with this LoRA adapter: NAME=PATH, or an installed adapter's folder (its name the id)",
+    )
     judge = commands.add_parser("score", help="precision of the shown sentences on the labels")
     judge.add_argument("--candidates", type=Path, default=LABELS / "candidates.jsonl")
     judge.add_argument("--labels", type=Path, default=LABELS / "labels.jsonl")
@@ -525,11 +620,25 @@ def main(argv: Iterable[str] | None = None) -> None:
         "--gate", type=Path, default=None, help="also write the show gate here (data/labels/gate.json)"
     )
     judge.add_argument(
+        "--adapter",
+        default=None,
+        help="score the sentences written with this adapter id (default: the model alone); --gate"
+        " then writes its entry, keeping the other writers'",
+    )
+    judge.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "labels_embedding-lexical.json"
     )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "generate":
-        generate(args.out, args.limit, args.updates_per_story, args.template_offset, args.mode, args.articles)
+        generate(
+            args.out,
+            args.limit,
+            args.updates_per_story,
+            args.template_offset,
+            args.mode,
+            args.articles,
+            args.adapter,
+        )
     else:
         # the scores are those the generating run's checker recorded: the service's default
         score(args.candidates, args.labels, args.out, EMBEDDING_LEXICAL, args, args.gate)

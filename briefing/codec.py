@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from briefing.compose import Briefing, BriefingItem, BriefingPolicy
-from briefing.gate import ShowRule
+from briefing.gate import ShowRule, Writer
 from briefing.summaries import SummarySentence
 from recsys import Reason
 
@@ -28,22 +28,27 @@ def briefing_from_json(data: dict[str, Any]) -> Briefing:
 
 
 def _policy(data: dict[str, Any]) -> BriefingPolicy:
-    rules = tuple((language, _rule(rule)) for language, rule in data["show_rules"].items())
+    rules = data["show_rules"]
+    if not isinstance(rules, list):
+        # JSON from before rules named their writer: a briefing composed then may show an
+        # adapter's drafts no gate measured, so it is not decoded (a cache miss recomposes it)
+        raise ValueError("a briefing's show_rules must be a list of rules that name their writer")
     return BriefingPolicy(
         name=data["name"],
         allow_drafts=data["allow_drafts"],
         items=data["items"],
         llm_greeting=data["llm_greeting"],
-        show_rules=rules,
+        show_rules=tuple((rule["language"], _rule(rule)) for rule in rules),
     )
 
 
 def _rule(data: dict[str, Any]) -> ShowRule:
-    templates = data["templates"]
+    templates, writer = data["templates"], data["writer"]
     return ShowRule(
         threshold=data["threshold"],
         fluency_floor=data["fluency_floor"],
         templates=None if templates is None else frozenset(templates),
+        writer=None if writer is None else Writer(writer["model"], writer["adapter"]),
     )
 
 

@@ -8,7 +8,8 @@ For each story the recommender picks, the item text is
   is written, an update that covers more than one article or owes a correction shows one lead
   sentence per development, newest first; a single development, that article's summary;
 - otherwise the article's summary: an approved or edited one if an editor reviewed it, else a
-  checked draft when the policy allows drafts, else the article's own first sentence.
+  checked draft when the policy allows drafts by its writer (model and adapter: briefing.gate),
+  newest first, else the article's own first sentence.
 Rejected and retracted texts are never used, whatever the policy. A one-line greeting opens the
 briefing; it must state no fact absent from the item titles.
 
@@ -31,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from briefing.facts import WordForms
-from briefing.gate import ShowRule
+from briefing.gate import ShowRule, Writer
 from briefing.grounding import missing_facts
 from briefing.llm import GenerationError
 from briefing.summaries import REVIEWED, Status, Summary, SummarySentence
-from briefing.summarize import Followed, Summarizer
+from briefing.summarize import Followed, Request, Summarizer
 from briefing.wording import Audience, in_language, last_seen, plain_greeting, reason_text
 from indexing import CALENDAR_WORDS, STOPWORDS, ArticleRecord
 from recsys import CandidateMatrix, Item, Profile, Reason, Recommender
@@ -74,14 +75,16 @@ VARIANTS = {
 class BriefingPolicy:
     """Per surface: whether checked but unreviewed drafts may reach readers. By DESIGN §5 they
     may only in the languages whose checker precision was measured to pass (`show_rules`, from
-    briefing.gate), and only drafts whose every generated sentence passes that language's rule,
-    unless `allow_drafts` forces them everywhere (a demo of generation)."""
+    briefing.gate) for the draft's own writer (model and adapter), and only drafts whose every
+    generated sentence passes that language's rule, unless `allow_drafts` forces them everywhere
+    (a demo of generation)."""
 
     name: str = "front-page"
     allow_drafts: bool = False
     items: int = 5
     llm_greeting: bool = True  # off: a template greeting, and no LLM call on a cache miss
-    show_rules: tuple[tuple[str, ShowRule], ...] = ()  # (language, rule): a tuple keeps it hashable
+    # (language, rule), a language once per writer measured in it: a tuple keeps it hashable
+    show_rules: tuple[tuple[str, ShowRule], ...] = ()
 
     @property
     def draft_languages(self) -> frozenset[str]:
@@ -90,19 +93,34 @@ class BriefingPolicy:
     def drafts_show(self, language: str) -> bool:
         return self.allow_drafts or language in self.draft_languages
 
-    def rule(self, language: str) -> ShowRule | None:
-        """The measured rule for unreviewed drafts in `language`; None where none passed."""
-        return dict(self.show_rules).get(language)
+    def rule(self, language: str, writer: Writer | None = None) -> ShowRule | None:
+        """The measured rule for unreviewed drafts by `writer` in `language`; None where none
+        passed. Without a writer (pages describing the policy): the rule with the lowest
+        threshold, so what is said of it holds for every writer's drafts."""
+        rules = [r for lang, r in self.show_rules if lang == language]
+        if writer is not None:
+            return next((r for r in rules if r.measured_for(writer)), None)
+        return min(rules, key=lambda r: r.threshold, default=None)
 
     def draft_shows(
-        self, sentences: Sequence[SummarySentence], language: str, prompt: str | None = None
+        self,
+        sentences: Sequence[SummarySentence],
+        language: str,
+        prompt: str | None = None,
+        writer: Writer | None = None,
     ) -> bool:
-        """Whether a draft with these sentences, written by the `prompt` template, may reach a
-        reader of this language."""
+        """Whether a draft with these sentences, written by the `prompt` template and `writer`
+        (`Writer.of_summary`; None: unknown, so only a rule made for any writer applies), may
+        reach a reader of this language."""
         if self.allow_drafts:
             return True
-        rule = self.rule(language)
+        rules = (r for lang, r in self.show_rules if lang == language and r.measured_for(writer))
+        rule = next(rules, None)
         return rule is not None and rule.allows(prompt) and rule.shows_all(sentences)
+
+    def summary_shows(self, summary: Summary, language: str) -> bool:
+        """`draft_shows` for a stored draft: its sentences, template and writer."""
+        return self.draft_shows(summary.sentences, language, summary.prompt, Writer.of_summary(summary))
 
     @property
     def any_drafts(self) -> bool:
@@ -145,7 +163,7 @@ class Briefing:
         data["generated_at"] = self.generated_at.isoformat()
         data["since"] = self.since.isoformat() if self.since else None
         data["policy"]["draft_languages"] = sorted(self.policy.draft_languages)
-        data["policy"]["show_rules"] = {lang: _rule_json(rule) for lang, rule in self.policy.show_rules}
+        data["policy"]["show_rules"] = [_rule_json(lang, rule) for lang, rule in self.policy.show_rules]
         for item in data["items"]:
             if item["why"] and item["why"]["read_at"]:
                 item["why"]["read_at"] = item["why"]["read_at"].isoformat()
@@ -230,12 +248,11 @@ class Composer:
         reader a correction, the articles' own words (one article's summary would leave out
         the rest); else the newest article's summary."""
         if item.update:
-            summarizer = self.summarizer
-            request = summarizer.update_request(item.article_id, reads[item.article_id], arm.update_prompt)
-            update = (
-                summarizer.store.get(summarizer.summary_id(request, arm.adapter or ...)) if request else None
+            request = self.summarizer.update_request(
+                item.article_id, reads[item.article_id], arm.update_prompt
             )
-            if update is not None and self._shows(update, current.article.language, arm):
+            update = self._update(request, current.article.language, arm) if request else None
+            if update is not None:
                 return update
             if request is not None and (len(request.developments) > 1 or request.notes):
                 return None
@@ -257,14 +274,27 @@ class Composer:
         language = current.article.language
         return next(iter(reviewed), None) or next((s for s in mine if self._shows(s, language, arm)), None)
 
+    def _update(self, request: Request, language: str, arm: Variant) -> Summary | None:
+        """The stored update for `request` this policy lets the reader see: the one written with
+        the arm's adapter (else the one drafts use); for an arm naming no adapter, else the base
+        model's, kept from before an adapter was promoted (an adapter without measured precision
+        does not hide the base model's text that has it)."""
+        summarizer = self.summarizer
+        ids = dict.fromkeys(
+            [summarizer.summary_id(request, arm.adapter or ...)]
+            + ([summarizer.summary_id(request, None)] if arm.adapter is None else [])
+        )
+        found = (summarizer.store.get(i) for i in ids)
+        return next((s for s in found if s is not None and self._shows(s, language, arm)), None)
+
     def _shows(self, summary: Summary, language: str, arm: Variant) -> bool:
-        """Whether this policy lets a reader see the summary: reviewed, or a draft where drafts may
-        show in its language (never under an arm's "reviewed-only" policy); rejected and
-        retracted text never."""
+        """Whether this policy lets a reader see the summary: reviewed, or a draft its writer
+        (model and adapter) may show unreviewed in its language (never under an arm's
+        "reviewed-only" policy); rejected and retracted text never."""
         draft = (
             arm.policy == "gated"
             and summary.status is Status.DRAFT
-            and self.policy.draft_shows(summary.sentences, language, summary.prompt)
+            and self.policy.summary_shows(summary, language)
         )
         return summary.status in REVIEWED or draft
 
@@ -339,9 +369,16 @@ class Composer:
         return line if _greeting_ok(line, items, audience.language, prompt) else fallback
 
 
-def _rule_json(rule: ShowRule) -> dict[str, Any]:
+def _rule_json(language: str, rule: ShowRule) -> dict[str, Any]:
     templates = None if rule.templates is None else sorted(rule.templates)
-    return {"threshold": rule.threshold, "fluency_floor": rule.fluency_floor, "templates": templates}
+    writer = None if rule.writer is None else rule.writer.to_json()
+    return {
+        "language": language,
+        "threshold": rule.threshold,
+        "fluency_floor": rule.fluency_floor,
+        "templates": templates,
+        "writer": writer,
+    }
 
 
 def _source(summary: Summary) -> str:

@@ -176,10 +176,12 @@ def build_summary_store(settings: Settings, engine: Engine | None = None) -> Sum
 
 def build_composer(settings: Settings, recommender: Recommender, summarizer: Summarizer) -> Composer:
     """The composer under the briefing policy, with the languages the show gate lets drafts
-    show in and their rules (measured for this checker at this threshold; none without a gate)."""
+    show in and their rules (measured for this checker at this threshold, each for the writer,
+    model and adapter, whose drafts it lets show; none without a gate)."""
     name = getattr(summarizer.checker, "name", "")
-    rules = show_rules(settings.show_gate, name, settings.grounding.threshold)
-    policy = replace(settings.briefing, show_rules=tuple(sorted(rules.items())))
+    policy = replace(
+        settings.briefing, show_rules=show_rules(settings.show_gate, name, settings.grounding.threshold)
+    )
     return Composer(recommender, summarizer, policy=policy)
 
 

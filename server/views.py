@@ -44,7 +44,7 @@ def live_to_readers(service: Service, summaries: Sequence[Summary]) -> dict[str,
     out: dict[str, Live] = {}
     for s in summaries:
         record = current.get(s.article_id)
-        drafts = record is not None and policy.draft_shows(s.sentences, record.article.language, s.prompt)
+        drafts = record is not None and policy.summary_shows(s, record.article.language)
         out[s.id] = _live(s, record.content_hash if record else None, drafts, reviewed)
     return out
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
+
 from briefing import Briefing, BriefingItem, BriefingPolicy, SummarySentence, briefing_from_json
-from briefing.gate import ShowRule
+from briefing.gate import BASE_WRITER, ShowRule, Writer
 from recsys import Reason
 
 OSLO = timezone(timedelta(hours=1))
@@ -14,7 +16,8 @@ OSLO = timezone(timedelta(hours=1))
 
 def rich() -> Briefing:
     rules = (
-        ("en", ShowRule(0.62, 0.1, frozenset({"article@1", "update@2"}))),
+        ("en", ShowRule(0.62, 0.1, frozenset({"article@1", "update@2"}), BASE_WRITER)),
+        ("en", ShowRule(0.8, writer=Writer(BASE_WRITER.model, "ad-20261201120000-abc123"))),
         ("nb", ShowRule(0.7)),
     )
     sentences = (
@@ -81,7 +84,15 @@ def test_a_known_json_gives_the_known_briefing() -> None:
             "allow_drafts": True,
             "items": 5,
             "llm_greeting": True,
-            "show_rules": {"en": {"threshold": 0.6, "fluency_floor": None, "templates": None}},
+            "show_rules": [
+                {
+                    "language": "en",
+                    "threshold": 0.6,
+                    "fluency_floor": None,
+                    "templates": None,
+                    "writer": {"model": "m", "adapter": None},
+                }
+            ],
             "draft_languages": ["en"],
         },
         "greeting": "Hello.",
@@ -117,7 +128,7 @@ def test_a_known_json_gives_the_known_briefing() -> None:
         datetime(2026, 11, 19, 22, tzinfo=UTC),
         None,
         "control",
-        BriefingPolicy("front-page", True, 5, True, (("en", ShowRule(0.6)),)),
+        BriefingPolicy("front-page", True, 5, True, (("en", ShowRule(0.6, writer=Writer("m"))),)),
         "Hello.",
         (
             BriefingItem(
@@ -137,3 +148,12 @@ def test_a_known_json_gives_the_known_briefing() -> None:
         ("m",),
     )
     assert briefing_from_json(data) == expected
+
+
+def test_a_briefing_cached_before_rules_named_their_writer_is_not_decoded() -> None:
+    """Its policy may have shown an adapter's drafts that no gate measured: the shared cache
+    treats the ValueError as a miss and the briefing is composed again under today's gate."""
+    data = json.loads(json.dumps(rich().to_json()))
+    data["policy"]["show_rules"] = {"en": {"threshold": 0.6, "fluency_floor": None, "templates": None}}
+    with pytest.raises(ValueError, match="name their writer"):
+        briefing_from_json(data)
