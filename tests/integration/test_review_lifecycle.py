@@ -109,7 +109,7 @@ def test_a_rejected_summary_never_reaches_a_reader(client: TestClient[Litestar],
     # The shipped policy: the draft shows unreviewed only where the measured show gate lets every
     # sentence of it through; otherwise it waits for an editor.
     language = service.indexer.index.get([article])[article].article.language
-    live = service.composer.policy.draft_shows(draft.sentences, language, draft.prompt)
+    live = service.composer.policy.summary_shows(draft, language)
     assert (shown["source"], shown["summary_id"]) == (("draft", draft.id) if live else ("extractive", None))
     with drafts_shown(service):
         _a_rejected_draft_stops_showing(client, service, reader, article, draft)
