@@ -31,6 +31,7 @@ from briefing.tuning.serving import serve
 if TYPE_CHECKING:  # training pulls in torch and peft: imported where a tune runs
     from briefing.tuning.config import TuneConfig
     from briefing.tuning.data import Snapshot
+    from briefing.tuning.estimate import StageClock
     from briefing.tuning.pipeline import Tuner
     from server.service import Service
     from server.settings import Settings
@@ -233,22 +234,40 @@ def tune(
     stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """One whole tune: snapshot → train → gate → promote or keep; the promoted adapter serves at
-    once. Sampling and training share TUNE_BUDGET_S; training stopped by it resumes next run."""
+    once. Sampling and training share TUNE_BUDGET_S; training stopped by it resumes next run.
+    The report, with each stage's measured rate, is appended to DATA_DIR/tuning/reports.jsonl:
+    the next `briefing tune run` estimates its time from it."""
+    from briefing.tuning.estimate import record_run
     from briefing.tuning.pipeline import Workspace
 
     config = settings.tune
+    workspace = Workspace(settings.data_dir)
     with tuning_lock(settings.data_dir, actor):
         start = time.monotonic()
         if service.adapters is not None:
-            swept = sweep_adapters(Workspace(settings.data_dir).adapters, service.adapters.registry)
+            swept = sweep_adapters(workspace.adapters, service.adapters.registry)
             if swept:
                 log.warning("tune: removed %d adapter folders a crash left: %s", len(swept), ", ".join(swept))
             service.adapters.sync()  # sample from (and gate against) what serves now
+        sampling = time.monotonic()
         snapshot = newsroom_snapshot(service, settings, config, progress=progress, deadline_s=config.budget_s)
+        clock = _sampling_clock(snapshot, time.monotonic() - sampling)
         left = max(60.0, config.budget_s - (time.monotonic() - start))
         tuner = build_tuner(service, settings, config, progress=progress, stop=stop)
-        report = tuner.run(snapshot, actor=actor, deadline_s=left)
+        report = tuner.run(snapshot, actor=actor, deadline_s=left, clock=clock).to_json()
         if service.adapters is not None:
             service.adapters.sync()
-        log.info("tune: %s in %.0f s", "promoted" if report.promoted else "kept", time.monotonic() - start)
-        return report.to_json()
+        log.info("tune: %s in %.0f s", "promoted" if report["promoted"] else "kept", time.monotonic() - start)
+        record_run(workspace.tuning, report)
+        return report
+
+
+def _sampling_clock(snapshot: Snapshot, seconds: float) -> StageClock:
+    """The sampling stage as the snapshot's self-training stats counted it (requests are the
+    article templates of each article), over the wall time that built the snapshot."""
+    from briefing.tuning.estimate import StageClock
+
+    stats = snapshot.filters.get("self_training") or {}
+    clock = StageClock(articles=int(stats.get("requests", 0)) / len(ARTICLE_TASKS))
+    clock.add("sample", seconds, int(stats.get("sampled", 0)))
+    return clock

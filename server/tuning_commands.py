@@ -18,13 +18,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from briefing.tuning.config import TuneConfig
+    from briefing.tuning.estimate import Estimate
     from briefing.tuning.registry import AdapterRecord
     from server.service import Service
     from server.settings import Settings
-
-# Measured on the 2-core machine (bench/results/tuning.json's run): a self-training sample, a
-# training example and a gated article, in seconds; the estimate `run` prints before it starts.
-SAMPLE_S, TRAIN_EXAMPLE_S, GATE_ARTICLE_S = 3.0, 2.5, 4.0
 
 
 @click.group()
@@ -66,14 +64,6 @@ def _known(registry: Any, adapter_id: str) -> AdapterRecord:
     if record is None:
         raise click.ClickException(f"no adapter {adapter_id!r} (briefing tune list)")
     return record  # type: ignore[no-any-return]
-
-
-def estimate_s(articles: int, candidates: int, eval_articles: int, preference: bool) -> float:
-    """Seconds a `run` should take here: sampling, training on what passes, gating both sides."""
-    sampling = articles * 2 * candidates * SAMPLE_S  # two article templates per article
-    training = articles * 2 * 0.8 * 0.5 * TRAIN_EXAMPLE_S  # about half the articles yield a target
-    gating = 2 * eval_articles * GATE_ARTICLE_S * (2 if preference else 1)
-    return sampling + training * (2 if preference else 1) + gating
 
 
 @tune.command("list")
@@ -189,6 +179,7 @@ def rollback() -> None:
 )
 def run(demo: bool, articles: int | None) -> None:
     """The whole loop, as the nightly job runs it: snapshot → train → gate → promote or keep."""
+    import time
     from dataclasses import replace
 
     from server.tuning import tune as tune_once
@@ -199,18 +190,41 @@ def run(demo: bool, articles: int | None) -> None:
 
             _load_demo(service)
         config = settings.tune if articles is None else replace(settings.tune, articles=articles)
-        count = config.articles or sum(1 for _ in service.indexer.index.scroll())
-        expected = estimate_s(
-            count, config.candidates, min(config.eval_limit, count // 4 + 1), config.preference
-        )
-        click.echo(
-            f"tuning on {count} articles: expect about {expected / 60:.0f} minutes on this machine's cores"
-        )
+        count, expected = _estimate(service, settings, config)
+        minutes = expected.seconds / 60
+        click.echo(f"tuning on {count} articles: expect about {minutes:.0f} minutes ({expected.source()})")
+        started = time.monotonic()
         report = tune_once(service, replace(settings, tune=config), actor=_actor(), progress=True)
     click.echo(_gate_text(report.get("gate") or {"promote": False, "reasons": report["reasons"]}))
-    click.echo(
-        f"candidate {report['candidate']}: {'promoted' if report['promoted'] else 'kept as a candidate'}"
+    if report["candidate"] is None:
+        click.echo("no candidate trained")
+    else:
+        verdict = "promoted" if report["promoted"] else "kept as a candidate"
+        click.echo(f"candidate {report['candidate']}: {verdict}")
+    rates = ", ".join(f"{k} {v:g}" for k, v in report.get("rates", {}).items())
+    took = (time.monotonic() - started) / 60
+    click.echo(f"took {took:.0f} minutes (estimated {minutes:.0f}); measured: {rates or 'nothing'}")
+
+
+def _estimate(service: Service, settings: Settings, config: TuneConfig) -> tuple[int, Estimate]:
+    """The articles a run samples and the time it should take, from the rates the last run on
+    this DATA_DIR measured (the built-in ones where it measured none)."""
+    from briefing.tuning.estimate import estimate, last_rates
+    from briefing.tuning.pipeline import Workspace
+
+    indexed = sum(1 for _ in service.indexer.index.scroll())
+    count = min(config.articles, indexed) if config.articles else indexed
+    measured, at = last_rates(Workspace(settings.data_dir).tuning)
+    expected = estimate(
+        count,
+        config.candidates,
+        config.preference,
+        measured,
+        at,
+        eval_share=config.eval_share,
+        eval_limit=config.eval_limit,
     )
+    return count, expected
 
 
 def _record_line(record: AdapterRecord) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from briefing.summarize import Request, Summarizer
 from briefing.tuning.config import TrainConfig, TuneConfig
 from briefing.tuning.data import Example, Snapshot
+from briefing.tuning.estimate import StageClock, rates_of
 from briefing.tuning.evaluate import GateReport, GateRule, Outcome, decide, evaluate_summaries, write_outputs
 from briefing.tuning.gguf_lora import to_gguf_lora
 from briefing.tuning.registry import (
@@ -67,6 +68,8 @@ class TuneReport:
     gate: Mapping[str, Any] | None
     train: Mapping[str, Any] | None
     seconds: float
+    stages: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # wall seconds, units
+    rates: Mapping[str, float] = field(default_factory=dict)  # seconds per unit (estimate.rates_of)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,29 +115,49 @@ class Tuner:
     rule: GateRule = field(default_factory=GateRule)
     progress: bool = False
     stop: Callable[[], bool] | None = None
+    _clock: StageClock = field(default_factory=StageClock, init=False, repr=False)  # this run's
 
     def run(
-        self, snapshot: Snapshot, *, actor: str = "job", role: str = "job", deadline_s: float | None = None
+        self,
+        snapshot: Snapshot,
+        *,
+        actor: str = "job",
+        role: str = "job",
+        deadline_s: float | None = None,
+        clock: StageClock | None = None,
     ) -> TuneReport:
-        """Train a candidate on `snapshot`, gate it against the promoted adapter, promote if it passes."""
+        """Train a candidate on `snapshot`, gate it against the promoted adapter, promote if it passes.
+        `clock` holds what the caller measured before (sampling); the stages here are added to it,
+        and the report carries the rates (`briefing.tuning.estimate`)."""
         start = time.monotonic()
+        self._clock = clock = clock or StageClock()
         if len(snapshot.train) < self.config.min_examples:
             few = len(snapshot.train)
             reason = f"{few} training examples, fewer than {self.config.min_examples}: nothing trained"
-            return TuneReport(snapshot.id, None, None, False, (reason,), None, None, time.monotonic() - start)
+            return self._untrained(snapshot, reason, start)
         pairs = eval_requests(self.summarizer, snapshot.eval, self.config.eval_limit)
         if not pairs:
-            reason = "the snapshot has no eval articles in the index: nothing can be gated"
-            return TuneReport(snapshot.id, None, None, False, (reason,), None, None, time.monotonic() - start)
+            # The eval split holds only rows whose text passed (self-training keeps a few in ten):
+            # say which side is empty, the split or the index, so the operator knows what to add.
+            held = len(snapshot.eval)
+            where = (
+                "has no eval rows"
+                if held == 0
+                else f"has {held} eval rows, none of an article summary in the index"
+            )
+            reason = f"the snapshot {where}: nothing can be gated (more articles or editor decisions)"
+            return self._untrained(snapshot, reason, start)
         current = self.registry.promoted()
-        baseline = gate_outcomes(self.summarizer, pairs, current.id if current else None)
+        baseline = self._gated(pairs, current.id if current else None)
         record, trained, outcomes = self._train_and_measure(snapshot, None, pairs, deadline_s)
         report = decide(baseline, outcomes, self.embedder, self.rule)
         if self.config.preference and len(snapshot.pairs) >= self.config.min_pairs:
             record, trained, outcomes, report = self._maybe_dpo(
                 snapshot, record, trained, outcomes, report, baseline, pairs, deadline_s
             )
-        self.registry.set_report(record.id, {**report.to_json(), "train": _train_json(trained)})
+        rates = rates_of(clock.stages, clock.articles, len(snapshot.train))
+        measured = {"train": _train_json(trained), "stages": clock.stages, "rates": rates}
+        self.registry.set_report(record.id, {**report.to_json(), **measured})
         write_outputs(self.workspace.tuning / "gate" / f"{record.id}.jsonl", baseline, outcomes)
         if report.promote:
             self.registry.promote(record.id, actor, role=role)
@@ -150,7 +173,16 @@ class Tuner:
             report.to_json(),
             _train_json(trained),
             time.monotonic() - start,
+            clock.stages,
+            rates,
         )
+
+    def _untrained(self, snapshot: Snapshot, reason: str, start: float) -> TuneReport:
+        """The report of a run that trained nothing (its sampling rates are still measured)."""
+        clock = self._clock
+        rates = rates_of(clock.stages, clock.articles, len(snapshot.train))
+        seconds = time.monotonic() - start
+        return TuneReport(snapshot.id, None, None, False, (reason,), None, None, seconds, clock.stages, rates)
 
     def train(
         self, snapshot: Snapshot, sft: TrainResult | None = None, *, deadline_s: float | None = None
@@ -159,13 +191,20 @@ class Tuner:
         pairs from there), registered as a candidate."""
         config = self.config.train
         kwargs: dict[str, Any] = {"progress": self.progress, "stop": self.stop, "deadline_s": deadline_s}
+        began = time.monotonic()
         if sft is None:
             out = self.workspace.run_dir(snapshot.id, config, "sft")
             trained = train_sft(snapshot.train, self.base, out, config, **kwargs)
         else:
             out = self.workspace.run_dir(snapshot.id, config, "dpo")
             trained = train_dpo(snapshot.pairs, self.base, sft.adapter_dir, out, config, **kwargs)
-        return self.register(snapshot, trained), trained
+        record = self.register(snapshot, trained)
+        # A resumed or already finished run took part of its time in an earlier call: its own
+        # record of training time (loading excluded) is then the larger and truer figure.
+        seconds = max(time.monotonic() - began, trained.seconds)
+        epochs = config.epochs if sft is None else config.dpo_epochs
+        self._clock.add("train" if sft is None else "dpo", seconds, trained.examples * epochs)
+        return record, trained
 
     def register(self, snapshot: Snapshot, trained: TrainResult) -> AdapterRecord:
         """Convert for llama.cpp, install the files, then record the candidate (in that order)."""
@@ -190,8 +229,18 @@ class Tuner:
         return self.registry.add(record)
 
     def outcomes(self, record: AdapterRecord, pairs: Sequence[tuple[Example, Request]]) -> list[Outcome]:
+        """The eval articles drafted with the candidate (loaded into the serving backend first)."""
+        began = time.monotonic()
         serve(self.summarizer.generator, self.backend, self.workspace.adapters, record)
-        return gate_outcomes(self.summarizer, pairs, record.id)
+        outcomes = gate_outcomes(self.summarizer, pairs, record.id)
+        self._clock.add("gate", time.monotonic() - began, len(pairs))
+        return outcomes
+
+    def _gated(self, pairs: Sequence[tuple[Example, Request]], adapter: str | None) -> list[Outcome]:
+        began = time.monotonic()
+        outcomes = gate_outcomes(self.summarizer, pairs, adapter)
+        self._clock.add("gate", time.monotonic() - began, len(pairs))
+        return outcomes
 
     def _train_and_measure(
         self,
