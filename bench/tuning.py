@@ -61,10 +61,11 @@ from briefing.tuning.config import TrainConfig
 from briefing.tuning.data import Example, Snapshot, build_snapshot, split_of
 from briefing.tuning.evaluate import Outcome, evaluate_summaries, metrics, paired_bootstrap, write_outputs
 from briefing.tuning.gguf_lora import to_gguf_lora
+from briefing.tuning.merge import merge_adapters
 from briefing.tuning.self_training import self_training
 from briefing.tuning.snapshots import load_snapshot, write_snapshot
 from briefing.tuning.sources import reference_rows
-from briefing.tuning.train import train_sft
+from briefing.tuning.train import TrainResult, train_sft
 from indexing import Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
 
 MODEL = "packaged:SmolLM2-135M-Instruct"
@@ -109,6 +110,13 @@ def main() -> None:
     # longer than this are left out, never cut
     parser.add_argument("--max-tokens", type=int, default=1792, help="longest training example")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--layouts",
+        default="joint",
+        help="comma list, the first is the headline: joint (one adapter for both languages), separate "
+        "(an English and a Bokmål adapter, each serving its own), merged (those two merged into one "
+        "with peft's weighted merging)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few articles, a few steps")
     args = parser.parse_args()
     if args.quick:
@@ -126,12 +134,8 @@ def main() -> None:
         epochs=args.epochs, learning_rate=args.lr, max_tokens=args.max_tokens, threads=args.threads
     )
     base = dequantized(MODEL, args.cache / "models")
-    print(f"training on {len(snapshot.train)} examples ({dict(snapshot.sources)})", flush=True)
-    trained = train_sft(
-        snapshot.train, base, args.cache / "runs" / f"{snapshot.id}-{_key(config)}", config, progress=True
-    )
-    gguf = to_gguf_lora(trained.adapter_dir, packaged_gguf(), trained.adapter_dir.parent / "adapter.gguf")
-    summarizer.generator.add_adapter("bench", gguf)  # type: ignore[attr-defined]
+    layouts = args.layouts.split(",")
+    served, trained = train_layouts(summarizer, snapshot, base, config, layouts, args.cache)
     stages["train"] = time.monotonic() - started - sum(stages.values())
     results: dict[str, Any] = {
         "model": MODEL,
@@ -140,24 +144,90 @@ def main() -> None:
         "threshold": _checker(summarizer).config.threshold,
         "machine": machine(),
         "snapshot": {"id": snapshot.id, "sources": dict(snapshot.sources), "filters": dict(snapshot.filters)},
-        "train": {
-            "examples": trained.examples,
-            "steps": trained.steps,
-            "tokens": trained.tokens,
-            "seconds": round(trained.seconds, 1),
-            "tokens_per_s": round(trained.tokens_per_s, 1),
-            "resumed_from": trained.resumed_from,
-            "hyper": config.hyper(),
-        },
+        "headline_layout": layouts[0],
+        "train": {**_train_json(trained[layouts[0]]), "hyper": config.hyper()},
+        "layouts": {},
     }
-    for name in TASKS:
-        results[name] = gate(summarizer, embedder, rows[name]["eval"], name, args.cache)
-        stages[f"gate_{name}"] = time.monotonic() - started - sum(stages.values())
-    results["llamacpp"] = speed(summarizer, rows["xsum"]["eval"][:5])
+    for layout in layouts:
+        suffix = "" if layout == layouts[0] else f"_{layout}"
+        figures: dict[str, Any] = {"adapters": served[layout], "train": _train_json(trained[layout])}
+        for name in TASKS:
+            where = (args.cache, suffix)
+            gated = gate(summarizer, embedder, rows[name]["eval"], name, where, served[layout][name])
+            stages[f"gate_{name}{suffix}"] = time.monotonic() - started - sum(stages.values())
+            if layout == layouts[0]:  # the headline layout's figures, under the names the issue asks for
+                results[name] = gated
+            figures[name] = {k: gated[k] for k in ("articles", "adapter", "delta")}
+        results["layouts"][layout] = figures
+    results["llamacpp"] = speed(summarizer, rows["xsum"]["eval"][:5], served[layouts[0]]["xsum"])
     results["seconds"] = round(time.monotonic() - started, 1)
     results["stages_s"] = {k: round(v, 1) for k, v in stages.items()}
     print_table(results)
     write_results(results, args.out, args)
+
+
+def train_layouts(
+    summarizer: Summarizer,
+    snapshot: Snapshot,
+    base: str,
+    config: TrainConfig,
+    layouts: Sequence[str],
+    cache: Path,
+) -> tuple[dict[str, dict[str, str]], dict[str, list[TrainResult]]]:
+    """Per layout: which adapter serves each dataset, and the training runs behind it (cached by
+    their inputs, so `separate` and `merged` share their two runs)."""
+    unknown = set(layouts) - {"joint", "separate", "merged"}
+    if unknown:
+        raise SystemExit(f"unknown layouts {sorted(unknown)}: joint, separate, merged")
+    runs = cache / "runs"
+
+    def train(examples: Sequence[Example], tag: str) -> TrainResult:
+        print(f"training {tag} on {len(examples)} examples", flush=True)
+        return train_sft(examples, base, runs / f"{snapshot.id}-{tag}-{_key(config)}", config, progress=True)
+
+    def install(name: str, adapter_dir: Path) -> None:
+        gguf = to_gguf_lora(adapter_dir, packaged_gguf(), adapter_dir.with_name(f"{adapter_dir.name}.gguf"))
+        summarizer.generator.add_adapter(name, gguf)  # type: ignore[attr-defined]
+
+    served: dict[str, dict[str, str]] = {}
+    trained: dict[str, list[TrainResult]] = {}
+    for layout in layouts:
+        if layout == "joint":
+            trained[layout] = [train(snapshot.train, "joint")]
+            install("joint", trained[layout][0].adapter_dir)
+            served[layout] = {name: "joint" for name in TASKS}
+            continue
+        languages = {
+            lang: train([e for e in snapshot.train if e.language == lang], lang) for lang in ("en", "nb")
+        }
+        trained[layout] = list(languages.values())
+        if layout == "separate":
+            for lang, run in languages.items():
+                install(lang, run.adapter_dir)
+            served[layout] = {name: TASKS[name][1] for name in TASKS}
+        else:
+            dirs = {lang: run.adapter_dir for lang, run in languages.items()}
+            merged = merge_adapters(
+                base, dirs, dict.fromkeys(dirs, 1.0), runs / f"{snapshot.id}-merged-{_key(config)}"
+            )
+            install("merged", merged)
+            served[layout] = {name: "merged" for name in TASKS}
+    return served, trained
+
+
+def _train_json(runs: Sequence[TrainResult]) -> dict[str, Any]:
+    """One or more training runs, added up (a layout with an adapter per language has two)."""
+    seconds = sum(r.seconds for r in runs)
+    tokens = sum(r.tokens for r in runs)
+    return {
+        "runs": len(runs),
+        "examples": sum(r.examples for r in runs),
+        "steps": sum(r.steps for r in runs),
+        "tokens": tokens,
+        "seconds": round(seconds, 1),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "resumed_from": [str(r.resumed_from) for r in runs if r.resumed_from],
+    }
 
 
 def load(
@@ -261,14 +331,17 @@ def gate(
     embedder: SentenceTransformerEmbedder,
     part: list[dict[str, Any]],
     name: str,
-    cache: Path,
+    where: tuple[Path, str],
+    adapter_name: str,
 ) -> dict[str, Any]:
-    """Base vs adapter on the held-out articles, per-article figures and paired bootstrap deltas."""
+    """Base vs `adapter_name` on the held-out articles, per-article figures and paired bootstrap
+    deltas; the outputs go to `outputs_<name><suffix>.jsonl` under the cache (`where`)."""
+    cache, suffix = where
     requests = requests_for(summarizer, name, part)
     examples = [eval_example(r, row, name) for r, row in zip(requests, part, strict=True)]
     sides: dict[str, list[Outcome]] = {}
     cached = base_cache(summarizer, requests, cache)
-    for side, adapter in (("base", None), ("adapter", "bench")):
+    for side, adapter in (("base", None), ("adapter", adapter_name)):
         start = time.monotonic()
         if side == "base" and cached.is_file():
             sides[side] = [_outcome_from(json.loads(line)) for line in cached.open(encoding="utf-8")]
@@ -281,7 +354,7 @@ def gate(
         staging = cached.with_suffix(".partial")  # a killed run leaves no half file to read
         staging.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         os.replace(staging, cached)
-    write_outputs(cache / f"outputs_{name}.jsonl", sides["base"], sides["adapter"])
+    write_outputs(cache / f"outputs_{name}{suffix}.jsonl", sides["base"], sides["adapter"])
     scores = {side: metrics(outcomes, embedder) for side, outcomes in sides.items()}
     result: dict[str, Any] = {
         "articles": len(requests),
@@ -338,7 +411,7 @@ def eval_example(request: Request, row: dict[str, Any], name: str) -> Example:
     )
 
 
-def speed(summarizer: Summarizer, part: list[dict[str, Any]]) -> dict[str, Any]:
+def speed(summarizer: Summarizer, part: list[dict[str, Any]], adapter: str) -> dict[str, Any]:
     """Decoding speed with and without the adapter on the same short prompts (greedy, 96 tokens;
     short prompts, so the figure is decoding rather than reading the article)."""
     chats = [
@@ -346,9 +419,9 @@ def speed(summarizer: Summarizer, part: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     params = GenerationParams(max_tokens=96)
     rates = {}
-    summarizer.generator.generate(chats[:1], params, "bench")  # load the adapter's model outside the clock
-    for side, adapter in (("base", None), ("adapter", "bench"), ("base_again", None)):
-        done = summarizer.generator.generate(chats, params, adapter)
+    summarizer.generator.generate(chats[:1], params, adapter)  # load the adapter's model outside the clock
+    for side, name in (("base", None), ("adapter", adapter), ("base_again", None)):
+        done = summarizer.generator.generate(chats, params, name)
         rates[side] = sum(c.completion_tokens for c in done) / sum(c.seconds for c in done)
     base = (rates["base"] + rates["base_again"]) / 2
     return {
@@ -370,6 +443,16 @@ def print_table(results: dict[str, Any]) -> None:
             print(
                 f"{name:<10}{metric:<17}{r['base'][metric]:>8.3f}{r['adapter'][metric]:>9.3f}{d['mean']:>+9.3f}{ci:>20}"
             )
+    for layout, figures in results["layouts"].items():
+        if layout == results["headline_layout"]:
+            continue
+        print(f"layout {layout} (adapters {figures['adapters']}), adapter and Δ against the base:")
+        for name in TASKS:
+            for metric in ("generated_share", "cosine", "rouge_l"):
+                d = figures[name]["delta"][metric]
+                ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+                after = figures[name]["adapter"][metric]
+                print(f"  {name:<10}{metric:<17}{after:>9.3f}{d['mean']:>+9.3f}{ci:>20}")
     t, s = results["train"], results["llamacpp"]
     trained = f"{t['examples']} examples, {t['steps']} steps, {t['seconds']:.0f} s"
     print(f"training: {trained}, {t['tokens_per_s']:.0f} tokens/s")
