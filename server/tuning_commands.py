@@ -126,7 +126,7 @@ def train(snapshot_id: str, dpo: bool) -> None:
 def evaluate(adapter_id: str) -> None:
     """Gate ADAPTER_ID against the promoted adapter on its snapshot's eval split; records the report."""
     from briefing.tuning.evaluate import decide
-    from briefing.tuning.pipeline import Workspace, eval_requests, gate_outcomes
+    from briefing.tuning.pipeline import Workspace, eval_requests, gate_outcomes, nothing_to_gate
     from briefing.tuning.snapshots import load_snapshot
     from server.tuning import build_tuner
 
@@ -134,8 +134,10 @@ def evaluate(adapter_id: str) -> None:
         registry = _registry(service)
         record = _known(registry, adapter_id)
         snapshot = load_snapshot(Workspace(settings.data_dir).tuning, record.snapshot_id)
-        tuner = build_tuner(service, settings, settings.tune)
         pairs = eval_requests(service.summarizer, snapshot.eval, settings.tune.eval_limit)
+        if not pairs:  # else the bootstrap's "need two non-empty lists" would be all it says
+            raise click.ClickException(nothing_to_gate(snapshot))
+        tuner = build_tuner(service, settings, settings.tune)
         current = registry.promoted()
         baseline = gate_outcomes(service.summarizer, pairs, current.id if current else None)
         report = decide(baseline, tuner.outcomes(record, pairs), tuner.embedder, tuner.rule)

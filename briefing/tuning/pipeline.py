@@ -91,6 +91,18 @@ def eval_requests(
     return pairs
 
 
+def nothing_to_gate(snapshot: Snapshot) -> str:
+    """Why `eval_requests` found nothing to gate on `snapshot`: its eval split is empty, or holds
+    no article summary of an indexed article."""
+    # The eval split holds only rows whose text passed (self-training keeps a few in ten): say
+    # which side is empty, the split or the index, so the operator knows what to add.
+    held = len(snapshot.eval)
+    where = (
+        "has no eval rows" if held == 0 else f"has {held} eval rows, none of an article summary in the index"
+    )
+    return f"snapshot {snapshot.id} {where}: nothing can be gated (more articles or editor decisions)"
+
+
 def gate_outcomes(
     summarizer: Summarizer, pairs: Sequence[tuple[Example, Request]], adapter: str | None
 ) -> list[Outcome]:
@@ -137,15 +149,7 @@ class Tuner:
             return self._untrained(snapshot, reason, start)
         pairs = eval_requests(self.summarizer, snapshot.eval, self.config.eval_limit)
         if not pairs:
-            # The eval split holds only rows whose text passed (self-training keeps a few in ten):
-            # say which side is empty, the split or the index, so the operator knows what to add.
-            held = len(snapshot.eval)
-            where = (
-                "has no eval rows"
-                if held == 0
-                else f"has {held} eval rows, none of an article summary in the index"
-            )
-            reason = f"the snapshot {where}: nothing can be gated (more articles or editor decisions)"
+            reason = nothing_to_gate(snapshot)
             return self._untrained(snapshot, reason, start)
         current = self.registry.promoted()
         baseline = self._gated(pairs, current.id if current else None)
