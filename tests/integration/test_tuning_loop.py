@@ -17,6 +17,7 @@ import pytest
 from briefing import GenerationParams, Status, Summarizer
 from briefing.tuning.config import TrainConfig
 from briefing.tuning.data import Snapshot, build_snapshot, example
+from briefing.tuning.estimate import StageClock
 from briefing.tuning.pipeline import Tuner
 from briefing.tuning.registry import AdapterRecord, AdapterState
 from briefing.tuning.train import TrainResult, train_sft
@@ -147,6 +148,25 @@ def test_a_failure_between_training_and_promotion_leaves_the_promoted_adapter_se
     newest = registry.all()[0]
     assert newest.id != tuned.record.id and newest.state is AdapterState.CANDIDATE  # kept, never promoted
     registry.rollback("editor-in-chief")
+
+
+def test_a_run_reports_each_stages_measured_rate_in_its_report_and_the_registry(tuned: Tuned) -> None:
+    registry = tuned.tuner.registry
+    snapshot = replace(tuned.snapshot, eval=tuned.snapshot.train[:1])
+    tuner = replace(tuned.tuner, config=replace(tuned.tuner.config, min_examples=1, preference=False))
+    clock = StageClock(articles=2)
+    clock.add("sample", 8.0, 4)  # what `server.tuning.tune` measured before: 4 samples in 8 s
+    report = tuner.run(snapshot, clock=clock)
+    assert report.candidate is not None
+    assert report.stages["gate"]["units"] == 2  # one eval article, drafted by each side
+    assert report.stages["train"]["units"] == len(snapshot.train) * TINY.epochs
+    assert report.rates["sample_s"] == 2.0
+    assert report.rates["train_examples_per_article"] == len(snapshot.train) / 2
+    assert report.rates["train_example_s"] > 0 and report.rates["gate_article_s"] > 0
+    record = registry.get(report.candidate)
+    assert record is not None and record.report is not None and record.report["rates"] == report.rates
+    if report.promoted:
+        registry.rollback("editor-in-chief")
 
 
 def test_editor_decisions_reach_the_next_snapshot_and_a_retracted_articles_rows_do_not(tuned: Tuned) -> None:
