@@ -29,8 +29,9 @@ from briefing.tuning.registry import AdapterRegistry, sweep_adapters
 from briefing.tuning.serving import serve
 
 if TYPE_CHECKING:  # training pulls in torch and peft: imported where a tune runs
+    from briefing.summarize import Request
     from briefing.tuning.config import TuneConfig
-    from briefing.tuning.data import Snapshot
+    from briefing.tuning.data import Example, Snapshot
     from briefing.tuning.estimate import StageClock
     from briefing.tuning.pipeline import Tuner
     from server.service import Service
@@ -148,7 +149,12 @@ def newsroom_snapshot(
     examples, pairs, editor_stats = editor_rows(reviewed, summarizer)
     records = sorted(service.indexer.index.scroll(), key=lambda r: r.article.id)[: config.articles or None]
     ids = [r.article.id for r in records]
-    requests = [r for task in ARTICLE_TASKS for r in summarizer.article_requests(ids, task)]
+    order = {article_id: n for n, article_id in enumerate(ids)}
+    # article by article, both templates: a run its budget stops has still sampled whole articles
+    requests = sorted(
+        (r for task in ARTICLE_TASKS for r in summarizer.article_requests(ids, task)),
+        key=lambda r: order[r.record.article.id],
+    )
     threshold = settings.grounding.threshold
     sampled, sampled_pairs, self_stats = self_training(
         summarizer,
@@ -175,8 +181,10 @@ def newsroom_snapshot(
         "self_training": {k: v for k, v in self_stats.items() if k != "seconds"},
         "retracted_articles": len(retracted),
     }
+    probes = held_out_probes(summarizer, requests, [*examples, *sampled], config.eval_share)
+    filters["held_out_without_reference"] = len(probes)
     snapshot = build_snapshot(
-        [*examples, *sampled],
+        [*examples, *sampled, *probes],
         [*pairs, *sampled_pairs],
         filters,
         excluded_articles=retracted,
@@ -184,6 +192,27 @@ def newsroom_snapshot(
     )
     write_snapshot(snapshot, Workspace(settings.data_dir).tuning)
     return snapshot
+
+
+def held_out_probes(
+    summarizer: Summarizer, requests: Iterable[Request], rows: Iterable[Example], eval_share: float
+) -> list[Example]:
+    """An eval row without a reference for each held-out (article, template) nothing else covers.
+    The gate's primary figure (does a reader get generated text that passed the check?) and its
+    support need no reference, so every held-out article counts there, not only the few whose
+    samples passed; ROUGE and cosine are measured on those that have a reference."""
+    from briefing.tuning.data import as_chat, example, split_of
+
+    covered = {(row.article_id, row.task) for row in rows}
+    probes = []
+    for request in requests:
+        article, task = request.record.article, request.template.id
+        if split_of(article.id, eval_share) != "eval" or (article.id, task) in covered:
+            continue
+        chat = as_chat(summarizer.chat(request))
+        meta = {"content_hash": request.record.content_hash}
+        probes.append(example("heldout", task, article.language, (article.id,), chat, "", meta))
+    return probes
 
 
 def build_tuner(

@@ -95,14 +95,13 @@ def estimate(
     eval_limit: int = 40,
 ) -> Estimate:
     """Seconds a tune should take: sampling both article templates of every article, training on
-    what passed (twice with the DPO step), gating both sides (and the DPO candidate) on the eval
-    articles that have a row to gate (at most `eval_limit`; about as many as the eval split got)."""
+    what passed (twice with the DPO step), gating both sides (and the DPO candidate) on the
+    held-out articles (every one, with a reference or without: at most `eval_limit`)."""
     rate = {**DEFAULTS, **{k: v for k, v in measured.items() if k in DEFAULTS}}
     sampling = articles * 2 * candidates * rate["sample_s"]
     examples = articles * rate["train_examples_per_article"]
     training = examples * rate["train_example_s"]
-    held = examples * eval_share / (1 - eval_share) if eval_share < 1 else articles
-    gated = min(eval_limit, articles * eval_share, held)
+    gated = min(eval_limit, articles * eval_share)
     gating = 2 * gated * rate["gate_article_s"] * (2 if preference else 1)
     total = sampling + training * (2 if preference else 1) + gating
     used = tuple(k for k in DEFAULTS if k in measured)

@@ -131,11 +131,13 @@ class UnicodeTokenizer:
 def metrics(outcomes: Sequence[Outcome], embedder: Embedder | None) -> dict[str, list[float]]:
     """Per-article figures, in `outcomes` order: generated (0/1), rouge1, rouge2, rouge_l (F1 of
     the shown text against the reference), cosine (when an embedder is given), novel_bigrams
-    (against the article) and support."""
+    (against the article) and support. The reference figures cover only the outcomes that have a
+    reference (a held-out article where nothing passed has none)."""
     figures: dict[str, list[float]] = {"generated": [float(o.generated) for o in outcomes]}
-    figures.update(_rouge(outcomes))
+    referenced = [o for o in outcomes if o.reference.strip()]
+    figures.update(_rouge(referenced))
     if embedder is not None:
-        figures["cosine"] = _cosine(outcomes, embedder)
+        figures["cosine"] = _cosine(referenced, embedder)
     figures["novel_bigrams"] = [novel_bigrams(o.text, o.source_text) for o in outcomes]
     figures["support"] = [o.support for o in outcomes]
     return figures
@@ -206,15 +208,24 @@ def decide(
     before = metrics([b for b, _ in pairs], embedder)
     after = metrics([c for _, c in pairs], embedder)
     _check_rule(rule, before)
+    if len(before[rule.primary]) < 2:
+        raise ValueError(f"the gate needs at least two articles with {rule.primary}, got {len(pairs)}")
+    # a reference figure needs held-out articles with references: unmeasured without two of them
+    measured = [key for key, values in before.items() if len(values) >= 2]
     deltas = {
         key: paired_bootstrap(before[key], after[key], n=rule.n, seed=rule.seed, level=rule.level)
-        for key in before
+        for key in measured
     }
-    means_before = {key: float(np.mean(values)) for key, values in before.items()}
-    means_after = {key: float(np.mean(values)) for key, values in after.items()}
+    means_before = {key: float(np.mean(before[key])) for key in measured}
+    means_after = {key: float(np.mean(after[key])) for key in measured}
     gained = deltas[rule.primary].ci_low > 0
-    worse = [g for g in rule.guardrails if deltas[g].ci_high < 0]
-    lines = [_line(key, means_before[key], means_after[key], deltas[key], rule) for key in _checked(rule)]
+    worse = [g for g in rule.guardrails if g in deltas and deltas[g].ci_high < 0]
+    lines = [
+        _line(key, means_before[key], means_after[key], deltas[key], rule)
+        if key in deltas
+        else f"{_label(key)} was not measured: fewer than two held-out articles have a reference."
+        for key in _checked(rule)
+    ]
     verdict = _verdict(gained, worse, rule, len(pairs))
     return GateReport(gained and not worse, (verdict, *lines), deltas, means_before, means_after, len(pairs))
 
@@ -248,8 +259,12 @@ def _line(key: str, before: float, after: float, delta: Delta, rule: GateRule) -
     else:
         verdict = "the interval includes zero" if key == rule.primary else "no significant change"
     figure = f"{delta.mean:+.3f} ({rule.level:.0%} CI {delta.ci_low:+.3f} to {delta.ci_high:+.3f})"
+    return f"{_label(key)} went from {before:.3f} to {after:.3f}: {figure}, {verdict}."
+
+
+def _label(key: str) -> str:
     label = LABELS.get(key, key)
-    return f"{label[0].upper()}{label[1:]} went from {before:.3f} to {after:.3f}: {figure}, {verdict}."
+    return f"{label[0].upper()}{label[1:]}"
 
 
 def paired(base: Sequence[Outcome], candidate: Sequence[Outcome]) -> list[tuple[Outcome, Outcome]]:

@@ -16,7 +16,7 @@ import pytest
 
 from briefing import GenerationParams, Status, Summarizer
 from briefing.tuning.config import TrainConfig
-from briefing.tuning.data import Snapshot, build_snapshot, example
+from briefing.tuning.data import Snapshot, build_snapshot, example, split_of
 from briefing.tuning.estimate import StageClock
 from briefing.tuning.pipeline import Tuner
 from briefing.tuning.registry import AdapterRecord, AdapterState
@@ -182,3 +182,9 @@ def test_editor_decisions_reach_the_next_snapshot_and_a_retracted_articles_rows_
     assert any(r.article_id == kept and "Editors wrote this" in r.target for r in editor_rows)
     assert all(retracted not in r.article_ids for r in (*snapshot.train, *snapshot.eval, *snapshot.pairs))
     assert service.summaries.by_status(Status.EDITED)  # the decision itself is untouched
+    # every held-out article is gated, with a reference or without one (a probe), never trained on
+    indexed = {r.article.id for r in service.indexer.index.scroll()}
+    held_out = {a for a in indexed if split_of(a, tuned.settings.tune.eval_share) == "eval"} - {retracted}
+    assert held_out <= {r.article_id for r in snapshot.eval}
+    assert all(r.target == "" for r in snapshot.eval if r.source == "heldout")
+    assert not [r for r in snapshot.train if r.source == "heldout" or r.article_id in held_out]

@@ -211,6 +211,31 @@ def test_a_gain_within_the_noise_is_refused(english: list[Article]) -> None:
     assert "the interval includes zero" in report.reasons[1]
 
 
+def test_held_out_articles_without_a_reference_count_for_the_primary_only(english: list[Article]) -> None:
+    """Where nothing passed for most held-out articles, they still measure the generated share;
+    ROUGE is measured on the referenced ones, and without two of those it says so."""
+    base = outcomes(english, generated=range(6))
+    better = outcomes(english, generated=range(30))
+    bare = {o.example_id for o in base[4:]}  # 36 of 40 held-out articles have no reference
+
+    def unreferenced(side: list[Outcome]) -> list[Outcome]:
+        return [replace(o, reference="") if o.example_id in bare else o for o in side]
+
+    report = decide(unreferenced(base), unreferenced(better), None, NO_COSINE)
+    assert report.promote and report.n == ARTICLES
+    assert report.candidate["generated"] == pytest.approx(0.75)  # over all 40
+    assert report.deltas["rouge_l"] == Delta(0.0, 0.0, 0.0)  # over the 4 referenced
+    none = [replace(o, reference="") for o in base], [replace(o, reference="") for o in better]
+    report = decide(*none, None, NO_COSINE)
+    assert report.promote and "rouge_l" not in report.deltas
+    assert any("ROUGE-L F1 was not measured" in r for r in report.reasons)
+
+
+def test_the_gate_needs_two_articles(english: list[Article]) -> None:
+    with pytest.raises(ValueError, match="at least two articles"):
+        decide(outcomes(english[:1], generated=[0]), outcomes(english[:1], generated=[0]), None, NO_COSINE)
+
+
 @pytest.mark.slow
 def test_a_model_that_writes_about_other_articles_is_refused(
     english: list[Article], embedder: SentenceTransformerEmbedder
