@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ from summaries import as_article
 from briefing import (
     EmbeddingLexicalChecker,
     EvidenceRetriever,
-    GenerationParams,
     GeneratorConfig,
     GroundingConfig,
     InMemorySummaryStore,
@@ -135,7 +134,7 @@ def main() -> None:
     )
     base = dequantized(MODEL, args.cache / "models")
     layouts = args.layouts.split(",")
-    served, trained = train_layouts(summarizer, snapshot, base, config, layouts, args.cache)
+    served, trained, files = train_layouts(summarizer, snapshot, base, config, layouts, args.cache)
     stages["train"] = time.monotonic() - started - sum(stages.values())
     results: dict[str, Any] = {
         "model": MODEL,
@@ -159,7 +158,9 @@ def main() -> None:
                 results[name] = gated
             figures[name] = {k: gated[k] for k in ("articles", "adapter", "delta")}
         results["layouts"][layout] = figures
-    results["llamacpp"] = speed(summarizer, rows["xsum"]["eval"][:5], served[layouts[0]]["xsum"])
+    results["llamacpp"] = speed(files, args.threads)
+    headline = served[layouts[0]]["xsum"]  # the issue's figure: the adapter serving English
+    results["llamacpp"]["adapter_ratio_to_base"] = results["llamacpp"]["ratio_to_base"][headline]
     results["seconds"] = round(time.monotonic() - started, 1)
     results["stages_s"] = {k: round(v, 1) for k, v in stages.items()}
     print_table(results)
@@ -173,9 +174,9 @@ def train_layouts(
     config: TrainConfig,
     layouts: Sequence[str],
     cache: Path,
-) -> tuple[dict[str, dict[str, str]], dict[str, list[TrainResult]]]:
+) -> tuple[dict[str, dict[str, str]], dict[str, list[TrainResult]], dict[str, Path]]:
     """Per layout: which adapter serves each dataset, and the training runs behind it (cached by
-    their inputs, so `separate` and `merged` share their two runs)."""
+    their inputs, so `separate` and `merged` share their two runs); and each adapter's GGUF."""
     unknown = set(layouts) - {"joint", "separate", "merged"}
     if unknown:
         raise SystemExit(f"unknown layouts {sorted(unknown)}: joint, separate, merged")
@@ -188,9 +189,11 @@ def train_layouts(
     def install(name: str, adapter_dir: Path) -> None:
         gguf = to_gguf_lora(adapter_dir, packaged_gguf(), adapter_dir.with_name(f"{adapter_dir.name}.gguf"))
         summarizer.generator.add_adapter(name, gguf)  # type: ignore[attr-defined]
+        files[name] = gguf
 
     served: dict[str, dict[str, str]] = {}
     trained: dict[str, list[TrainResult]] = {}
+    files: dict[str, Path] = {}
     for layout in layouts:
         if layout == "joint":
             trained[layout] = [train(snapshot.train, "joint")]
@@ -212,7 +215,7 @@ def train_layouts(
             )
             install("merged", merged)
             served[layout] = {name: "merged" for name in TASKS}
-    return served, trained
+    return served, trained, files
 
 
 def _train_json(runs: Sequence[TrainResult]) -> dict[str, Any]:
@@ -411,24 +414,46 @@ def eval_example(request: Request, row: dict[str, Any], name: str) -> Example:
     )
 
 
-def speed(summarizer: Summarizer, part: list[dict[str, Any]], adapter: str) -> dict[str, Any]:
-    """Decoding speed with and without the adapter on the same short prompts (greedy, 96 tokens;
-    short prompts, so the figure is decoding rather than reading the article)."""
-    chats = [
-        [{"role": "user", "content": f"Write three sentences about this: {r['text'][:300]}"}] for r in part
-    ]
-    params = GenerationParams(max_tokens=96)
-    rates = {}
-    summarizer.generator.generate(chats[:1], params, adapter)  # load the adapter's model outside the clock
-    for side, name in (("base", None), ("adapter", adapter), ("base_again", None)):
-        done = summarizer.generator.generate(chats, params, name)
-        rates[side] = sum(c.completion_tokens for c in done) / sum(c.seconds for c in done)
-    base = (rates["base"] + rates["base_again"]) / 2
+SPEED_PROMPT = (
+    "<|im_start|>user\nWrite about the harbour of a small Norwegian town: its boats, its people and "
+    "its history.<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def speed(adapters: Mapping[str, Path], threads: int, rounds: int = 3) -> dict[str, Any]:
+    """llama.cpp's decoding tokens/s with each adapter over without: the served GGUF, the same
+    threads and prompt, 96 tokens with end-of-text suppressed so every side decodes as many (a
+    fine-tuned adapter stops sooner, which a plain tokens-per-call rate would count against it),
+    best of `rounds`, the base measured before and after the adapters."""
+    from llama_cpp import Llama
+
+    def rate(lora: Path | None) -> float:
+        llama = Llama(
+            str(packaged_gguf()),
+            n_ctx=512,
+            n_threads=threads,
+            n_threads_batch=threads,
+            lora_path=str(lora) if lora else None,
+            verbose=False,
+        )
+        never = {llama.token_eos(): -1e9}
+        llama(SPEED_PROMPT, max_tokens=8, temperature=0.0)  # warm up outside the clock
+        best = 0.0
+        for _ in range(rounds):
+            began = time.perf_counter()
+            done: Any = llama(SPEED_PROMPT, max_tokens=96, temperature=0.0, logit_bias=never)
+            best = max(best, done["usage"]["completion_tokens"] / (time.perf_counter() - began))
+        return best
+
+    before = rate(None)
+    adapted = {name: rate(path) for name, path in adapters.items()}
+    base = (before + rate(None)) / 2
     return {
         "tokens_per_s_base": round(base, 1),
-        "tokens_per_s_adapter": round(rates["adapter"], 1),
-        "adapter_ratio_to_base": round(rates["adapter"] / base, 3),
-        "prompts": len(chats),
+        "tokens_per_s": {name: round(r, 1) for name, r in adapted.items()},
+        "ratio_to_base": {name: round(r / base, 3) for name, r in adapted.items()},
+        "threads": threads,
+        "tokens": 96,
     }
 
 
@@ -457,7 +482,8 @@ def print_table(results: dict[str, Any]) -> None:
     trained = f"{t['examples']} examples, {t['steps']} steps, {t['seconds']:.0f} s"
     print(f"training: {trained}, {t['tokens_per_s']:.0f} tokens/s")
     ratio = s["adapter_ratio_to_base"]
-    print(f"llama.cpp tokens/s: {s['tokens_per_s_base']:.0f} base, {s['tokens_per_s_adapter']:.0f} adapted")
+    adapted = ", ".join(f"{n} {r:.0f}" for n, r in s["tokens_per_s"].items())
+    print(f"llama.cpp decoding tokens/s: {s['tokens_per_s_base']:.0f} base; adapters {adapted}")
     print(f"adapter ratio to base: {ratio:.2f}")
     stages = ", ".join(f"{k} {v / 60:.1f}" for k, v in results["stages_s"].items())
     print(f"whole run: {results['seconds'] / 60:.1f} min ({stages} min)")
