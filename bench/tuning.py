@@ -7,7 +7,8 @@ Training data (briefing.tuning.sources), built once and cached as a snapshot und
 - public references filtered by the shipped grounding checker: XSum's one-sentence summaries and
   NorSumm's Bokmål summaries, keeping only the reference sentences the checker supports (XSum's
   references often state facts the article does not: training on them teaches invention);
-- grounded self-training: `--candidates` samples per train article from the base model, kept when
+- grounded self-training: `--candidates` samples for each of the first `--sample-articles` XSum train
+  articles from the base model, kept when
   every sentence passes the check with a margin and the text is more than a copy of the article.
 Splits: XSum by article-id hash (briefing.tuning.data.split_of, half and half), NorSumm by its own
 dev (train) and test (eval) halves. No eval article is ever trained on or sampled from.
@@ -15,11 +16,14 @@ dev (train) and test (eval) halves. No eval article is ever trained on or sample
 The gate's figures per dataset: the share of articles whose shown text is generated and passed
 the check (`generated_share`), ROUGE-1/2/L F1 and the MiniLM cosine of the shown text against the
 dataset's first reference, the novel-bigram share and the mean support, base and adapter, each
-with a paired bootstrap 95% CI of the difference. `llamacpp.adapter_ratio_to_base` is decoding
-tokens/s with the adapter over without, same prompts, same run. Every evaluated output (shown and
-dropped sentences, base and adapter side by side) goes to a JSONL under --cache (it quotes the
-articles: keep it out of the repository). Licences: XSum research-only, NorSumm CC0; the adapter
-is never committed.
+with a paired bootstrap 95% CI of the difference. `llamacpp.adapter_ratio_to_base` is llama.cpp's
+decoding tokens/s with the adapter over without (same run, prompt and threads, 96 tokens forced
+per side); `llamacpp.ratio_to_base` has it for every adapter of the run. `--layouts` trains and
+gates other layouts than one joint adapter (an adapter per language, or those two merged;
+`layouts` in the JSON), all against the same base outcomes, cached under --cache. Every evaluated
+output (shown and dropped sentences, base and adapter side by side) goes to a JSONL under --cache
+(it quotes the articles: keep it out of the repository). Licences: XSum research-only, NorSumm
+CC0; the adapter is never committed.
 """
 
 from __future__ import annotations
