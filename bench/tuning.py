@@ -152,7 +152,7 @@ def main() -> None:
         "layouts": {},
     }
     for layout in layouts:
-        suffix = "" if layout == layouts[0] else f"_{layout}"
+        suffix = f"_{layout}"  # one outputs file per layout: a later run of another keeps this one
         figures: dict[str, Any] = {"adapters": served[layout], "train": _train_json(trained[layout])}
         for name in TASKS:
             where = (args.cache, suffix)
