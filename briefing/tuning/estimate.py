@@ -27,14 +27,14 @@ REPORTS = "reports.jsonl"  # under DATA_DIR/tuning: one tune report per line, ol
 # SmolLM2-135M Q4_1 on llama.cpp (1 thread) and LoRA training in torch. sample_s and
 # train_examples_per_article were measured by `make tune` on the demo newsroom on 2026-12-03
 # (76 samples in 621 s, 10 of them kept, on 19 article templates) under nice 19 with a load
-# average of about 6 on the 2 cores: an idle machine samples faster (bench/results/tuning.json:
-# 15 s a sample on XSum's longer articles, idle). That run gated nothing, so train_example_s is the
-# benchmark's (12 examples in 69 s, loading excluded) and gate_article_s is derived from its
-# llama.cpp speed (12.8 tokens/s: a draft of about 100 tokens and its check), not measured.
+# average of about 6 on the 2 cores: bench/tuning.py on an otherwise busy core sampled XSum at
+# 4.8 s a sample the same day. train_example_s and gate_article_s are that benchmark's (1 thread):
+# 82 examples in 585 s of training, and 60 XSum articles through llama.cpp and the check in
+# 248-294 s per side (Bokmål's longer articles took 13-16 s each).
 DEFAULTS: Mapping[str, float] = {
     "sample_s": 8.0,  # one self-training candidate: a generation and its grounding check
-    "train_example_s": 6.0,  # one SFT example of one epoch (loading, conversion, install included)
-    "gate_article_s": 9.0,  # one eval article through the serving backend, on one side
+    "train_example_s": 7.0,  # one SFT example of one epoch (loading, conversion, install included)
+    "gate_article_s": 5.0,  # one eval article through the serving backend, on one side
     "train_examples_per_article": 1.0,  # kept candidates of both templates in the train split
 }
 
