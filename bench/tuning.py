@@ -91,13 +91,13 @@ def main() -> None:
     parser.add_argument(
         "--train-articles",
         type=int,
-        default=360,
+        default=300,
         help="XSum train articles whose references are checked (NorSumm: all 30)",
     )
     parser.add_argument(
         "--sample-articles",
         type=int,
-        default=30,
+        default=20,
         help="the first of those also sampled for self-training (a sample costs ~100x a reference check)",
     )
     parser.add_argument("--eval-articles", type=int, default=60, help="XSum eval articles")

@@ -23,7 +23,8 @@ MERGED = "merged"
 
 def merge_adapters(base: str, adapters: Mapping[str, Path], weights: Mapping[str, float], out: Path) -> Path:
     """Write the weighted merge of `adapters` (name → peft adapter directory, all trained on
-    `base`) to `out` (a peft adapter directory), atomically; returns `out`."""
+    `base`) to `out` (a peft adapter directory); returns `out`. It is written beside `out` and
+    renamed into place, so a crash never leaves a half-written adapter there."""
     if len(adapters) < 2:
         raise ValueError(f"merging needs at least two adapters, got {sorted(adapters)}")
     if set(weights) != set(adapters):
@@ -53,6 +54,6 @@ def merge_adapters(base: str, adapters: Mapping[str, Path], weights: Mapping[str
 
 
 def _record_sources(saved: Path, adapters: Mapping[str, Path], weights: Mapping[str, float]) -> None:
-    """What the merge was made of, next to peft's own files (a registry entry points at it)."""
+    """What the merge was made of, next to peft's own files."""
     sources = {n: {"adapter": str(p), "weight": weights[n]} for n, p in sorted(adapters.items())}
     (saved / "merged_from.json").write_text(json.dumps(sources, indent=2) + "\n")
