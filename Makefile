@@ -94,8 +94,8 @@ bench-serve: $(STAMP) ## a quick serving check (SQLite, C=1 and 64; a few minute
 bench-experiments: $(STAMP) ## experiment statistics (A/A, power, CUPED, SRM) and 1M-exposure analysis time (10-15 min on 2 cores)
 	$(BIN)/python bench/experiments.py --out bench/results/experiments.json
 
-# 60 of the demo's 151 articles, 2 samples each per template: all of them at the job's 4 samples take
-# about 3 hours on 2 cores, nearly all of it sampling (TUNE_ARTICLES=0 TUNE_CANDIDATES=4 for that).
+# 60 of the demo's 151 articles, 2 samples each per template: all of them at the job's 4 samples are
+# an estimated 3 hours on 2 cores (8.2 s a sample, measured under load; TUNE_ARTICLES=0 TUNE_CANDIDATES=4).
 tune: $(STAMP) ## train and gate a LoRA adapter for the demo newsroom from self-training (prints its time estimate first)
 	DATA_DIR=$(DATA_DIR) TUNE_PREFERENCE=$${TUNE_PREFERENCE:-false} TUNE_ARTICLES=$${TUNE_ARTICLES:-60} \
 		TUNE_CANDIDATES=$${TUNE_CANDIDATES:-2} $(BIN)/briefing tune run --demo
