@@ -14,6 +14,9 @@ layout (the converter permutes their rows), so lora_b's rows of q and k are perm
 
 Refused, with the reason: adapters on `embed_tokens`/`lm_head` (SmolLM2 ties them; llama.cpp's
 converter fails on them too), DoRA, trained biases, fully saved modules, per-module alphas.
+
+`lora_updates` (the validated pairs in llama.cpp's layout) and `write_atomically` are shared with
+briefing.tuning.gguf_merge, which folds the same updates into the base's weights instead.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +52,39 @@ class _Base:
     shapes: Mapping[str, tuple[int, ...]]  # GGUF tensor name → ggml dims (in, out)
 
 
+@dataclass(frozen=True)
+class LoraUpdate:
+    """One adapted matrix as llama.cpp applies it: W (GGUF name `name`) += b @ a * alpha / rank."""
+
+    name: str  # the base tensor, e.g. blk.0.attn_q.weight
+    a: np.ndarray  # peft's lora_A (rank x in)
+    b: np.ndarray  # peft's lora_B (out x rank), rows in llama.cpp's q/k layout, rsLoRA folded in
+    alpha: float
+
+    def delta(self) -> np.ndarray:
+        """The update to W in numpy's (out, in) order, float32: what the merge adds."""
+        scale = self.alpha / self.a.shape[0]  # llama.cpp reads the rank from lora_b
+        return (self.b.astype(np.float32) @ self.a.astype(np.float32)) * np.float32(scale)
+
+
+@dataclass(frozen=True)
+class LoraUpdates:
+    arch: str  # the base's general.architecture
+    alpha: float
+    updates: tuple[LoraUpdate, ...]
+
+
+def lora_updates(adapter_dir: Path, base_gguf: Path) -> LoraUpdates:
+    """The peft adapter in `adapter_dir` checked against `base_gguf` and laid out as llama.cpp
+    computes it. Raises `AdapterNotConvertible` for what llama.cpp cannot apply or what does not
+    fit the base."""
+    config = _lora_config(adapter_dir)
+    base = _base(base_gguf)
+    alpha = float(config["lora_alpha"])
+    updates = _tensors(_pairs(adapter_dir), base, alpha, bool(config.get("use_rslora")))
+    return LoraUpdates(base.arch, alpha, tuple(updates))
+
+
 def to_gguf_lora(
     adapter_dir: Path, base_gguf: Path, out: Path, *, dtype: Literal["f32", "f16"] = "f32"
 ) -> Path:
@@ -57,12 +93,14 @@ def to_gguf_lora(
     Atomic: the file is written beside `out` under a temporary name and renamed, so a crash
     leaves `out` as it was (absent, or the previous file). Raises `AdapterNotConvertible` for
     adapters llama.cpp cannot apply, or that were not trained for this base's shapes."""
-    config = _lora_config(adapter_dir)
-    base = _base(base_gguf)
-    alpha = float(config["lora_alpha"])
-    tensors = list(_tensors(_pairs(adapter_dir), base, alpha, bool(config.get("use_rslora"))))
+    converted = lora_updates(adapter_dir, base_gguf)
     kind = np.float16 if dtype == "f16" else np.float32
-    _write(out, base.arch, alpha, [(name, array.astype(kind)) for name, array in tensors])
+    tensors = [
+        (f"{u.name}.lora_{part}", np.ascontiguousarray(matrix.astype(kind)))
+        for u in converted.updates
+        for part, matrix in (("a", u.a), ("b", u.b))
+    ]
+    _write(out, converted.arch, converted.alpha, tensors)
     return out
 
 
@@ -141,7 +179,7 @@ def _unexpected(key: str) -> str:
 
 def _tensors(
     pairs: Mapping[str, Mapping[str, np.ndarray]], base: _Base, alpha: float, rslora: bool
-) -> Iterator[tuple[str, np.ndarray]]:
+) -> Iterator[LoraUpdate]:
     from gguf import MODEL_ARCH_NAMES, get_tensor_name_map
 
     arch = {name: arch for arch, name in MODEL_ARCH_NAMES.items()}[base.arch]
@@ -155,8 +193,7 @@ def _tensors(
         rank = a.shape[0]
         # llama.cpp scales by alpha / rank; rsLoRA trained with alpha / sqrt(rank)
         b = b * (math.sqrt(rank) if rslora else 1.0)
-        yield f"{name}.lora_a", np.ascontiguousarray(a)
-        yield f"{name}.lora_b", np.ascontiguousarray(_permuted(name, b, base))
+        yield LoraUpdate(name, a, _permuted(name, b, base), alpha)
 
 
 def _check_shape(name: str, a: np.ndarray, b: np.ndarray, base: _Base) -> None:
@@ -183,10 +220,7 @@ def _permuted(name: str, b: np.ndarray, base: _Base) -> np.ndarray:
 def _write(out: Path, arch: str, alpha: float, tensors: list[tuple[str, np.ndarray]]) -> None:
     from gguf import GGUFType, GGUFWriter, Keys
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # a name of its own, so two conversions to the same `out` never write into one file
-    staged = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    try:
+    def fill(staged: Path) -> None:
         writer = GGUFWriter(staged, arch)
         writer.add_type(GGUFType.ADAPTER)
         writer.add_string(Keys.Adapter.TYPE, "lora")
@@ -199,9 +233,22 @@ def _write(out: Path, arch: str, alpha: float, tensors: list[tuple[str, np.ndarr
             writer.write_tensors_to_file()
         finally:
             writer.close()
+
+    write_atomically(out, fill)
+
+
+def write_atomically(out: Path, fill: Callable[[Path], None]) -> None:
+    """`fill` writes a file at the path it is given, beside `out`; it becomes `out` once on disk.
+
+    A crash (or an exception from `fill`) leaves `out` as it was and no partial file behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a name of its own, so two conversions to the same `out` never write into one file
+    staged = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        fill(staged)
         with open(staged, "rb") as written:
             os.fsync(written.fileno())  # on disk before the rename makes it the real file
         os.replace(staged, out)
     except BaseException:
-        Path(staged).unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
         raise

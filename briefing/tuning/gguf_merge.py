@@ -1,0 +1,99 @@
+"""A peft LoRA adapter folded into its base GGUF: one complete model file llama.cpp serves alone.
+
+Served as a GGUF LoRA (briefing.tuning.gguf_lora), llama.cpp computes `lora_b @ (lora_a @ x)`
+beside every adapted matrix on every token: on 2 threads that cost 20-30% of the base's decoding
+speed (issue 18). A merged file holds W + B·A·alpha/rank instead, so the adapter costs nothing
+per token, at the price of a full model file (and a model instance in memory) per adapter.
+
+`merge_lora` reads the base with gguf-py, takes the adapter's pairs as gguf_lora validates and lays
+them out (the same refusals, the same q/k row permutation, rsLoRA folded in), dequantizes each
+adapted matrix, adds the update and quantizes the sum to `qtype`. Every other tensor is copied
+byte for byte and every metadata field (architecture, tokenizer, chat template) as it is; only
+`general.file_type` says the new type of the adapted matrices.
+
+Which type keeps the adapter: bench/adapter_speed.py measures it (bench/results/adapter_speed.json).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from briefing.tuning.gguf_lora import AdapterNotConvertible, LoraUpdate, lora_updates, write_atomically
+
+# Q8_0 by measurement (bench/results/adapter_speed.json, a small trained adapter on the packaged
+# Q4_1 SmolLM2): requantizing to Q4_1 moves every weight by up to half a 4-bit step, far more than
+# a trained LoRA's update, so the merged model writes like a noisy base rather than like the
+# adapter; Q8_0's step is 16x finer and its greedy text follows the GGUF LoRA's, at the LoRA-free
+# speed (F16 keeps it too, but its file is twice Q8_0's and it decodes slower on CPU).
+DEFAULT_QTYPE = "Q8_0"
+# output type → the llama.cpp file type that names a model mostly of it
+_FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "Q8_0": "MOSTLY_Q8_0", "Q4_1": "MOSTLY_Q4_1"}
+
+
+def merge_lora(base_gguf: Path, adapter_dir: Path, out: Path, *, qtype: str = DEFAULT_QTYPE) -> Path:
+    """Write `base_gguf` with the peft adapter in `adapter_dir` added to its weights to `out`, the
+    adapted matrices stored as `qtype` (one of F32, F16, Q8_0, Q4_1); returns `out`.
+
+    Written beside `out` under a temporary name and renamed, so a crash leaves `out` as it was
+    (absent, or the previous file). Raises `AdapterNotConvertible` for the adapters `to_gguf_lora`
+    refuses, and ValueError for an unknown `qtype`."""
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    if qtype not in _FILE_TYPES:
+        raise ValueError(f"merge_lora writes {sorted(_FILE_TYPES)}, not {qtype!r}")
+    target = GGMLQuantizationType[qtype]
+    converted = lora_updates(adapter_dir, base_gguf)  # refuses first: nothing is written then
+    updates = {u.name: u for u in converted.updates}
+    reader = GGUFReader(base_gguf)
+    tensors = [_tensor(t, updates.get(t.name), target) for t in reader.tensors]
+
+    def fill(staged: Path) -> None:
+        from gguf import GGUFWriter
+
+        writer = GGUFWriter(staged, converted.arch)
+        _copy_fields(reader, writer, qtype)
+        for name, data, dtype in tensors:
+            writer.add_tensor(name, data, raw_dtype=dtype)
+        try:
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+
+    write_atomically(out, fill)
+    return out
+
+
+def _tensor(tensor: Any, update: LoraUpdate | None, target: Any) -> tuple[str, np.ndarray, Any]:
+    """(name, data, type) for the writer: the base's own bytes, or the merged matrix as `target`."""
+    from gguf.quants import QuantError, dequantize, quantize
+
+    if update is None:
+        return tensor.name, tensor.data, tensor.tensor_type
+    weight = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)  # (out, in)
+    merged = weight + update.delta()
+    try:
+        return tensor.name, quantize(merged, target), target
+    except QuantError as exc:  # a row length that is not a multiple of the block size
+        raise AdapterNotConvertible(
+            f"cannot store {tensor.name} {merged.shape} as {target.name}: {exc}"
+        ) from exc
+
+
+def _copy_fields(reader: Any, writer: Any, qtype: str) -> None:
+    """Every metadata field of the base, in its order and types; the writer adds the GGUF.* ones
+    and the architecture itself."""
+    from gguf import GGUFValueType, LlamaFileType
+
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        value = field.contents()
+        if field.name == "general.file_type":
+            value = int(LlamaFileType[_FILE_TYPES[qtype]])
+        sub = field.types[-1] if field.types[0] == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, value, field.types[0], sub_type=sub)
