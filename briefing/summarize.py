@@ -13,6 +13,10 @@ reuses the stored one. Its sentences that state a superseded or corrected number
 the correction notes owed to the reader are quoted first.
 Articles are written one at a time and each summary is stored as soon as it is checked, so a
 failure (a timeout, say) loses only its own article: `PartlyWritten` carries the rest.
+An adapter may be a set with one part per language (`add_parts`, briefing/tuning/serving.py): an
+article is then written by its language's part (the generator's `part_name`) and its summary
+names the set; an article whose language has no part is written by the base model and its summary
+names no adapter, so the show gate (per writer) judges the text by who really wrote it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import EllipsisType
@@ -54,6 +58,11 @@ class SummarizerConfig:
     # About 900 tokens: the top of a news article carries its facts, and on a CPU reading the
     # prompt is the slow part (bench/llm.py: 2.1 s to the first token for 1,500 prompt tokens).
     max_input_chars: int = 3500
+
+
+def part_name(adapter: str, language: str) -> str:
+    """The name the generator knows an adapter set's part for `language` by."""
+    return f"{adapter}@{language}"
 
 
 class PartlyWritten(GenerationError):
@@ -112,6 +121,7 @@ class Summarizer:
         self.config = config or SummarizerConfig()
         self._quoted: dict[str, tuple[SummarySentence, ...]] = {}  # quoted updates by summary id
         self._quoted_lock = threading.Lock()
+        self._parts: dict[str, frozenset[str]] = {}  # adapter set id → languages with a part
 
     @property
     def adapter(self) -> str | None:
@@ -122,6 +132,25 @@ class Summarizer:
         """Write new drafts with `adapter` from now on; stored drafts keep the adapter that wrote
         them (the summary id names it). One reference swap: a draft in hand finishes as it began."""
         self.config = replace(self.config, adapter=adapter)
+
+    def add_parts(self, adapter: str, languages: Iterable[str]) -> None:
+        """Say that `adapter` is a set whose parts for `languages` the generator has loaded (under
+        `part_name`); any adapter not named here is one adapter for every language."""
+        self._parts = {**self._parts, adapter: frozenset(languages)}  # one swap: readers never lock
+
+    def writer(self, language: str, adapter: str | None) -> str | None:
+        """The adapter that writes an article in `language` when drafts use `adapter`: the set
+        itself where it has a part for the language, None (the base model) where it has none."""
+        parts = self._parts.get(adapter) if adapter is not None else None
+        return None if parts is not None and language not in parts else adapter
+
+    def generator_adapter(self, request: Request, adapter: str | None) -> str | None:
+        """The name to give the generator to write `request` as `adapter` would (a set's part)."""
+        language = request.record.article.language
+        written_by = self.writer(language, adapter)
+        if written_by is None or written_by not in self._parts:
+            return written_by
+        return part_name(written_by, language)
 
     def summarize(
         self,
@@ -162,7 +191,9 @@ class Summarizer:
     ) -> Summary:
         """`completion` (written with `adapter`) checked sentence by sentence as a stored draft
         would be; nothing is stored."""
-        return self._ground(request, completion, seconds, adapter)
+        written_by = self.writer(request.record.article.language, adapter)
+        named = _as_written(completion, self.generator_adapter(request, adapter), written_by)
+        return self._ground(request, named, seconds, written_by)
 
     def article_template(self, prompt: str, record: ArticleRecord) -> PromptTemplate:
         """`prompt` in the article's language where a version for it is registered."""
@@ -265,8 +296,11 @@ class Summarizer:
 
     def _write(self, request: Request, adapter: str | None) -> Summary:
         start = time.monotonic()
-        (completion,) = self.generator.generate([self.chat(request)], request.template.params, adapter)
-        return self.store.put(self._ground(request, completion, time.monotonic() - start, adapter))
+        name = self.generator_adapter(request, adapter)
+        (completion,) = self.generator.generate([self.chat(request)], request.template.params, name)
+        written_by = self.writer(request.record.article.language, adapter)
+        completion = _as_written(completion, name, written_by)
+        return self.store.put(self._ground(request, completion, time.monotonic() - start, written_by))
 
     def summary_id(self, request: Request, adapter: str | EllipsisType | None = ...) -> str:
         """Per article version, prompt, model and adapter, and for an update its whole basis:
@@ -275,12 +309,13 @@ class Summarizer:
         record = request.record
         read = tuple(b.article.id for b in request.basis)
         covered = tuple(f"{d.id}@{d.record.content_hash}" for d in request.developments)
+        chosen = self.config.adapter if isinstance(adapter, EllipsisType) else adapter
         return summary_id(
             record.article.id,
             record.content_hash,
             request.template.id,
             self.generator.model,
-            self.config.adapter if isinstance(adapter, EllipsisType) else adapter,
+            self.writer(record.article.language, chosen),  # who writes it, so it is found again
             (*read, *covered),
         )
 
@@ -366,6 +401,15 @@ class Summarizer:
 
 
 _QUOTED_CACHE = 4096  # quoted updates kept (a few sentences each)
+
+
+def _as_written(completion: Completion, name: str | None, adapter: str | None) -> Completion:
+    """The completion as its summary names it: local backends call a part's output
+    "model+<set>@<lang>", a summary "model+<set>" (the writer the show gate knows, with `adapter`)."""
+    if name is None or name == adapter or not completion.model.endswith(f"+{name}"):
+        return completion
+    model = completion.model.removesuffix(f"+{name}")
+    return replace(completion, model=f"{model}+{adapter}" if adapter else model)
 
 
 def _current(

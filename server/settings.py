@@ -29,6 +29,7 @@
 | TUNE_EPOCHS / TUNE_MAX_TOKENS / TUNE_SEED | 1 / 1280 / 0 | epochs, longest example, seed |
 | TUNE_BUDGET_S | 14400 | a tune's sampling and training stop after this long (training resumes next run) |
 | TUNE_PREFERENCE | true | a DPO step after SFT, kept only if it beats SFT alone on the gate |
+| TUNE_LAYOUT | per-language | one adapter per language (too few examples: base model), or `joint` |
 | GROUNDING_THRESHOLD | 0.6 | a generated sentence needs this support to reach a reader |
 | GROUNDING_LIKELIHOOD | llamacpp | the checker's LLM signal: llamacpp, transformers or off |
 | GROUNDING_MODEL | packaged:SmolLM2-135M-Instruct | the model it reads (its curve is fitted to this one) |
@@ -71,7 +72,7 @@ from pathlib import Path
 
 from briefing import BriefingPolicy, GeneratorConfig, GroundingConfig
 from briefing.gate import GATE_FILE
-from briefing.tuning.config import TrainConfig, TuneConfig
+from briefing.tuning.config import LAYOUTS, TrainConfig, TuneConfig
 from briefing.verifier import CHECKERS
 from indexing import PACKAGED_MINILM, QdrantConfig, StoryConfig
 from recsys import RecsysConfig
@@ -222,6 +223,7 @@ def _tune(env: Mapping[str, str]) -> TuneConfig:
         candidates=_int(env, "TUNE_CANDIDATES", d.candidates),
         eval_limit=_int(env, "TUNE_EVAL_ARTICLES", d.eval_limit),
         budget_s=_float(env, "TUNE_BUDGET_S", d.budget_s),
+        layout=_choice(env, "TUNE_LAYOUT", d.layout, LAYOUTS),
     )
 
 

@@ -5,7 +5,9 @@ The registry (SQL, `server.adapters`) is the one truth about which adapter serve
 that drafts text calls `AdapterServing.sync` before its LLM work: one cheap version read, and when
 an adapter was promoted or rolled back elsewhere, the new one is loaded and used for new drafts.
 Drafts written by the old adapter stay as they are, with its id (DESIGN §5). LLM_ADAPTER, when set,
-pins an adapter and the registry is not consulted.
+pins an adapter and the registry is not consulted. An adapter set (one part per language) is loaded
+part by part and the summarizer learns its languages (`serve_summarizer`), so each article is
+drafted by its language's part, or by the base model where its language has none.
 
 Tuning runs one at a time per DATA_DIR (a file lock): the nightly job and `briefing tune` never
 train at once, and a second caller is told who holds it rather than waiting for an hour.
@@ -26,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from briefing import Status, Summarizer
 from briefing.tuning.registry import AdapterRegistry, sweep_adapters
-from briefing.tuning.serving import serve
+from briefing.tuning.serving import serve_summarizer
 
 if TYPE_CHECKING:  # training pulls in torch and peft: imported where a tune runs
     from briefing.summarize import Request
@@ -67,7 +69,7 @@ class AdapterServing:
                 try:
                     if record is None:
                         raise LookupError("not in the registry")
-                    serve(self.summarizer.generator, self.backend, self.root, record)
+                    serve_summarizer(self.summarizer, self.backend, self.root, record)
                     self._served.add(name)
                 except Exception as exc:  # any load failure: the other arms go on
                     log.error("an experiment arm's adapter %s cannot be served: %s", name, exc)
@@ -86,7 +88,7 @@ class AdapterServing:
             chosen = None
             if record is not None:
                 try:
-                    serve(self.summarizer.generator, self.backend, self.root, record)
+                    serve_summarizer(self.summarizer, self.backend, self.root, record)
                     self._served.add(record.id)
                     chosen = record.id
                 except Exception as exc:  # any load failure: draft with the base model

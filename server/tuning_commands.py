@@ -116,7 +116,7 @@ def train(snapshot_id: str, dpo: bool) -> None:
         if dpo:
             record, trained = tuner.train(snapshot, trained)
     click.echo(
-        f"candidate {record.id}: {trained.steps} steps, "
+        f"candidate {record.id} ({_languages(record)}): {trained.steps} steps, "
         f"{trained.tokens_per_s:.0f} tokens/s, {trained.seconds:.0f} s"
     )
 
@@ -233,14 +233,28 @@ def _record_line(record: AdapterRecord) -> str:
     report = record.report or {}
     verdict = "gated: promote" if report.get("promote") else ("gated: keep" if report else "not gated")
     return (
-        f"{record.id}  {record.state:<9} {record.snapshot_id}  {verdict}  {record.created_at:%Y-%m-%d %H:%M}"
+        f"{record.id}  {record.state:<9} {_languages(record):<18} {record.snapshot_id}  {verdict}  "
+        f"{record.created_at:%Y-%m-%d %H:%M}"
     )
+
+
+def _languages(record: AdapterRecord) -> str:
+    """ "en+nb" for a set with a part per language, "joint (en, nb)" for one adapter trained on
+    both ("joint" when an old record did not say what it was trained on)."""
+    from briefing.tuning.registry import JOINT, languages_of, layout_of
+
+    languages = languages_of(record)
+    if layout_of(record) == JOINT:
+        return f"joint ({', '.join(languages)})" if languages else "joint"
+    return "+".join(languages)
 
 
 def _record_json(record: AdapterRecord) -> dict[str, Any]:
     from dataclasses import asdict
 
-    return asdict(record)
+    from briefing.tuning.registry import languages_of, layout_of
+
+    return {**asdict(record), "layout": layout_of(record), "languages": list(languages_of(record))}
 
 
 def _gate_text(report: dict[str, Any]) -> str:

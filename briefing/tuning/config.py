@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# "per-language": one adapter per language, served as one set (bench/results/tuning_layouts.json:
+# as good in English as one joint adapter, better in Bokmål); "joint": one adapter for every language
+LAYOUTS = ("per-language", "joint")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -59,3 +63,8 @@ class TuneConfig:
     eval_share: float = 0.2
     eval_limit: int = 40  # eval articles run through the serving backend per side
     budget_s: float = 4 * 3600.0  # sampling and training stop here (a checkpoint resumes next run)
+    layout: str = "per-language"  # one of LAYOUTS (briefing.tuning.layouts)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"tune layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")

@@ -362,7 +362,8 @@ def served(summarizer: Summarizer, request: Request, adapter: str | None) -> Sum
     params = replace(request.template.params, temperature=0.0)  # greedy: the gate must be repeatable
     start = time.monotonic()
     try:
-        (completion,) = summarizer.generator.generate([summarizer.chat(request)], params, adapter)
+        name = summarizer.generator_adapter(request, adapter)  # an adapter set: the language's part
+        (completion,) = summarizer.generator.generate([summarizer.chat(request)], params, name)
     except GenerationTimeout:
         model = summarizer.generator.model
         completion = Completion("", model, 0, 0, time.monotonic() - start, "timeout")

@@ -1,6 +1,10 @@
 """The tune loop: dataset snapshot → LoRA training → GGUF conversion → gate against the serving
 adapter → promote or keep (DESIGN §5: adapters are promoted only through a measured gate).
 
+With the "per-language" layout (TuneConfig.layout) a candidate is an adapter set: one part per
+language with enough examples, trained on that language's rows (DPO on its pairs, from its SFT
+part), converted and installed together, gated and promoted as one record (briefing.tuning.layouts).
+
 Each step leaves a complete state or none: a snapshot and an adapter are written under a staging
 name and renamed, the registry learns of a candidate only once its files are installed, and a
 promotion is one registry transaction. A crash anywhere before `promote` leaves the promoted
@@ -19,19 +23,22 @@ from typing import Any
 
 from briefing.summarize import Request, Summarizer
 from briefing.tuning.config import TrainConfig, TuneConfig
-from briefing.tuning.data import Example, Snapshot
+from briefing.tuning.data import Example, PreferencePair, Snapshot
 from briefing.tuning.estimate import StageClock, rates_of
 from briefing.tuning.evaluate import GateReport, GateRule, Outcome, decide, evaluate_summaries, write_outputs
 from briefing.tuning.gguf_lora import to_gguf_lora
+from briefing.tuning.layouts import Trained, parts_rows, stage_name, too_few
 from briefing.tuning.registry import (
+    JOINT,
     AdapterRecord,
     AdapterRegistry,
     AdapterState,
     hash_file,
     install_adapter,
+    install_adapter_set,
     new_adapter_id,
 )
-from briefing.tuning.serving import serve
+from briefing.tuning.serving import serve_summarizer
 from briefing.tuning.train import TrainResult, train_dpo, train_sft
 from indexing import Embedder
 
@@ -147,6 +154,8 @@ class Tuner:
             few = len(snapshot.train)
             reason = f"{few} training examples, fewer than {self.config.min_examples}: nothing trained"
             return self._untrained(snapshot, reason, start)
+        if not self._sft_rows(snapshot):
+            return self._untrained(snapshot, too_few(snapshot.train, self.config.min_examples), start)
         pairs = eval_requests(self.summarizer, snapshot.eval, self.config.eval_limit)
         if not pairs:
             reason = nothing_to_gate(snapshot)
@@ -155,12 +164,12 @@ class Tuner:
         baseline = self._gated(pairs, current.id if current else None)
         record, trained, outcomes = self._train_and_measure(snapshot, None, pairs, deadline_s)
         report = decide(baseline, outcomes, self.embedder, self.rule)
-        if self.config.preference and len(snapshot.pairs) >= self.config.min_pairs:
+        if self.config.preference and self._dpo_pairs(snapshot, trained):
             record, trained, outcomes, report = self._maybe_dpo(
                 snapshot, record, trained, outcomes, report, baseline, pairs, deadline_s
             )
         rates = rates_of(clock.stages, clock.articles, len(snapshot.train))
-        measured = {"train": _train_json(trained), "stages": clock.stages, "rates": rates}
+        measured = {"train": trained.to_json(), "stages": clock.stages, "rates": rates}
         self.registry.set_report(record.id, {**report.to_json(), **measured})
         write_outputs(self.workspace.tuning / "gate" / f"{record.id}.jsonl", baseline, outcomes)
         if report.promote:
@@ -175,7 +184,7 @@ class Tuner:
             report.promote,
             report.reasons,
             report.to_json(),
-            _train_json(trained),
+            trained.to_json(),
             time.monotonic() - start,
             clock.stages,
             rates,
@@ -189,19 +198,34 @@ class Tuner:
         return TuneReport(snapshot.id, None, None, False, (reason,), None, None, seconds, clock.stages, rates)
 
     def train(
-        self, snapshot: Snapshot, sft: TrainResult | None = None, *, deadline_s: float | None = None
-    ) -> tuple[AdapterRecord, TrainResult]:
+        self, snapshot: Snapshot, sft: Trained | None = None, *, deadline_s: float | None = None
+    ) -> tuple[AdapterRecord, Trained]:
         """SFT on the snapshot's train split (or, given the SFT result, DPO on its preference
-        pairs from there), registered as a candidate."""
+        pairs from there), each part on its own rows (`_sft_rows`), registered as one candidate."""
         config = self.config.train
         kwargs: dict[str, Any] = {"progress": self.progress, "stop": self.stop, "deadline_s": deadline_s}
         began = time.monotonic()
+        parts: dict[str | None, TrainResult] = {}
         if sft is None:
-            out = self.workspace.run_dir(snapshot.id, config, "sft")
-            trained = train_sft(snapshot.train, self.base, out, config, **kwargs)
+            rows = self._sft_rows(snapshot)
+            if not rows:
+                raise ValueError(too_few(snapshot.train, self.config.min_examples))
+            for language, examples in rows.items():
+                out = self.workspace.run_dir(snapshot.id, config, stage_name("sft", language))
+                parts[language] = train_sft(examples, self.base, out, config, **kwargs)
         else:
-            out = self.workspace.run_dir(snapshot.id, config, "dpo")
-            trained = train_dpo(snapshot.pairs, self.base, sft.adapter_dir, out, config, **kwargs)
+            pairs = self._dpo_pairs(snapshot, sft)
+            if not pairs:
+                raise ValueError(f"no part has {self.config.min_pairs} preference pairs: no DPO step")
+            for language, part in sft.parts.items():
+                if language not in pairs:  # too few pairs in its language: its SFT part stays
+                    parts[language] = part
+                    continue
+                out = self.workspace.run_dir(snapshot.id, config, stage_name("dpo", language))
+                parts[language] = train_dpo(
+                    pairs[language], self.base, part.adapter_dir, out, config, **kwargs
+                )
+        trained = Trained("sft" if sft is None else "dpo", parts)
         record = self.register(snapshot, trained)
         # A resumed or already finished run took part of its time in an earlier call: its own
         # record of training time (loading excluded) is then the larger and truer figure.
@@ -210,19 +234,47 @@ class Tuner:
         self._clock.add("train" if sft is None else "dpo", seconds, trained.examples * epochs)
         return record, trained
 
-    def register(self, snapshot: Snapshot, trained: TrainResult) -> AdapterRecord:
-        """Convert for llama.cpp, install the files, then record the candidate (in that order)."""
+    def _sft_rows(self, snapshot: Snapshot) -> dict[str | None, list[Example]]:
+        """Each part's training rows (a joint adapter trains on whatever the split holds)."""
+        layout = self.config.layout
+        minimum = 1 if layout == JOINT else self.config.min_examples
+        return parts_rows(snapshot.train, layout, minimum)
+
+    def _dpo_pairs(self, snapshot: Snapshot, sft: Trained) -> dict[str | None, list[PreferencePair]]:
+        """Each SFT part's preference pairs, for the parts with at least `min_pairs` of them."""
+        rows = parts_rows(snapshot.pairs, sft.layout, self.config.min_pairs)
+        return {language: pairs for language, pairs in rows.items() if language in sft.parts}
+
+    def register(self, snapshot: Snapshot, trained: Trained | TrainResult) -> AdapterRecord:
+        """Convert each part for llama.cpp, install the files, then record the candidate (in that
+        order). A bare `TrainResult` is a joint adapter."""
+        if not isinstance(trained, Trained):
+            trained = Trained(trained.stage, {None: trained})
         now = datetime.now(UTC)
         adapter_id = new_adapter_id(now)
-        gguf_file = trained.adapter_dir.parent / f"{trained.stage}.gguf"
-        to_gguf_lora(trained.adapter_dir, self.base_gguf, gguf_file)
-        path = install_adapter(self.workspace.adapters, adapter_id, trained.adapter_dir, gguf_file)
+        files: dict[str | None, tuple[Path, Path]] = {}
+        for language, part in trained.parts.items():
+            gguf_file = part.adapter_dir.parent / f"{part.stage}.gguf"
+            to_gguf_lora(part.adapter_dir, self.base_gguf, gguf_file)
+            files[language] = (part.adapter_dir, gguf_file)
+        root = self.workspace.adapters
+        if trained.layout == JOINT:
+            path = install_adapter(root, adapter_id, *files[None])
+            languages = sorted({row.language for row in snapshot.train})  # what it was trained on
+        else:
+            path = install_adapter_set(root, adapter_id, {k: v for k, v in files.items() if k is not None})
+            languages = list(trained.languages)
         record = AdapterRecord(
             id=adapter_id,
             base_model=self.base_model,
             base_hash=hash_file(self.base_gguf),
             snapshot_id=snapshot.id,
-            hyper={**self.config.train.hyper(), "stage": trained.stage},
+            hyper={
+                **self.config.train.hyper(),
+                "stage": trained.stage,
+                "layout": trained.layout,
+                "languages": languages,
+            },
             report=None,
             state=AdapterState.CANDIDATE,
             created_at=now,
@@ -235,7 +287,7 @@ class Tuner:
     def outcomes(self, record: AdapterRecord, pairs: Sequence[tuple[Example, Request]]) -> list[Outcome]:
         """The eval articles drafted with the candidate (loaded into the serving backend first)."""
         began = time.monotonic()
-        serve(self.summarizer.generator, self.backend, self.workspace.adapters, record)
+        serve_summarizer(self.summarizer, self.backend, self.workspace.adapters, record)
         outcomes = gate_outcomes(self.summarizer, pairs, record.id)
         self._clock.add("gate", time.monotonic() - began, len(pairs))
         return outcomes
@@ -249,10 +301,10 @@ class Tuner:
     def _train_and_measure(
         self,
         snapshot: Snapshot,
-        sft: TrainResult | None,
+        sft: Trained | None,
         pairs: Sequence[tuple[Example, Request]],
         deadline_s: float | None,
-    ) -> tuple[AdapterRecord, TrainResult, list[Outcome]]:
+    ) -> tuple[AdapterRecord, Trained, list[Outcome]]:
         record, trained = self.train(snapshot, sft, deadline_s=deadline_s)
         return record, trained, self.outcomes(record, pairs)
 
@@ -260,31 +312,22 @@ class Tuner:
         self,
         snapshot: Snapshot,
         record: AdapterRecord,
-        trained: TrainResult,
+        trained: Trained,
         outcomes: list[Outcome],
         report: GateReport,
         baseline: list[Outcome],
         pairs: Sequence[tuple[Example, Request]],
         deadline_s: float | None,
-    ) -> tuple[AdapterRecord, TrainResult, list[Outcome], GateReport]:
+    ) -> tuple[AdapterRecord, Trained, list[Outcome], GateReport]:
         """The DPO step on top of SFT, kept only when it beats SFT alone on the gate's rule."""
         dpo_record, dpo_trained, dpo_outcomes = self._train_and_measure(snapshot, trained, pairs, deadline_s)
         versus_sft = decide(outcomes, dpo_outcomes, self.embedder, self.rule)
         if not versus_sft.promote:
             reason = "DPO did not beat SFT alone: " + "; ".join(versus_sft.reasons)
-            self.registry.set_report(
-                dpo_record.id, {**versus_sft.to_json(), "train": _train_json(dpo_trained)}
-            )
+            self.registry.set_report(dpo_record.id, {**versus_sft.to_json(), "train": dpo_trained.to_json()})
             return record, trained, outcomes, replace(report, reasons=(*report.reasons, reason))
         versus_current = decide(baseline, dpo_outcomes, self.embedder, self.rule)
         return dpo_record, dpo_trained, dpo_outcomes, versus_current
-
-
-def _train_json(trained: TrainResult) -> dict[str, Any]:
-    data = asdict(trained)
-    data["adapter_dir"] = str(trained.adapter_dir)
-    data["losses"] = list(trained.losses)[-20:]  # the tail: the whole curve is in the run folder
-    return data
 
 
 def _digest(value: Mapping[str, Any]) -> str:

@@ -22,9 +22,13 @@ in memory here, SQLite and PostgreSQL in `server.adapters.SqlAdapterRegistry`):
 The SQL registry also writes an audit entry per promote and rollback in the same transaction;
 `role` says whether a person ("admin") or the nightly job ("job") did it.
 
-Files: an adapter lives in `<adapters root>/<record.path>/` as `adapter/` (peft, for transformers)
-and `adapter.gguf` (for llama.cpp). `install_adapter` copies both there through a staging folder
-and one rename, so a crash leaves either the whole folder or none under the adapter's name.
+Files: a joint adapter lives in `<adapters root>/<record.path>/` as `adapter/` (peft, for
+transformers) and `adapter.gguf` (for llama.cpp). An adapter *set* (`record.hyper["layout"]` is
+"per-language") has one part per language, `<record.path>/<lang>/adapter/` and `.../adapter.gguf`;
+it is one record, gated, promoted and rolled back as a whole. `install_adapter` and
+`install_adapter_set` copy the files through a staging folder and one rename, so a crash leaves
+either the whole folder or none under the adapter's name. Records without a layout (made before
+sets existed) are joint. `adapter_parts` lists what a record's backend loads.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -49,6 +53,9 @@ from briefing.tuning.snapshots import fsync_path
 ID_PATTERN = re.compile(r"ad-\d{14}-[0-9a-f]{6}")
 PEFT_DIR = "adapter"
 GGUF_FILE = "adapter.gguf"
+JOINT, PER_LANGUAGE = "joint", "per-language"  # record.hyper["layout"]
+# a part's folder name: a language code, never a path ("en", "nb", "pt-br")
+LANGUAGE_PATTERN = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8})*")
 
 
 class AdapterState(StrEnum):
@@ -245,30 +252,83 @@ class InMemoryAdapterRegistry:
 # Files ------------------------------------------------------------------------------------------
 
 
-def adapter_files(root: Path, record: AdapterRecord) -> tuple[Path, Path]:
-    """(the peft folder, the GGUF LoRA file) of an installed adapter."""
+@dataclass(frozen=True)
+class AdapterPart:
+    """One loadable adapter of a record: the joint adapter (`language` None) or a set's part."""
+
+    language: str | None
+    peft_dir: Path
+    gguf_file: Path
+
+
+def layout_of(record: AdapterRecord) -> str:
+    """JOINT or PER_LANGUAGE; a record from before adapter sets has no layout and is joint."""
+    layout = str(record.hyper.get("layout") or JOINT)
+    if layout not in (JOINT, PER_LANGUAGE):
+        raise ValueError(f"adapter {record.id} has an unknown layout {layout!r}")
+    return layout
+
+
+def languages_of(record: AdapterRecord) -> tuple[str, ...]:
+    """The languages an adapter was trained on (a set: those with a part; `()` when not recorded)."""
+    return tuple(str(language) for language in record.hyper.get("languages") or ())
+
+
+def adapter_parts(root: Path, record: AdapterRecord) -> list[AdapterPart]:
+    """What serving loads for `record`: its one joint adapter, or a set's part per language."""
     folder = root / _relative(record.path)
-    return folder / PEFT_DIR, folder / GGUF_FILE
+    if layout_of(record) == JOINT:
+        return [AdapterPart(None, folder / PEFT_DIR, folder / GGUF_FILE)]
+    languages = languages_of(record)
+    if not languages:
+        raise ValueError(f"adapter set {record.id} names no languages")
+    return [
+        AdapterPart(lang, folder / _language(lang) / PEFT_DIR, folder / lang / GGUF_FILE)
+        for lang in languages
+    ]
+
+
+def adapter_files(root: Path, record: AdapterRecord) -> tuple[Path, Path]:
+    """(the peft folder, the GGUF LoRA file) of an installed joint adapter (a set: `adapter_parts`)."""
+    if layout_of(record) != JOINT:
+        raise ValueError(f"adapter {record.id} is a set of per-language parts: use adapter_parts")
+    (part,) = adapter_parts(root, record)
+    return part.peft_dir, part.gguf_file
 
 
 def install_adapter(root: Path, adapter_id: str, peft_dir: Path, gguf_file: Path) -> str:
     """Copy a trained adapter into `root/<adapter_id>/` and return that folder relative to root.
     The copy is made and synced in a staging folder under root and renamed into place, so the
     adapter's folder is complete or absent; an existing one is never overwritten."""
+    return _install(root, adapter_id, [(None, peft_dir, gguf_file)])
+
+
+def install_adapter_set(root: Path, adapter_id: str, parts: Mapping[str, tuple[Path, Path]]) -> str:
+    """Copy an adapter set, {language: (peft folder, GGUF LoRA)}, into `root/<adapter_id>/<lang>/`
+    as `install_adapter` does (one staging folder, one rename: the whole set or nothing)."""
+    if not parts:
+        raise ValueError(f"adapter set {adapter_id} has no parts")
+    return _install(root, adapter_id, [(_language(lang), p, g) for lang, (p, g) in sorted(parts.items())])
+
+
+def _install(root: Path, adapter_id: str, parts: Sequence[tuple[str | None, Path, Path]]) -> str:
     if not ID_PATTERN.fullmatch(adapter_id):
         raise ValueError(f"adapter id {adapter_id!r} is not like 'ad-YYYYmmddHHMMSS-abc123'")
-    if not (peft_dir / "adapter_config.json").is_file():
-        raise ValueError(f"{peft_dir} is not a peft adapter folder (no adapter_config.json)")
-    if not gguf_file.is_file():
-        raise ValueError(f"{gguf_file} is not a file (expected the GGUF LoRA from to_gguf_lora)")
+    for _language, peft_dir, gguf_file in parts:
+        if not (peft_dir / "adapter_config.json").is_file():
+            raise ValueError(f"{peft_dir} is not a peft adapter folder (no adapter_config.json)")
+        if not gguf_file.is_file():
+            raise ValueError(f"{gguf_file} is not a file (expected the GGUF LoRA from to_gguf_lora)")
     final = root / adapter_id
     if final.exists():
         raise FileExistsError(f"{final} exists already; adapter folders are never overwritten")
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{adapter_id}.", dir=root))
     try:
-        shutil.copytree(peft_dir, staging / PEFT_DIR)
-        shutil.copy2(gguf_file, staging / GGUF_FILE)
+        for language, peft_dir, gguf_file in parts:
+            folder = staging if language is None else staging / language
+            shutil.copytree(peft_dir, folder / PEFT_DIR)
+            shutil.copy2(gguf_file, folder / GGUF_FILE)
         _sync_tree(staging)
         os.rename(staging, final)  # atomic; fails instead of merging if `final` appeared meanwhile
     except BaseException:
@@ -304,6 +364,13 @@ def _relative(path: str) -> str:
     if not path or Path(path).is_absolute() or ".." in parts:
         raise ValueError(f"adapter path {path!r} must be a folder inside the adapters root")
     return path
+
+
+def _language(language: str) -> str:
+    """`language` if it is a language code (a part's folder name), else ValueError."""
+    if not LANGUAGE_PATTERN.fullmatch(language):
+        raise ValueError(f"adapter part language {language!r} is not a language code like 'en' or 'nb'")
+    return language
 
 
 def _sync_tree(folder: Path) -> None:

@@ -105,16 +105,18 @@ def _sample(
 ) -> list[_Candidate]:
     """The request's candidates, checked; one that fails to generate is counted and left out."""
     chat = summarizer.chat(request)
+    name = summarizer.generator_adapter(request, adapter)  # an adapter set: the language's part
     out: list[_Candidate] = []
     for seed in range(1, candidates + 1):
         params: GenerationParams = replace(request.template.params, temperature=temperature, seed=seed)
         try:
-            (completion,) = summarizer.generator.generate([chat], params, adapter)
+            (completion,) = summarizer.generator.generate([chat], params, name)
         except GenerationError:
             stats["errors"] += 1
             continue
         stats["sampled"] += 1
-        out.append(_candidate(summarizer, request, (seed, adapter), completion))
+        written_by = summarizer.writer(request.record.article.language, adapter)
+        out.append(_candidate(summarizer, request, (seed, written_by), completion))
     return out
 
 

@@ -1,6 +1,7 @@
 """The `AdapterRegistry` contract, run on every registry (in memory, SQLite, PostgreSQL); then what
 SQL adds (audit entries in the change's transaction, one promoted row enforced by the database,
-a kill -9 midway leaves a consistent registry) and the adapter files (`install_adapter`)."""
+a kill -9 midway leaves a consistent registry) and the adapter files (`install_adapter`, and
+`install_adapter_set` for a set with one part per language)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,12 @@ from briefing.tuning.registry import (
     AdapterState,
     InMemoryAdapterRegistry,
     adapter_files,
+    adapter_parts,
     hash_file,
     install_adapter,
+    install_adapter_set,
+    languages_of,
+    layout_of,
     new_adapter_id,
     sweep_adapters,
 )
@@ -403,3 +408,59 @@ def test_sweep_removes_what_a_crash_left_and_keeps_registered_adapters(tmp_path:
     assert sorted(p.name for p in root.iterdir()) == sorted([kept.id, "notes"])
     assert adapter_files(root, kept)[1].read_bytes() == gguf.read_bytes()
     assert sweep_adapters(root, registry) == [] and sweep_adapters(tmp_path / "none", registry) == []
+
+
+def _part(tmp_path: Path, language: str) -> tuple[Path, Path]:
+    peft_dir, gguf = tmp_path / language / "adapter", tmp_path / language / "adapter.gguf"
+    peft_dir.mkdir(parents=True)
+    (peft_dir / "adapter_config.json").write_text(f'{{"r": 4, "language": "{language}"}}')
+    gguf.write_bytes(b"GGUF" + language.encode() * 16)
+    return peft_dir, gguf
+
+
+def test_an_adapter_set_installs_a_part_per_language_and_reads_back_as_one_record(tmp_path: Path) -> None:
+    root, registry = tmp_path / "adapters", InMemoryAdapterRegistry()
+    parts = {lang: _part(tmp_path / "runs", lang) for lang in ("nb", "en")}
+    record = candidate(hyper={"rank": 4, "layout": "per-language", "languages": ["en", "nb"]})
+    assert install_adapter_set(root, record.id, parts) == record.id
+    assert sorted(p.name for p in root.iterdir()) == [record.id]  # one rename: no staging left
+    stored = registry.add(record)
+    assert layout_of(stored) == "per-language" and languages_of(stored) == ("en", "nb")
+    found = adapter_parts(root, stored)
+    assert [p.language for p in found] == ["en", "nb"]
+    for part in found:
+        assert part.peft_dir == root / record.id / str(part.language) / "adapter"
+        assert part.gguf_file.read_bytes() == parts[str(part.language)][1].read_bytes()
+        assert str(part.language) in (part.peft_dir / "adapter_config.json").read_text()
+    with pytest.raises(ValueError, match="use adapter_parts"):
+        adapter_files(root, stored)  # a set has no single file to load
+    with pytest.raises(FileExistsError):
+        install_adapter_set(root, record.id, parts)
+    # the tune's sweep keeps a registered set and removes an orphaned one whole
+    orphan = candidate(minutes=1)
+    install_adapter_set(root, orphan.id, parts)
+    assert sweep_adapters(root, registry) == [orphan.id]
+    assert [p.gguf_file.is_file() for p in adapter_parts(root, stored)] == [True, True]
+
+
+def test_an_old_record_without_a_layout_is_a_joint_adapter(tmp_path: Path) -> None:
+    peft_dir, gguf = trained(tmp_path)
+    root, old = tmp_path / "adapters", candidate()  # hyper as records were before adapter sets
+    install_adapter(root, old.id, peft_dir, gguf)
+    assert "layout" not in old.hyper and layout_of(old) == "joint" and languages_of(old) == ()
+    (part,) = adapter_parts(root, old)
+    assert part.language is None and (part.peft_dir, part.gguf_file) == adapter_files(root, old)
+
+
+def test_an_adapter_set_refuses_parts_that_are_not_languages_and_an_empty_set(tmp_path: Path) -> None:
+    root = tmp_path / "adapters"
+    part = _part(tmp_path, "en")
+    with pytest.raises(ValueError, match="not a language code"):
+        install_adapter_set(root, new_adapter_id(T0), {"../en": part})
+    with pytest.raises(ValueError, match="no parts"):
+        install_adapter_set(root, new_adapter_id(T0), {})
+    with pytest.raises(ValueError, match="names no languages"):
+        adapter_parts(root, candidate(hyper={"layout": "per-language"}))
+    with pytest.raises(ValueError, match="unknown layout"):
+        layout_of(candidate(hyper={"layout": "mixed"}))
+    assert not root.exists() or list(root.iterdir()) == []
