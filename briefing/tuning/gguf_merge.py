@@ -2,8 +2,9 @@
 
 Served as a GGUF LoRA (briefing.tuning.gguf_lora), llama.cpp computes `lora_b @ (lora_a @ x)`
 beside every adapted matrix on every token: on 2 threads that cost 20-30% of the base's decoding
-speed (issue 18). A merged file holds W + B·A·alpha/rank instead, so the adapter costs nothing
-per token, at the price of a full model file (and a model instance in memory) per adapter.
+speed (issue 18). A merged file holds W + B·A·alpha/rank instead, so there is no LoRA product per
+token, at the price of a full model file (and a model instance in memory) per adapter; the
+merged matrices' type then sets the speed (see DEFAULT_QTYPE).
 
 `merge_lora` reads the base with gguf-py, takes the adapter's pairs as gguf_lora validates and lays
 them out (the same refusals, the same q/k row permutation, rsLoRA folded in), dequantizes each
@@ -23,11 +24,16 @@ import numpy as np
 
 from briefing.tuning.gguf_lora import AdapterNotConvertible, LoraUpdate, lora_updates, write_atomically
 
-# Q8_0 by measurement (bench/results/adapter_speed.json, a small trained adapter on the packaged
-# Q4_1 SmolLM2): requantizing to Q4_1 moves every weight by up to half a 4-bit step, far more than
-# a trained LoRA's update, so the merged model writes like a noisy base rather than like the
-# adapter; Q8_0's step is 16x finer and its greedy text follows the GGUF LoRA's, at the LoRA-free
-# speed (F16 keeps it too, but its file is twice Q8_0's and it decodes slower on CPU).
+# Q8_0 by measurement (bench/results/adapter_speed.json: a small adapter trained on demo articles
+# and a random one, merged into the packaged Q4_1 SmolLM2, 10 chats x 64 greedy tokens against the
+# GGUF LoRA on llama.cpp). Requantizing to Q4_1 puts the weights back on nearly the grid they came
+# from: it keeps 6% of a trained update (<stored - W, ΔW> / |ΔW|²), and the merged model picks the
+# LoRA's next token no more often than the base does (teacher-forced 0.886 vs 0.875). Q8_0 keeps
+# all of it (1.000) and agrees 0.969 (F16 0.978, at 1.7x Q8_0's file). The price: Q8_0's weights
+# are 1.7x Q4_1's bytes, and the merged Q8_0 model decoded at 0.85x the Q4_1 base on 1 thread and
+# 0.84x on 2 (GGUF LoRA 0.86x, 0.80x; merged Q4_1 0.97x, 0.98x; F16 0.67x, 0.64x): behaviour kept,
+# little speed won on this small model. A merge into the unquantized base, then quantized to Q4_1,
+# would keep the update on average and decode at the base's speed; only the Q4_1 GGUF ships here.
 DEFAULT_QTYPE = "Q8_0"
 # output type → the llama.cpp file type that names a model mostly of it
 _FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "Q8_0": "MOSTLY_Q8_0", "Q4_1": "MOSTLY_Q4_1"}

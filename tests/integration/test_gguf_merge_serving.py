@@ -6,8 +6,9 @@ that Q8_0 keeps the adapter's greedy text where Q4_1 requantization rounds much 
 Q8_0's rounding is not the LoRA's float arithmetic, so with this deliberately strong adapter a
 near tie may flip and the free-running texts part (seen: after 6 and after 11 words of 3 answers).
 So the comparison is teacher-forced, as the bench's: the share of the LoRA's greedy tokens the
-merged model picks itself after the LoRA's own prefix, measured 1.0 for a random rank-16 adapter
-(0.98 for a trained one) against 0.44 for the base model; asserted >= 0.9 and <= 0.7.
+merged model picks itself after the LoRA's own prefix: the bench measured 0.98 for a random
+rank-16 adapter (0.97 for a trained one) against 0.77 for the base model over 64 tokens; here over
+24 tokens with this rank-8 one, asserted >= 0.9 for the merge and <= 0.7 for the base.
 """
 
 from __future__ import annotations
