@@ -16,11 +16,12 @@ train at once, and a second caller is told who holds it rather than waiting for 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -149,14 +150,8 @@ def newsroom_snapshot(
         for s in service.summaries.by_status(status)
     ]
     examples, pairs, editor_stats = editor_rows(reviewed, summarizer)
-    records = sorted(service.indexer.index.scroll(), key=lambda r: r.article.id)[: config.articles or None]
-    ids = [r.article.id for r in records]
-    order = {article_id: n for n, article_id in enumerate(ids)}
-    # article by article, both templates: a run its budget stops has still sampled whole articles
-    requests = sorted(
-        (r for task in ARTICLE_TASKS for r in summarizer.article_requests(ids, task)),
-        key=lambda r: order[r.record.article.id],
-    )
+    train_ids, held_ids = tuning_articles(service, config)
+    requests = article_requests(summarizer, train_ids)
     threshold = settings.grounding.threshold
     sampled, sampled_pairs, self_stats = self_training(
         summarizer,
@@ -183,7 +178,8 @@ def newsroom_snapshot(
         "self_training": {k: v for k, v in self_stats.items() if k != "seconds"},
         "retracted_articles": len(retracted),
     }
-    probes = held_out_probes(summarizer, requests, [*examples, *sampled], config.eval_share)
+    held_out = article_requests(summarizer, held_ids)
+    probes = held_out_probes(summarizer, held_out, [*examples, *sampled], config.eval_share)
     filters["held_out_without_reference"] = len(probes)
     snapshot = build_snapshot(
         [*examples, *sampled, *probes],
@@ -194,6 +190,33 @@ def newsroom_snapshot(
     )
     write_snapshot(snapshot, Workspace(settings.data_dir).tuning)
     return snapshot
+
+
+def tuning_articles(service: Service, config: TuneConfig) -> tuple[list[str], list[str]]:
+    """The indexed articles a run samples (up to TUNE_ARTICLES of the training split) and every
+    held-out one. Samples of a held-out article could never be trained on, so none is drawn; the
+    gate probes all held-out articles instead. The training articles are taken in a stable hashed
+    order, not by id, so a capped run still spreads over sections, days and languages."""
+    from briefing.tuning.data import split_of
+
+    ids = sorted(r.article.id for r in service.indexer.index.scroll())
+    held = [i for i in ids if split_of(i, config.eval_share) == "eval"]
+    train = sorted((i for i in ids if split_of(i, config.eval_share) == "train"), key=_spread)
+    return train[: config.articles or None], held
+
+
+def _spread(article_id: str) -> str:
+    return hashlib.sha256(f"tune-sample\x1f{article_id}".encode()).hexdigest()
+
+
+def article_requests(summarizer: Summarizer, ids: Sequence[str]) -> list[Request]:
+    """Both article templates of each article, article by article: a run its budget stops has
+    still sampled whole articles."""
+    order = {article_id: n for n, article_id in enumerate(ids)}
+    return sorted(
+        (r for task in ARTICLE_TASKS for r in summarizer.article_requests(list(ids), task)),
+        key=lambda r: order[r.record.article.id],
+    )
 
 
 def held_out_probes(

@@ -213,9 +213,10 @@ def _estimate(service: Service, settings: Settings, config: TuneConfig) -> tuple
     this DATA_DIR measured (the built-in ones where it measured none)."""
     from briefing.tuning.estimate import estimate, last_rates
     from briefing.tuning.pipeline import Workspace
+    from server.tuning import tuning_articles
 
-    indexed = sum(1 for _ in service.indexer.index.scroll())
-    count = min(config.articles, indexed) if config.articles else indexed
+    train, held = tuning_articles(service, config)
+    count = len(train)
     measured, at = last_rates(Workspace(settings.data_dir).tuning)
     expected = estimate(
         count,
@@ -225,6 +226,7 @@ def _estimate(service: Service, settings: Settings, config: TuneConfig) -> tuple
         at,
         eval_share=config.eval_share,
         eval_limit=config.eval_limit,
+        held_out=len(held),
     )
     return count, expected
 

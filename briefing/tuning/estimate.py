@@ -93,15 +93,18 @@ def estimate(
     *,
     eval_share: float = 0.2,
     eval_limit: int = 40,
+    held_out: int | None = None,
 ) -> Estimate:
     """Seconds a tune should take: sampling both article templates of every article, training on
     what passed (twice with the DPO step), gating both sides (and the DPO candidate) on the
-    held-out articles (every one, with a reference or without: at most `eval_limit`)."""
+    held-out articles (every one, with a reference or without: at most `eval_limit`). `held_out`
+    is how many the index holds (the service's runs sample none of them); without it, an
+    `eval_share` of `articles`."""
     rate = {**DEFAULTS, **{k: v for k, v in measured.items() if k in DEFAULTS}}
     sampling = articles * 2 * candidates * rate["sample_s"]
     examples = articles * rate["train_examples_per_article"]
     training = examples * rate["train_example_s"]
-    gated = min(eval_limit, articles * eval_share)
+    gated = min(eval_limit, articles * eval_share if held_out is None else held_out)
     gating = 2 * gated * rate["gate_article_s"] * (2 if preference else 1)
     total = sampling + training * (2 if preference else 1) + gating
     used = tuple(k for k in DEFAULTS if k in measured)

@@ -25,7 +25,7 @@ from indexing import Article, Chunker, SentenceTransformerEmbedder
 from server.review import Review
 from server.service import Actor, Service
 from server.settings import Settings
-from server.tuning import build_tuner, newsroom_snapshot
+from server.tuning import build_tuner, newsroom_snapshot, tuning_articles
 from tests.service import demo_service
 
 pytestmark = pytest.mark.slow
@@ -188,3 +188,10 @@ def test_editor_decisions_reach_the_next_snapshot_and_a_retracted_articles_rows_
     assert held_out <= {r.article_id for r in snapshot.eval}
     assert all(r.target == "" for r in snapshot.eval if r.source == "heldout")
     assert not [r for r in snapshot.train if r.source == "heldout" or r.article_id in held_out]
+    # held-out articles are probed, never sampled (their samples could not be trained on), and a
+    # capped run samples training articles only, in a stable order
+    assert not [r for r in (*snapshot.eval, *snapshot.pairs) if r.source == "self"]
+    capped = replace(tuned.settings.tune, articles=3)
+    train, held = tuning_articles(service, capped)
+    assert len(train) == 3 and not set(train) & set(held) and held_out <= set(held)
+    assert tuning_articles(service, capped) == (train, held)

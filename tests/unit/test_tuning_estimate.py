@@ -48,6 +48,9 @@ def test_the_estimate_with_built_in_rates_is_the_sum_of_its_stages() -> None:
     assert every.seconds == pytest.approx(
         80 * DEFAULTS["sample_s"] + 500 * DEFAULTS["train_example_s"] + 2 * 5 * DEFAULTS["gate_article_s"]
     )
+    # the service samples training articles only and gates the index's held-out ones
+    held = estimate(10, 4, False, {"train_examples_per_article": 50.0}, held_out=30)
+    assert held.seconds == pytest.approx(every.seconds + 2 * 25 * DEFAULTS["gate_article_s"])
 
 
 def test_measured_rates_replace_the_built_in_ones_and_the_line_says_which() -> None:
