@@ -257,6 +257,9 @@ class Composer:
             if request is not None and (len(request.developments) > 1 or request.notes):
                 return None
         prompt = self.summarizer.article_template(arm.article_prompt, current).id
+        # an arm naming an adapter set shows what wrote its drafts in this language: the set's
+        # part, or the base model where the set has none (Summarizer.writer)
+        writer = self.summarizer.writer(current.article.language, arm.adapter)
         # newest first: after an adapter is promoted, its drafts replace the old adapter's
         mine = sorted(
             (
@@ -265,7 +268,7 @@ class Composer:
                 if s.kind == "article"
                 and s.prompt == prompt
                 and s.content_hash == current.content_hash
-                and (arm.adapter is None or s.adapter == arm.adapter)  # an arm's adapter: its own text
+                and (arm.adapter is None or s.adapter == writer)  # an arm's adapter: its own text
             ),
             key=lambda s: s.created_at,
             reverse=True,

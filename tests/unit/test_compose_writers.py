@@ -162,3 +162,24 @@ def test_a_story_update_by_an_unmeasured_adapter_yields_to_the_base_models(
     # an arm naming the adapter never falls back to another writer's text
     tuned_arm = c._update(request, "en", Variant("tuned", adapter=ADAPTER))
     assert tuned_arm == (updates["tuned"] if expected == "tuned" else None)
+
+
+def test_an_arm_naming_an_adapter_set_shows_the_base_models_text_where_the_set_has_no_part(
+    tmp_path: Path,
+) -> None:
+    """A set with an English part only: its arm's jobs draft Bokmål articles with the base model
+    (adapter None), so the arm shows that draft, not the article's own words; in English it
+    shows only the part's text."""
+    entry = {"model": BASE_WRITER.model, "adapter": None, "languages": {"en": PASSING, "nb": PASSING}}
+    path = tmp_path / "gate.json"
+    path.write_text(json.dumps({"checker": "embedding-lexical", "threshold": 0.6, "writers": [entry]}))
+    c = composer(BriefingPolicy(show_rules=show_rules(path, "embedding-lexical", 0.6)))
+    c.summarizer.add_parts(ADAPTER, ["en"])
+    arm = Variant("tuned", adapter=ADAPTER)
+    english = record("a-1")
+    draft(c, english, None)
+    assert shown(c, english, arm) is None  # the base model's English draft is not the set's
+    article = make_article("a-2", published_at=0, language="nb")
+    norwegian = ArticleRecord(article, "hash-a-2", "s-1", 1, np.zeros(3, dtype=np.float32))
+    base = draft(c, norwegian, None)
+    assert shown(c, norwegian, arm) == base
