@@ -8,7 +8,8 @@ a new one while the service runs, so a promoted adapter serves without a restart
 
 An adapter may also be a merged model GGUF (briefing.tuning.gguf_merge: the LoRA folded into the
 base's weights, same architecture and tensor shapes): it gets a model instance of its own, built
-like the base's, and decodes at the base's speed where a GGUF LoRA costs 20-30% on 2 threads.
+like the base's. Measured (bench/adapter_speed.py), a Q8_0 merge keeps the adapter but decodes
+no faster than the GGUF LoRA, and a Q4_1 merge loses it; the tune loop installs GGUF LoRAs.
 
 The chat is rendered with llama-cpp-python's own formatter for the GGUF's template and sent to
 `create_completion`, because only that call takes stopping criteria (`create_chat_completion`
