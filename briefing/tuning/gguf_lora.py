@@ -227,14 +227,19 @@ def _write(out: Path, arch: str, alpha: float, tensors: list[tuple[str, np.ndarr
         writer.add_float32(Keys.Adapter.LORA_ALPHA, alpha)
         for name, array in tensors:
             writer.add_tensor(name, array)
-        try:
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_tensors_to_file()
-        finally:
-            writer.close()
+        write_all(writer)
 
     write_atomically(out, fill)
+
+
+def write_all(writer: Any) -> None:
+    """Write a filled `gguf.GGUFWriter`'s header, metadata and tensors, and close it."""
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
 
 
 def write_atomically(out: Path, fill: Callable[[Path], None]) -> None:

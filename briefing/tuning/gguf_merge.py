@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from briefing.tuning.gguf_lora import AdapterNotConvertible, LoraUpdate, lora_updates, write_atomically
+from briefing.tuning.gguf_lora import (
+    AdapterNotConvertible,
+    LoraUpdate,
+    lora_updates,
+    write_all,
+    write_atomically,
+)
 
 # Q8_0 by measurement (bench/results/adapter_speed.json: a small adapter trained on demo articles
 # and a random one, merged into the packaged Q4_1 SmolLM2, 10 chats x 64 greedy tokens against the
@@ -63,12 +69,7 @@ def merge_lora(base_gguf: Path, adapter_dir: Path, out: Path, *, qtype: str = DE
         _copy_fields(reader, writer, qtype)
         for name, data, dtype in tensors:
             writer.add_tensor(name, data, raw_dtype=dtype)
-        try:
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_tensors_to_file()
-        finally:
-            writer.close()
+        write_all(writer)
 
     write_atomically(out, fill)
     return out
