@@ -64,3 +64,25 @@ def write_results(results: dict[str, Any], out: Path, args: Any = None) -> None:
 
 
 STARTED = provenance()  # when the benchmark imported this module, before any figure was measured
+
+
+# Decoding speed is measured the same way everywhere: a fixed prompt, end-of-text suppressed so
+# every side decodes the same number of tokens, the best of a few rounds after a warm-up.
+SPEED_PROMPT = (
+    "<|im_start|>user\nWrite about the harbour of a small Norwegian town: its boats, its people and "
+    "its history.<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def decode_rate(llama: Any, rounds: int, tokens: int = 96) -> float:
+    """Best tokens/s of a llama-cpp-python `Llama` decoding `tokens` forced tokens of SPEED_PROMPT."""
+    import time
+
+    never = {llama.token_eos(): -1e9}
+    llama(SPEED_PROMPT, max_tokens=8, temperature=0.0)  # warm up outside the clock
+    best = 0.0
+    for _ in range(rounds):
+        began = time.perf_counter()
+        done: Any = llama(SPEED_PROMPT, max_tokens=tokens, temperature=0.0, logit_bias=never)
+        best = max(best, done["usage"]["completion_tokens"] / (time.perf_counter() - began))
+    return best

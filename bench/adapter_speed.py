@@ -43,7 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import machine, write_results
+from _common import decode_rate, machine, write_results
 
 from briefing.llm.hf import dequantized
 from briefing.llm.models import packaged_gguf
@@ -56,10 +56,6 @@ from briefing.tuning.train import train_sft
 MODEL = "packaged:SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "Summarize the news article in two sentences."
-SPEED_PROMPT = (  # bench/tuning.py's
-    "<|im_start|>user\nWrite about the harbour of a small Norwegian town: its boats, its people and "
-    "its history.<|im_end|>\n<|im_start|>assistant\n"
-)
 GENERIC = (
     "Write one sentence about a harbour town.",
     "What is the capital of France? Answer in one word.",
@@ -290,14 +286,7 @@ def speed(files: dict[str, Path], threads: int, rounds: int) -> dict[str, Any]:
 
     def rate(path: Path, lora: Path | None) -> float:
         llama = _llama(path, lora, threads, n_ctx=512)
-        never = {llama.token_eos(): -1e9}
-        llama(SPEED_PROMPT, max_tokens=8, temperature=0.0)  # warm up outside the clock
-        best = 0.0
-        for _ in range(rounds):
-            began = time.perf_counter()
-            done: Any = llama(SPEED_PROMPT, max_tokens=96, temperature=0.0, logit_bias=never)
-            best = max(best, done["usage"]["completion_tokens"] / (time.perf_counter() - began))
-        return best
+        return decode_rate(llama, rounds)
 
     load_before = os.getloadavg()
     before = rate(packaged_gguf(), None)

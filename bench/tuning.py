@@ -44,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import machine, write_results
+from _common import decode_rate, machine, write_results
 from summaries import as_article
 
 from briefing import (
@@ -418,12 +418,6 @@ def eval_example(request: Request, row: dict[str, Any], name: str) -> Example:
     )
 
 
-SPEED_PROMPT = (
-    "<|im_start|>user\nWrite about the harbour of a small Norwegian town: its boats, its people and "
-    "its history.<|im_end|>\n<|im_start|>assistant\n"
-)
-
-
 def speed(adapters: Mapping[str, Path], threads: int, rounds: int = 3) -> dict[str, Any]:
     """llama.cpp's decoding tokens/s with each adapter over without: the served GGUF, the same
     threads and prompt, 96 tokens with end-of-text suppressed so every side decodes as many (a
@@ -440,14 +434,7 @@ def speed(adapters: Mapping[str, Path], threads: int, rounds: int = 3) -> dict[s
             lora_path=str(lora) if lora else None,
             verbose=False,
         )
-        never = {llama.token_eos(): -1e9}
-        llama(SPEED_PROMPT, max_tokens=8, temperature=0.0)  # warm up outside the clock
-        best = 0.0
-        for _ in range(rounds):
-            began = time.perf_counter()
-            done: Any = llama(SPEED_PROMPT, max_tokens=96, temperature=0.0, logit_bias=never)
-            best = max(best, done["usage"]["completion_tokens"] / (time.perf_counter() - began))
-        return best
+        return decode_rate(llama, rounds)
 
     before = rate(None)
     adapted = {name: rate(path) for name, path in adapters.items()}
