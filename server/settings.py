@@ -20,7 +20,7 @@
 | LLM_BASE_URL / LLM_API_KEY | http://127.0.0.1:8011/v1 / (unset) | the openai backend's server |
 | LLM_TIMEOUT_S | 60 | every generation call's time limit: it stops there, keeping what it wrote |
 | LLM_FALLBACK | (unset) | backend to answer with when LLM_BACKEND is unreachable, e.g. llamacpp |
-| LLM_THREADS | (unset; in the service, half the cores) | CPU threads for llama.cpp and torch (unset: their defaults, llama.cpp decoding on half the cores) |
+| LLM_THREADS | (their defaults; service: half the cores) | llama.cpp (decodes on cores/2) and torch threads |
 | LLM_ADAPTERS / LLM_ADAPTER | (unset) | LoRA adapters `name=path,...`; one to pin (unset: the promoted) |
 | TUNE_EVERY_S | 86400 | the tune job's interval: snapshot, train, gate, promote or keep (0: off) |
 | TUNE_ARTICLES / TUNE_CANDIDATES | 0 / 4 | self-training articles per run (0: all) and samples per article |
