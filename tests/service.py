@@ -10,6 +10,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from briefing import Summarizer
+from briefing.summarize import Request
+from briefing.tuning.config import TrainConfig
+from briefing.tuning.data import Example, example
 from indexing import Article, Chunker, Indexer, QdrantConfig, QdrantIndex, SentenceTransformerEmbedder
 from recsys import load_readers
 from server.auth import issue_token
@@ -20,6 +24,10 @@ from server.settings import Settings
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
 DEMO_CLOCK = "2026-11-19T23:00:00+01:00"
 SECRET = "test-secret-not-for-production-0123456789"
+# A few LoRA steps at a high rate on a handful of articles: enough to change what the model writes.
+TINY_LORA = TrainConfig(
+    rank=4, alpha=16, learning_rate=3e-3, epochs=4, batch_size=1, target_modules=("q_proj", "v_proj")
+)
 
 
 @contextmanager
@@ -57,3 +65,20 @@ def demo_service(
 
 def auth(subject: str, role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_token(SECRET, subject, role, timedelta(hours=1))}"}
+
+
+def title_examples(summarizer: Summarizer, requests: list[Request]) -> list[Example]:
+    """Editor rows whose target is the article's title: a text the base model never writes, so a
+    tiny adapter trained on them visibly changes the output."""
+    return [
+        example(
+            "editor",
+            r.template.id,
+            r.record.article.language,
+            [r.record.article.id],
+            summarizer.chat(r),
+            f"{r.record.article.title}.",
+            {},
+        )
+        for r in requests
+    ]

@@ -1,8 +1,8 @@
 """A peft LoRA adapter folded into its base GGUF: one complete model file llama.cpp serves alone.
 
 Served as a GGUF LoRA (briefing.tuning.gguf_lora), llama.cpp computes `lora_b @ (lora_a @ x)`
-beside every adapted matrix on every token: on 2 threads that cost 20-30% of the base's decoding
-speed (issue 18). A merged file holds W + B·A·alpha/rank instead, so there is no LoRA product per
+beside every adapted matrix on every token (bench/results/adapter_speed.json: 0.80 of the base's
+decoding speed on 2 threads). A merged file holds W + B·A·alpha/rank instead, so there is no LoRA product per
 token, at the price of a full model file (and a model instance in memory) per adapter; the
 merged matrices' type then sets the speed (see DEFAULT_QTYPE).
 

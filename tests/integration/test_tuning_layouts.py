@@ -13,22 +13,19 @@ from pathlib import Path
 import pytest
 
 from briefing import GenerationParams, Summarizer
-from briefing.tuning.config import TrainConfig
-from briefing.tuning.data import Snapshot, build_snapshot, example
+from briefing.tuning.data import Snapshot, build_snapshot
 from briefing.tuning.layouts import Trained
 from briefing.tuning.pipeline import Tuner
 from briefing.tuning.registry import AdapterRecord, new_adapter_id
 from indexing import Article, Chunker, SentenceTransformerEmbedder
 from server.service import Service
 from server.tuning import build_tuner
-from tests.service import demo_service
+from tests.service import TINY_LORA as TINY
+from tests.service import demo_service, title_examples
 
 pytestmark = pytest.mark.slow
 PROMPT = "article-one-sentence"
 GREEDY = GenerationParams(max_tokens=48)
-TINY = TrainConfig(
-    rank=4, alpha=16, learning_rate=3e-3, epochs=4, batch_size=1, target_modules=("q_proj", "v_proj")
-)
 
 
 @dataclass
@@ -64,18 +61,7 @@ def tuned(
         settings = replace(settings, llm=replace(settings.llm, cache_dir=model_cache))
         summarizer = service.summarizer
         requests = summarizer.article_requests([a.id for a in [*english[:4], bokmal[0]]], PROMPT)
-        rows = [
-            example(
-                "editor",
-                r.template.id,
-                r.record.article.language,
-                [r.record.article.id],
-                summarizer.chat(r),
-                f"{r.record.article.title}.",
-                {},
-            )
-            for r in requests
-        ]
+        rows = title_examples(summarizer, requests)
         snapshot = build_snapshot(rows, [], {"test": "title targets, two languages"}, eval_share=0.0)
         config = replace(settings.tune, train=TINY, min_examples=2, preference=False)
         assert config.layout == "per-language"  # the default

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from briefing import GenerationParams, Status, Summarizer
-from briefing.tuning.config import TrainConfig
-from briefing.tuning.data import Snapshot, build_snapshot, example, split_of
+from briefing.tuning.data import Snapshot, build_snapshot, split_of
 from briefing.tuning.estimate import StageClock
 from briefing.tuning.pipeline import Tuner
 from briefing.tuning.registry import AdapterRecord, AdapterState
@@ -26,15 +25,12 @@ from server.review import Review
 from server.service import Actor, Service
 from server.settings import Settings
 from server.tuning import build_tuner, newsroom_snapshot, tuning_articles
-from tests.service import demo_service
+from tests.service import TINY_LORA as TINY
+from tests.service import demo_service, title_examples
 
 pytestmark = pytest.mark.slow
 PROMPT = "article-one-sentence"
 GREEDY = GenerationParams(max_tokens=48)
-# A few steps at a high rate on a handful of articles: enough to change what the model writes.
-TINY = TrainConfig(
-    rank=4, alpha=16, learning_rate=3e-3, epochs=4, batch_size=1, target_modules=("q_proj", "v_proj")
-)
 
 
 @dataclass
@@ -69,18 +65,7 @@ def tuned(
         settings = replace(settings, llm=replace(settings.llm, cache_dir=model_cache))
         summarizer = service.summarizer
         requests = summarizer.article_requests([a.id for a in articles[:4]], PROMPT)
-        rows = [
-            example(
-                "editor",
-                r.template.id,
-                "en",
-                [r.record.article.id],
-                summarizer.chat(r),
-                f"{r.record.article.title}.",
-                {},
-            )
-            for r in requests
-        ]
+        rows = title_examples(summarizer, requests)
         snapshot = build_snapshot(rows, [], {"test": "title targets"}, eval_share=0.0)
         tuner = replace(
             build_tuner(service, settings, settings.tune), config=replace(settings.tune, train=TINY)
