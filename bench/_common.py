@@ -40,7 +40,8 @@ def provenance() -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     return {
-        "commit": git("rev-parse", "HEAD") or "unknown",
+        # BENCH_COMMIT: a copy of the tree without its git history (another machine's run)
+        "commit": git("rev-parse", "HEAD") or os.environ.get("BENCH_COMMIT", "unknown"),
         # results written by an earlier benchmark of the same run do not make the code dirty
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
         "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -27,6 +27,7 @@
 | TUNE_EVAL_ARTICLES | 40 | held-out articles the gate runs through the serving backend |
 | TUNE_RANK / TUNE_ALPHA / TUNE_LR | 16 / 32 / 2e-4 | LoRA rank, alpha and learning rate |
 | TUNE_EPOCHS / TUNE_MAX_TOKENS / TUNE_SEED | 1 / 1280 / 0 | epochs, longest example, seed |
+| TUNE_DEVICE | auto | where LoRA trains: auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N |
 | TUNE_BUDGET_S | 14400 | a tune's sampling and training stop after this long (training resumes next run) |
 | TUNE_PREFERENCE | true | a DPO step after SFT, kept only if it beats SFT alone on the gate |
 | TUNE_LAYOUT | per-language | one adapter per language (too few examples: base model), or `joint` |
@@ -216,6 +217,7 @@ def _tune(env: Mapping[str, str]) -> TuneConfig:
             epochs=_float(env, "TUNE_EPOCHS", t.epochs),
             max_tokens=_int(env, "TUNE_MAX_TOKENS", t.max_tokens),
             seed=_int(env, "TUNE_SEED", t.seed),
+            device=env.get("TUNE_DEVICE") or t.device,
         ),
         every_s=_float(env, "TUNE_EVERY_S", d.every_s),
         articles=_int(env, "TUNE_ARTICLES", d.articles),

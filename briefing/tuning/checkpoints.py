@@ -146,8 +146,8 @@ def resume(net: Any, optimizer: Any, scheduler: Any, root: Path, run_fingerprint
     if not ours:
         return fresh
     _, folder = max(ours)
-    set_peft_model_state_dict(net, load_peft_weights(str(folder / "adapter")))
-    state: dict[str, Any] = torch.load(folder / "state.pt", weights_only=True)
+    set_peft_model_state_dict(net, load_peft_weights(str(folder / "adapter"), device="cpu"))
+    state: dict[str, Any] = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +37,19 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 20
     threads: int | None = None
+    # "auto": the first CUDA GPU when torch sees one, else the CPU; or "cpu", "cuda", "cuda:N"
+    device: str = "auto"
     dpo_beta: float = 0.1
     dpo_epochs: float = 1.0
     dpo_learning_rate: float = 5e-5
 
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"training device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
     def hyper(self) -> dict[str, Any]:
-        """What decides the weights (threads and checkpointing do not)."""
-        skip = {"threads", "checkpoint_every"}
+        """What decides the weights (threads, device and checkpointing do not, beyond rounding)."""
+        skip = {"threads", "checkpoint_every", "device"}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items() if k not in skip}
 
 

@@ -10,6 +10,8 @@ Contract (tests/unit/test_tuning_train.py):
   under a full summary would teach the model to state facts it was not shown.
 - Deterministic: the same base, data, config and seed give the same adapter weights, bit for bit
   (one sequence at a time on the CPU, batch order drawn from the seed and the step number alone).
+- `config.device` picks where it trains ("auto": a CUDA GPU when torch sees one, else the CPU); on a
+  GPU the weights agree with the CPU's to rounding, not bit for bit. A checkpoint resumes on either.
 - Checkpoints under `out/checkpoints/step-N` every `checkpoint_every` steps and when stopped; a call
   with the same inputs resumes from the last one (and with a finished adapter in place returns its
   result); checkpoints of other inputs are removed (`briefing.tuning.checkpoints`).
@@ -127,6 +129,7 @@ def train_sft(
     started = time.monotonic()
     with _threads(config.threads):
         net, tokenizer = _fresh_lora(base, config)
+        net.to(_device(config.device))
         sequences = _fitting(
             [_encode(tokenizer, m, t) for m, t in chats], config.max_tokens, "SFT examples", len
         )
@@ -174,6 +177,7 @@ def train_dpo(
 
         model, tokenizer = _load_base(base)
         net = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
+        net.to(_device(config.device))
         encoded = [_Pair(_encode(tokenizer, m, c), _encode(tokenizer, m, r)) for m, c, r in chats]
         kept = _fitting(
             encoded, config.max_tokens, "DPO pairs", lambda p: max(len(p.chosen), len(p.rejected))
@@ -376,7 +380,7 @@ def _logprob(net: Any, seq: _Sequence) -> torch.Tensor:
     vocabulary projection over a 600-token prompt would be a fifth of the work for nothing)."""
     import torch
 
-    ids = torch.tensor([[*seq.prompt, *seq.completion]])
+    ids = torch.tensor([[*seq.prompt, *seq.completion]], device=net.device)
     keep = len(seq.completion) + 1
     logits = net(input_ids=ids, logits_to_keep=keep, use_cache=False).logits[0, :-1]
     labels = ids[0, -len(seq.completion) :]
@@ -400,6 +404,24 @@ def _batch(items: int, batch_size: int, seed: int, step: int) -> list[int]:
 
 def _deadline(started: float, deadline_s: float | None) -> Callable[[], bool]:
     return lambda: deadline_s is not None and time.monotonic() - started >= deadline_s
+
+
+def _device(name: str) -> torch.device:
+    """The torch device `TrainConfig.device` names; a GPU asked for but absent is an error, not a
+    silent hour on the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown training device {name!r} (auto, cpu, cuda or cuda:N)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"training device {name!r} asked for, but torch sees no CUDA GPU")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"training device {name!r}: only the CPU and CUDA GPUs are supported")
+    return device
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from briefing.tuning.config import TuneConfig
+from briefing.tuning.config import TrainConfig, TuneConfig
 from briefing.tuning.data import Example, PreferencePair, build_snapshot, example, split_of
 from briefing.tuning.layouts import Trained, parts_rows, too_few
 from briefing.tuning.pipeline import nothing_to_gate
@@ -82,6 +82,15 @@ def test_tune_layout_is_read_from_the_environment_and_checked() -> None:
         Settings.from_env({"TUNE_LAYOUT": "merged"})
     with pytest.raises(ValueError, match="tune layout must be one of"):
         TuneConfig(layout="merged")
+
+
+def test_tune_device_is_read_from_the_environment_and_checked() -> None:
+    assert Settings.from_env({}).tune.train.device == "auto"
+    assert Settings.from_env({"TUNE_DEVICE": "cuda:1"}).tune.train.device == "cuda:1"
+    with pytest.raises(ValueError, match="training device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        Settings.from_env({"TUNE_DEVICE": "gpu"})
+    # the device decides where, not what: a checkpoint written on one resumes on the other
+    assert TrainConfig(device="cpu").hyper() == TrainConfig(device="cuda").hyper()
 
 
 def test_tune_list_shows_each_adapters_languages() -> None:
