@@ -14,11 +14,18 @@ A fifth of the demo articles (by id) is held out: their synthetic pairs, each se
 against its whole article by `RelationChecker.features`, fit the calibration (logistic regression
 of the label on the verifier's logit and the embedding-lexical text score) and give the held-out
 AUCs reported in bench/results/verifier.json.
+
+On a GPU machine without ../shared: `--export DIR` writes the sampled training pairs and a
+selection set (held-out demo pairs and a fifth of FRANK's rated validation pairs, by evidence
+hash, left out of training) as JSONL; there `--pairs-file DIR/train.jsonl --select-file
+DIR/select.jsonl --device cuda --no-calibrate` trains from them and reports the verifier's AUC on
+the selection set; back here `--calibrate-only FOLDER` fits the calibration.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,15 +69,22 @@ def main() -> None:
             json.dumps(calibrate_on(args.calibrate_only, held, args.seed, args.calibration_pairs), indent=2)
         )
         return
-    rng = random.Random(args.seed)
-    pairs = synthetic_pairs([demo[a] for a in sorted(train_ids)], seed=args.seed)
-    sources = {"demo": len(pairs)}
-    by_source = {"demo": pairs}
-    if args.shared:
-        by_source.update(shared_pairs(args.shared, args.seed))
-        sources.update({k: len(v) for k, v in by_source.items()})
-    pairs = sample(by_source, args.pairs, rng)
-    config = TrainConfig(seed=args.seed, max_length=args.max_length, learning_rate=args.learning_rate)
+    if args.pairs_file:
+        pairs = read_pairs(args.pairs_file)
+        sources = json.loads((args.pairs_file.parent / "sources.json").read_text())
+    else:
+        pairs, sources, held_rated = training_pairs(args, demo, train_ids)
+    if args.export:
+        export(args.export, pairs, sources, demo, train_ids, held_rated, args.seed)
+        return
+    config = TrainConfig(
+        seed=args.seed,
+        max_length=args.max_length,
+        learning_rate=args.learning_rate,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     print(
         f"training the verifier on {len(pairs)} pairs ({sources} before sampling): expect about "
         f"{len(pairs) * SECONDS_PER_PAIR / 60:.0f} minutes on 2 cores, then a minute to calibrate",
@@ -81,16 +95,20 @@ def main() -> None:
     started = time.perf_counter()
 
     def calibrate(folder: Path) -> None:
-        report["calibration"] = calibrate_on(folder, held, args.seed, args.calibration_pairs)
+        report["train_seconds"] = round(time.perf_counter() - started, 1)
+        if args.select_file:
+            report["selection"] = selection_auc(folder, read_pairs(args.select_file))
+        if not args.no_calibrate:
+            report["calibration"] = calibrate_on(folder, held, args.seed, args.calibration_pairs)
         report["seconds"] = round(time.perf_counter() - started, 1)
 
     notes = {"sources": sources, "shared": bool(args.shared)}
     folder = verifier_dir(args.data_dir)
     default = folder.with_name("verifier-bench") if args.shared else folder
-    out = train(pairs, args.out or default, config, notes=notes, finish=calibrate)
+    out = train(pairs, args.out or default, config, base=args.base, notes=notes, finish=calibrate)
     report["cached_at"] = str(out)
     report["machine"] = machine()
-    print(json.dumps(report["calibration"], indent=2))
+    print(json.dumps({k: report.get(k) for k in ("selection", "calibration", "train_seconds")}, indent=2))
     if args.results:
         write_results(report, args.results, args)
 
@@ -117,7 +135,76 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--results", type=Path, help="JSON report (bench/results/verifier.json)")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--device", default=TrainConfig.device, help="cpu, auto, cuda or cuda:N")
+    parser.add_argument("--base", type=Path, help="the model to fine-tune (default: the packaged MiniLM)")
+    parser.add_argument("--export", type=Path, help="write the training and selection pairs here and stop")
+    parser.add_argument("--pairs-file", type=Path, help="train on exported pairs (DIR/train.jsonl)")
+    parser.add_argument("--select-file", type=Path, help="report the verifier's AUC on these pairs")
+    parser.add_argument("--no-calibrate", action="store_true", help="calibrate later (--calibrate-only)")
     return parser.parse_args()
+
+
+def training_pairs(
+    args: argparse.Namespace, demo: dict[str, list[str]], train_ids: set[str]
+) -> tuple[list[Pair], dict[str, int], list[Pair]]:
+    """The sampled training pairs, each source's size before sampling, and the fifth of FRANK's
+    rated validation pairs held out of training for choosing between runs."""
+    pairs = synthetic_pairs([demo[a] for a in sorted(train_ids)], seed=args.seed)
+    sources = {"demo": len(pairs)}
+    by_source = {"demo": pairs}
+    held: list[Pair] = []
+    if args.shared:
+        by_source.update(shared_pairs(args.shared, args.seed))
+        sources.update({k: len(v) for k, v in by_source.items()})
+        rated = by_source["frank_validation_rated"]
+        by_source["frank_validation_rated"] = [p for p in rated if not _selection(p)]
+        held = [p for p in rated if _selection(p)]
+    return sample(by_source, args.pairs, random.Random(args.seed)), sources, held
+
+
+def _selection(pair: Pair) -> bool:
+    """A fifth of FRANK's rated validation pairs, by evidence: held out for choosing a run."""
+    return int(hashlib.sha256(pair.evidence.encode()).hexdigest(), 16) % 5 == 0
+
+
+def export(
+    folder: Path,
+    pairs: list[Pair],
+    sources: dict[str, int],
+    demo: dict[str, list[str]],
+    train_ids: set[str],
+    held_rated: list[Pair],
+    seed: int,
+) -> None:
+    """Training pairs, and selection pairs none of them shares an article with: every pair of the
+    held-out demo articles and the held-out fifth of FRANK's rated validation pairs."""
+    held = [p for a in sorted(set(demo) - train_ids) for p in synthetic_pairs([demo[a]], seed=seed)]
+    held += held_rated
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", pairs), ("select", held)):
+        with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(dataclasses.asdict(p), ensure_ascii=False) + "\n" for p in rows)
+    (folder / "sources.json").write_text(json.dumps(sources))
+    print(f"wrote {len(pairs)} training and {len(held)} selection pairs to {folder}")
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    return [Pair(**json.loads(line)) for line in path.open(encoding="utf-8")]
+
+
+def selection_auc(folder: Path, pairs: list[Pair]) -> dict[str, Any]:
+    """The verifier's logit AUC on held-out pairs, per source kind (synthetic demo, FRANK rated)."""
+    from sklearn.metrics import roc_auc_score
+
+    logits = CrossEncoderVerifier(folder).logits([(p.sentence, p.evidence) for p in pairs])
+    report: dict[str, Any] = {"pairs": len(pairs)}
+    for name, keep in (("all", lambda p: True), ("frank", lambda p: p.kind == "frank")):
+        rows = [(p.label, float(x)) for p, x in zip(pairs, logits, strict=True) if keep(p)]
+        if len({label for label, _ in rows}) == 2:
+            report[f"auc_{name}"] = round(float(roc_auc_score(*zip(*rows, strict=True))), 4)
+    return report
 
 
 def sample(by_source: dict[str, list[Pair]], size: int, rng: random.Random) -> list[Pair]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from briefing.devices import check_device_name, torch_device
 from briefing.grounding import (
     EmbeddingLexicalChecker,
     Evidence,
@@ -71,6 +72,10 @@ class TrainConfig:
     # (chance) for all 75 steps of a 1,200-pair epoch; a higher rate moves the new head in time.
     learning_rate: float = 1.5e-4
     warmup_share: float = 0.1
+    device: str = "cpu"  # or "auto"/"cuda": briefing.devices (recorded, like the rest, with the model)
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device, "verifier training device")
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ def train(
     source = str(base or base_model_path())
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+    device = torch_device(cfg.device)
+    model.to(device)
     model.train()
     order = list(range(len(pairs)))
     steps = cfg.epochs * math.ceil(len(pairs) / cfg.batch_size)
@@ -140,8 +147,8 @@ def train(
                     max_length=cfg.max_length,
                     padding=True,
                     return_tensors="pt",
-                )
-                labels = torch.tensor([float(p.label) for p in batch])
+                ).to(device)
+                labels = torch.tensor([float(p.label) for p in batch], device=device)
                 loss = loss_fn(model(**inputs).logits.squeeze(-1), labels)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from briefing.devices import check_device_name
 
 # "per-language": one adapter per language, served as one set (bench/results/tuning_layouts.json:
 # as good in English as one joint adapter, better in Bokmål); "joint": one adapter for every language
@@ -44,8 +45,7 @@ class TrainConfig:
     dpo_learning_rate: float = 5e-5
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"training device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device_name(self.device, "training device")
 
     def hyper(self) -> dict[str, Any]:
         """What decides the weights (threads, device and checkpointing do not, beyond rounding)."""

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from briefing.devices import torch_device
 from briefing.tuning.checkpoints import (
     adapter_digest,
     digest,
@@ -129,7 +130,7 @@ def train_sft(
     started = time.monotonic()
     with _threads(config.threads):
         net, tokenizer = _fresh_lora(base, config)
-        net.to(_device(config.device))
+        net.to(torch_device(config.device))
         sequences = _fitting(
             [_encode(tokenizer, m, t) for m, t in chats], config.max_tokens, "SFT examples", len
         )
@@ -177,7 +178,7 @@ def train_dpo(
 
         model, tokenizer = _load_base(base)
         net = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
-        net.to(_device(config.device))
+        net.to(torch_device(config.device))
         encoded = [_Pair(_encode(tokenizer, m, c), _encode(tokenizer, m, r)) for m, c, r in chats]
         kept = _fitting(
             encoded, config.max_tokens, "DPO pairs", lambda p: max(len(p.chosen), len(p.rejected))
@@ -404,24 +405,6 @@ def _batch(items: int, batch_size: int, seed: int, step: int) -> list[int]:
 
 def _deadline(started: float, deadline_s: float | None) -> Callable[[], bool]:
     return lambda: deadline_s is not None and time.monotonic() - started >= deadline_s
-
-
-def _device(name: str) -> torch.device:
-    """The torch device `TrainConfig.device` names; a GPU asked for but absent is an error, not a
-    silent hour on the CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"unknown training device {name!r} (auto, cpu, cuda or cuda:N)") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"training device {name!r} asked for, but torch sees no CUDA GPU")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"training device {name!r}: only the CPU and CUDA GPUs are supported")
-    return device
 
 
 @contextmanager

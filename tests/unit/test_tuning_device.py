@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from briefing.tuning import train as training
+from briefing.devices import torch_device
 from briefing.tuning.config import TrainConfig
 from briefing.tuning.data import Example, example
 from briefing.tuning.train import TrainingStopped, train_sft
@@ -30,11 +30,11 @@ TINY = TrainConfig(rank=4, alpha=8, batch_size=1, max_tokens=96, learning_rate=1
 
 
 def test_auto_is_the_gpu_when_there_is_one_and_an_absent_gpu_is_an_error() -> None:
-    assert training._device("auto").type == ("cuda" if CUDA else "cpu")
-    assert training._device("cpu").type == "cpu"
+    assert torch_device("auto").type == ("cuda" if CUDA else "cpu")
+    assert torch_device("cpu").type == "cpu"
     if not CUDA:
-        with pytest.raises(ValueError, match="'cuda' asked for, but torch sees no CUDA GPU"):
-            training._device("cuda")
+        with pytest.raises(ValueError, match="device 'cuda' asked for, but torch sees no CUDA GPU"):
+            torch_device("cuda")
 
 
 @pytest.fixture(scope="module")
