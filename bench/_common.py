@@ -40,8 +40,9 @@ def provenance() -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     return {
-        # BENCH_COMMIT: a copy of the tree without its git history (another machine's run)
-        "commit": git("rev-parse", "HEAD") or os.environ.get("BENCH_COMMIT", "unknown"),
+        # BENCH_COMMIT: the commit a copy of the tree on another machine was made from (its own
+        # git history, if any, may be older than the code it runs)
+        "commit": os.environ.get("BENCH_COMMIT") or git("rev-parse", "HEAD") or "unknown",
         # results written by an earlier benchmark of the same run do not make the code dirty
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
         "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),

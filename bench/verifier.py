@@ -102,7 +102,7 @@ def main() -> None:
             report["calibration"] = calibrate_on(folder, held, args.seed, args.calibration_pairs)
         report["seconds"] = round(time.perf_counter() - started, 1)
 
-    notes = {"sources": sources, "shared": bool(args.shared)}
+    notes = {"sources": sources, "shared": set(sources) != {"demo"}}  # also from an exported file
     folder = verifier_dir(args.data_dir)
     default = folder.with_name("verifier-bench") if args.shared else folder
     out = train(pairs, args.out or default, config, base=args.base, notes=notes, finish=calibrate)

@@ -155,6 +155,29 @@ def test_calibration_is_monotone_in_the_logit() -> None:
     assert 0.0 <= c(-1e6, 0.0) < 1e-10 and c(1e6, 1.0) == pytest.approx(1.0)
 
 
+def test_calibration_never_weighs_support_against_a_sentence() -> None:
+    from briefing.verifier import fit_calibration
+
+    rng = random.Random(3)
+    labels = [i % 2 for i in range(400)]
+    logits = [(2.0 if y else -2.0) + rng.gauss(0, 1.0) for y in labels]
+    # errors that keep the article's words: a higher text score among the wrong sentences
+    texts = [0.7 + rng.gauss(0, 0.05) - 0.1 * y + 0.02 * x for y, x in zip(labels, logits, strict=True)]
+    fitted = fit_calibration(logits, texts, labels, "known answer")
+    assert fitted.w_text == 0.0 and fitted.w_logit > 0
+    helpful = [0.5 + 0.2 * y + rng.gauss(0, 0.15) for y in labels]
+    both = fit_calibration(logits, helpful, labels, "both help")
+    assert both.w_text > 0 and both.w_logit > 0
+
+
+def test_training_device_is_checked_where_it_is_configured() -> None:
+    from briefing.verifier import TrainConfig
+
+    assert TrainConfig().device == "cpu" and TrainConfig(device="cuda:0").device == "cuda:0"
+    with pytest.raises(ValueError, match="verifier training device must be auto, cpu, cuda or cuda:N"):
+        TrainConfig(device="gpu")
+
+
 def test_cache_write_is_atomic(tmp_path: Path) -> None:
     out = tmp_path / "models" / "verifier"
 
