@@ -56,7 +56,10 @@ from indexing import SentenceTransformerEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo" / "articles"
-SECONDS_PER_PAIR = 0.2  # measured on the 2-core development machine at max_length 128
+# measured: bench/results/verifier.json (1,198 pairs of 96 tokens, one epoch, 800 s on 2 cores) and
+# bench/results/verifier_gpu.json (21,967 pairs of 256 tokens, 3 epochs, 78.6 s on an NVIDIA H200)
+CPU_SECONDS_PER_PAIR = 0.67
+GPU_PAIRS_PER_S = 838.0
 
 
 def main() -> None:
@@ -86,8 +89,8 @@ def main() -> None:
         device=args.device,
     )
     print(
-        f"training the verifier on {len(pairs)} pairs ({sources} before sampling): expect about "
-        f"{len(pairs) * SECONDS_PER_PAIR / 60:.0f} minutes on 2 cores, then a minute to calibrate",
+        f"training the verifier on {len(pairs)} pairs ({sources} before sampling), {config.epochs} "
+        f"epoch(s): {expected_time(len(pairs) * config.epochs, config.device)}, then a minute to calibrate",
         flush=True,
     )
     held = {a: demo[a] for a in demo if a not in train_ids}
@@ -111,6 +114,15 @@ def main() -> None:
     print(json.dumps({k: report.get(k) for k in ("selection", "calibration", "train_seconds")}, indent=2))
     if args.results:
         write_results(report, args.results, args)
+
+
+def expected_time(pair_epochs: int, device: str) -> str:
+    from briefing.devices import torch_device
+
+    if torch_device(device).type == "cuda":
+        return f"expect about {pair_epochs / GPU_PAIRS_PER_S / 60:.1f} minutes on a GPU like an H200"
+    hours = pair_epochs * CPU_SECONDS_PER_PAIR / 3600
+    return f"expect about {hours:.1f} hours on 2 CPU cores (longer for pairs above 96 tokens)"
 
 
 def parse_args() -> argparse.Namespace:
