@@ -79,7 +79,8 @@ verifier: $(STAMP) ## train the relation verifier into $(DATA_DIR)/models/verifi
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/verifier.py --data-dir $(DATA_DIR) --pairs 3000 --device auto
 
 # The recipe chosen on a GPU (bench/results/verifier_gpu.json): every pair, 3 epochs, 256 tokens.
-# It prints its expected time first: about 2 minutes on an H200, many hours on 2 CPU cores.
+# It prints its expected time first: 83 s measured on an H200; about 12 hours on 2 CPU cores,
+# estimated from the CPU run's rate (bench/results/verifier.json), not run.
 verifier-bench: $(STAMP) ## the benchmark's verifier: also XSum and FRANK validation pairs (research-only; never committed)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/verifier.py --data-dir $(DATA_DIR) --pairs 40000 --epochs 3 \
 		--max-length 256 --learning-rate 5e-5 --batch-size 32 --device auto \

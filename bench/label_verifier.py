@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import machine, write_results
-from label_set import LABELS, joined, kept_today, wilson_low
+from label_set import LABELS, candidate_files, evidence_path, joined, kept_today, read_jsonl, wilson_low
 
 from briefing.gate import TARGET_PRECISION
 from briefing.grounding import Evidence, GroundingConfig
@@ -45,8 +45,11 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=LABELS / "labels.jsonl")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    rows = joined(args.labels.with_name("candidates.jsonl"), args.labels)
-    chunks = _chunks(args.labels.parent)
+    candidates = args.labels.with_name("candidates.jsonl")
+    rows = joined(candidates, args.labels)
+    chunks = {
+        c["chunk_id"]: c["text"] for p in candidate_files(candidates) for c in read_jsonl(evidence_path(p))
+    }
     checker = RelationChecker(SentenceTransformerEmbedder(), CrossEncoderVerifier(args.verifier))
     for row in rows:
         evidence = [Evidence(c, chunks[c]) for c in row.get("evidence", []) if c in chunks]
@@ -75,17 +78,6 @@ def main() -> None:
         }
     _table(results)
     write_results(results, args.out, args)
-
-
-def _chunks(folder: Path) -> dict[str, str]:
-    import json
-
-    out = {}
-    for path in sorted(folder.glob("candidates*.evidence.jsonl")):
-        for line in path.open(encoding="utf-8"):
-            row = json.loads(line)
-            out[row["chunk_id"]] = row["text"]
-    return out
 
 
 def _right(row: dict[str, Any]) -> int:
