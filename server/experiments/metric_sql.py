@@ -195,6 +195,9 @@ def rejections(connection: Connection, e: Experiment, end: datetime) -> dict[str
         .group_by(s.c.prompt, s.c.adapter, s.c.status)
     )
     counts = connection.execute(query).all()
+    # an arm without an adapter drafts with whatever writes drafts (the base model or the promoted
+    # adapter, which changes over time): its drafts are those no other arm's adapter wrote
+    named = {arm.variant.adapter for arm in e.arms if arm.variant.adapter}
     out = {}
     for arm in e.arms:
         v = arm.variant
@@ -202,7 +205,7 @@ def rejections(connection: Connection, e: Experiment, end: datetime) -> dict[str
         mine = [
             (status, n)
             for prompt, adapter, status, n in counts
-            if _written_by(prompt, prompts) and adapter == v.adapter
+            if _written_by(prompt, prompts) and (adapter == v.adapter if v.adapter else adapter not in named)
         ]
         rejected = sum(n for status, n in mine if status == Status.REJECTED.value)
         out[arm.name] = np.repeat([1.0, 0.0], [rejected, sum(n for _, n in mine) - rejected])

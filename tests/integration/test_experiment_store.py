@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from briefing import PROMPTS
 from server.db import MIGRATIONS, BriefingRow, EventRow, SummaryRow
+from server.experiments.metric_sql import rejections
 from server.experiments.metrics import daily, metrics_and_days, reader_metrics
 from server.experiments.model import Experiment, ExperimentInvalid, parse_experiment
 from server.experiments.store import Experiments
@@ -309,6 +310,26 @@ def test_metrics_of_planted_events_match_the_hand_computed_values(engine: Any) -
             else:
                 assert data.pre is not None
                 np.testing.assert_allclose(data.pre, pre, err_msg=f"{metric} {arm} pre")
+
+
+def test_an_arm_without_an_adapter_owns_the_drafts_of_whatever_writes_drafts(engine: Any) -> None:
+    """The control names no adapter: its drafts are the base model's and the promoted adapter's
+    ("lora-p"), never those of the adapter another arm names ("lora-t")."""
+    arms = [{"name": "control", "weight": 0.5}, {"name": "tuned", "weight": 0.5, "adapter": "lora-t"}]
+    data = {**definition(key="adapter-test"), "arms": arms}
+    e = replace(parse_experiment(data, known_adapters={"lora-t"}), start=S)
+    article = PROMPTS.get("article").id
+    written = [(None, "approved"), ("lora-p", "rejected"), ("lora-p", "approved"), ("lora-t", "rejected")]
+    rows = [summary(f"a{i}", article, status, S + D) for i, (_, status) in enumerate(written)]
+    for row, (adapter, _) in zip(rows, written, strict=True):
+        row.adapter = adapter
+    with Session(engine) as session:
+        session.add_all(rows)
+        session.commit()
+    with engine.connect() as connection:
+        got = rejections(connection, e, NOW)
+    np.testing.assert_array_equal(np.sort(got["control"]), [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(got["tuned"], [1.0])
 
 
 def test_metrics_stop_at_the_stop_and_nothing_is_measured_before_the_start(engine: Any) -> None:
