@@ -103,7 +103,7 @@ tune: $(STAMP) ## train and gate a LoRA adapter for the demo newsroom from self-
 		TUNE_CANDIDATES=$${TUNE_CANDIDATES:-2} $(BIN)/briefing tune run --demo
 
 bench-tuning: $(STAMP) ## LoRA on XSum + NorSumm train articles, base vs adapter on held-out ones (about 66 min on 2 cores)
-	@echo "fine-tuning benchmark: 66 minutes on 2 cores from nothing; about 30 once the snapshot and base outcomes are cached under $(DATA_DIR)/tuning-bench"
+	@echo "fine-tuning benchmark: 66 minutes on 2 cores from nothing; about 30 (estimated from its stage times) once the snapshot and base outcomes are cached under $(DATA_DIR)/tuning-bench"
 	DATA_DIR=$(DATA_DIR) $(BIN)/python bench/tuning.py --data ../shared/datasets --out bench/results/tuning.json
 
 clean: ## remove the embedded data directory (not the venv)

@@ -27,12 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine, write_results
-from tuning import MODEL, _key, arguments, build, gate, load, training_snapshot
+from tuning import (
+    MODEL,
+    _key,
+    arguments,
+    build,
+    gate,
+    install_adapter,
+    load,
+    print_rows,
+    train_config,
+    training_snapshot,
+)
 
 from briefing.llm.hf import dequantized
-from briefing.llm.models import packaged_gguf
-from briefing.tuning.config import TrainConfig
-from briefing.tuning.gguf_lora import to_gguf_lora
 from briefing.tuning.train import train_sft
 
 LABELS = ("supported", "unsupported", "garbled")
@@ -54,16 +62,11 @@ def main() -> None:
     counts = Counter("unlabelled" if e.id not in labels else _verdict(labels[e.id]) for e in english)
     if not kept:
         raise SystemExit(f"no English target of snapshot {snapshot.id} is labelled supported: {dict(counts)}")
-    config = TrainConfig(
-        epochs=args.epochs, learning_rate=args.lr, max_tokens=args.max_tokens, threads=args.threads
-    )
+    config = train_config(args)
     run_dir = args.cache / "runs" / f"{snapshot.id}-{NAME}-{_key(config)}-{_key(sorted(e.id for e in kept))}"
     print(f"training {NAME} on {len(kept)} of {len(english)} English targets ({dict(counts)})", flush=True)
     run = train_sft(kept, dequantized(MODEL, args.cache / "models"), run_dir, config, progress=True)
-    gguf = to_gguf_lora(
-        run.adapter_dir, packaged_gguf(), run.adapter_dir.with_name(f"{run.adapter_dir.name}.gguf")
-    )
-    summarizer.generator.add_adapter(NAME, gguf)  # type: ignore[attr-defined]
+    install_adapter(summarizer, NAME, run.adapter_dir)
     xsum = gate(summarizer, embedder, rows["xsum"]["eval"], "xsum", (args.cache, "_labelled"), NAME)
     results: dict[str, Any] = {
         "model": MODEL,
@@ -105,12 +108,8 @@ def _verdict(labels: set[str]) -> str:
 def _print(results: dict[str, Any]) -> None:
     t = results["targets"]
     print(f"\nEnglish targets: {t}; trained {results['train']['examples']} examples")
-    r = results["xsum"]
     print(f"{'figure':<17}{'base':>8}{'adapter':>9}{'Δ mean':>9}{'95% CI':>20}")
-    for metric in ("generated_share", "cosine", "rouge_l", "rouge1", "novel_bigrams", "support"):
-        d = r["delta"][metric]
-        ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-        print(f"{metric:<17}{r['base'][metric]:>8.3f}{r['adapter'][metric]:>9.3f}{d['mean']:>+9.3f}{ci:>20}")
+    print_rows(results["xsum"])
 
 
 if __name__ == "__main__":
