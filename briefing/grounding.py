@@ -248,7 +248,14 @@ class EmbeddingLexicalChecker:
         self.scorer = scorer
         self._forms = WordForms(self.config.stem_languages)
 
-    def check(self, sentences: Sequence[str], evidence: Sequence[Evidence]) -> list[Support]:
+    def check(
+        self, sentences: Sequence[str], evidence: Sequence[Evidence], *, bar: float | None = None
+    ) -> list[Support]:
+        """Each sentence's support. With `bar`, for a caller that asks only which sentences reach
+        it: the LLM scores just the sentences that still can (no missing fact, and a text score
+        the likelihood could lift to `bar`); the others keep their text score (likelihood None).
+        The same sentences reach `bar` either way; the LLM's pass over the evidence is most of a
+        check's time, and most XSum reference sentences fail on facts alone."""
         units, owners, singles = _units(evidence)
         if not sentences:
             return []
@@ -257,18 +264,21 @@ class EmbeddingLexicalChecker:
         haystack = " ".join(e.text for e in evidence)
         words = self._forms.of(content_words(haystack))
         facts = _fact_haystack(haystack)
-        signals = self.signals(sentences, evidence) if self.scorer and evidence else None
-        return [
-            self._support(
-                s,
-                similarity[i] if units else np.zeros(0),
-                (units, singles),
-                owners,
-                (words, facts),
-                signals[i] if signals else None,
-            )
-            for i, s in enumerate(sentences)
-        ]
+
+        def support(i: int, signal: tuple[float, float] | None) -> Support:
+            sims = similarity[i] if units else np.zeros(0)
+            return self._support(sentences[i], sims, (units, singles), owners, (words, facts), signal)
+
+        text_only = [support(i, None) for i in range(len(sentences))]
+        if not (self.scorer and evidence):
+            return text_only
+        todo = [i for i, s in enumerate(text_only) if bar is None or self._can_reach(s, bar)]
+        signals = dict(zip(todo, self.signals([sentences[i] for i in todo], evidence), strict=True))
+        return [support(i, signals[i]) if i in signals else text_only[i] for i in range(len(sentences))]
+
+    def _can_reach(self, support: Support, bar: float) -> bool:
+        # the score grows with the likelihood, so its most is at likelihood 1
+        return not support.missing and combined_score(support.text_score, 1.0, self.config) >= bar
 
     def likelihood(self, sentences: Sequence[str], evidence: Sequence[Evidence]) -> list[float]:
         """The likelihood signal alone (`signals`' first half)."""

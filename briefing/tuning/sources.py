@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from briefing.grounding import split_sentences
+from briefing.grounding import EmbeddingLexicalChecker, Evidence, GroundingChecker, Support, split_sentences
 from briefing.prompts import PromptTemplate
 from briefing.summaries import REVIEWED, Status, Summary, SummarySentence, summary_id
 from briefing.summarize import Followed, Request, Summarizer
@@ -260,7 +260,7 @@ def reference_rows(
         stats["rows"] += 1
         sentences = split_sentences(reference)
         evidence = [c.evidence() for c in request.evidence]
-        supports = summarizer.checker.check(sentences, evidence) if sentences and evidence else []
+        supports = _checked(summarizer.checker, sentences, evidence, threshold + margin)
         kept = [s for s in supports if not s.missing and s.score >= threshold + margin]
         stats["sentences"] += len(sentences)
         stats["kept_sentences"] += len(kept)
@@ -279,3 +279,13 @@ def reference_rows(
         task, language = request.template.id, request.record.article.language
         examples.append(example("reference", task, language, articles_of(request), chat, target, meta))
     return examples, {k: stats[k] for k in ("rows", "kept", "dropped", "sentences", "kept_sentences")}
+
+
+def _checked(
+    checker: GroundingChecker, sentences: list[str], evidence: list[Evidence], bar: float
+) -> list[Support]:
+    if not (sentences and evidence):
+        return []
+    if isinstance(checker, EmbeddingLexicalChecker):  # only whether each reaches `bar` matters here
+        return checker.check(sentences, evidence, bar=bar)
+    return checker.check(sentences, evidence)

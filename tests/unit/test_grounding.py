@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import pytest
 
 from briefing import LikelihoodScorer
@@ -110,6 +113,33 @@ def test_the_evidence_explains_what_it_states_better_than_an_invention(
         EVIDENCE,
     )
     assert stated > invented + 0.5
+
+
+def test_a_bar_skips_the_llm_only_for_sentences_that_cannot_reach_it(
+    embedder: SentenceTransformerEmbedder, llamacpp_scorer: LikelihoodScorer
+) -> None:
+    class Counting:
+        def __init__(self) -> None:
+            self.scored: list[str] = []
+
+        def logprobs(self, context: str, continuations: Sequence[str], tail: str = "") -> list[np.ndarray]:
+            self.scored += continuations
+            return llamacpp_scorer.logprobs(context, continuations, tail)
+
+    sentences = [
+        "Ingrid Solvik will miss four months after knee surgery.",
+        "Ingrid Solvik crashed her car in Stavanger in 1998.",  # a place and a year the article lacks
+        "The weather was mild on the coast.",  # no word of the article's
+    ]
+    scorer = Counting()
+    checker = EmbeddingLexicalChecker(embedder, scorer=scorer)
+    everything = checker.check(sentences, EVIDENCE)
+    asked = len(scorer.scored)
+    barred = checker.check(sentences, EVIDENCE, bar=checker.config.threshold)
+    assert [s.supported for s in barred] == [s.supported for s in everything]
+    assert [s.missing for s in barred] == [s.missing for s in everything]
+    assert scorer.scored[asked:] == [sentences[0], sentences[0]]  # with and without the evidence
+    assert barred[0] == everything[0] and barred[1].likelihood is None
 
 
 def test_word_forms_match_across_inflections(embedder: SentenceTransformerEmbedder) -> None:
