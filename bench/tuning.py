@@ -99,8 +99,8 @@ def arguments(description: str | None = __doc__) -> argparse.ArgumentParser:
         "--sample-articles",
         type=int,
         default=20,
-        help="the first of those also sampled for self-training (2 x 20 samples: 2.7 min of the fresh "
-        "snapshot's 23; the reference checks with their evidence retrieval take the rest)",
+        help="the first of those also sampled for self-training (2 x 20 samples: 2.7 min on 4 December, "
+        "when the reference checks took 20 more)",
     )
     # 120: on 60 articles the 3 December run's cosine gain, +0.018, had a CI of [-0.014, +0.049]
     parser.add_argument("--eval-articles", type=int, default=120, help="XSum eval articles")
@@ -290,7 +290,9 @@ def build(
         as_article(r, TASKS[name][1]) for name, split in rows.items() for part in split.values() for r in part
     ]
     indexer.ingest(articles)
-    scorer = make_scorer("llamacpp", GroundingConfig.likelihood_model, cache_dir=Path("var/models"))
+    scorer = make_scorer(
+        "llamacpp", GroundingConfig.likelihood_model, cache_dir=Path("var/models"), threads=threads
+    )
     summarizer = Summarizer(
         make_generator(GeneratorConfig(threads=threads)),
         EvidenceRetriever(index, embedder),
@@ -364,16 +366,16 @@ def gate(
     cache, suffix = where
     requests = requests_for(summarizer, name, part)
     examples = [eval_example(r, row, name) for r, row in zip(requests, part, strict=True)]
-    sides: dict[str, list[Outcome]] = {}
     cached = base_cache(summarizer, requests, cache)
-    for side, adapter in (("base", None), ("adapter", adapter_name)):
-        start = time.monotonic()
-        if side == "base" and cached.is_file():
-            sides[side] = [_outcome_from(json.loads(line)) for line in cached.open(encoding="utf-8")]
-            print(f"  {name} base: {len(requests)} articles from {cached}", flush=True)
-            continue
-        sides[side] = evaluate_summaries(summarizer, requests, examples, adapter, progress=True)
-        print(f"  {name} {side}: {len(requests)} articles in {time.monotonic() - start:.0f} s", flush=True)
+    start = time.monotonic()
+    if cached.is_file():
+        base = [_outcome_from(json.loads(line)) for line in cached.open(encoding="utf-8")]
+        print(f"  {name} base: {len(requests)} articles from {cached}", flush=True)
+        adapted = evaluate_summaries(summarizer, requests, examples, adapter_name, progress=True)
+        sides = {"base": base, "adapter": adapted}
+    else:
+        sides = both_sides(summarizer, requests, examples, adapter_name)
+    print(f"  {name}: {len(requests)} articles in {time.monotonic() - start:.0f} s", flush=True)
     if not cached.is_file():
         lines = [json.dumps(dataclasses.asdict(o), ensure_ascii=False) for o in sides["base"]]
         staging = cached.with_suffix(".partial")  # a killed run leaves no half file to read
@@ -396,6 +398,22 @@ def gate(
         for b, a in list(zip(sides["base"], sides["adapter"], strict=True))[:5]
     ]
     return result
+
+
+def both_sides(
+    summarizer: Summarizer, requests: Sequence[Request], examples: Sequence[Example], adapter: str
+) -> dict[str, list[Outcome]]:
+    """Base and adapter outcomes article by article: the check's LLM keeps an article's
+    evaluated text from one side's check to the other's (LlamaCppScorer), where side after side
+    would evaluate every article twice."""
+    from tqdm.auto import tqdm
+
+    sides: dict[str, list[Outcome]] = {"base": [], "adapter": []}
+    pairs = list(zip(requests, examples, strict=True))
+    for request, row in tqdm(pairs, desc=f"evaluating base and {adapter}", unit="article"):
+        sides["base"] += evaluate_summaries(summarizer, [request], [row], None)
+        sides["adapter"] += evaluate_summaries(summarizer, [request], [row], adapter)
+    return sides
 
 
 def base_cache(summarizer: Summarizer, requests: Sequence[Request], cache: Path) -> Path:

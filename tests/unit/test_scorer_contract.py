@@ -58,6 +58,21 @@ def test_scores_do_not_depend_on_the_other_continuations(scorer: LikelihoodScore
     np.testing.assert_allclose(alone, after, atol=1e-3)
 
 
+def test_scores_do_not_depend_on_what_was_scored_before(scorer: LikelihoodScorer) -> None:
+    # llama.cpp keeps the last context's cache for a context that begins the same way, and runs
+    # short contexts (the check's prior) in a second one: neither may leak into an answer.
+    [first] = scorer.logprobs(CONTEXT, [TOLD])
+    other = CONTEXT.replace("resigned on Tuesday", "was re-elected on Sunday")  # same beginning
+    scorer.logprobs(other, [UNTOLD])
+    [prior] = scorer.logprobs("One-sentence summary:\n", [TOLD])
+    [again] = scorer.logprobs(CONTEXT, [TOLD])
+    [changed] = scorer.logprobs(other, [TOLD])
+    np.testing.assert_allclose(again, first, atol=1e-4)
+    assert not np.allclose(changed, first, atol=1e-2) and not np.allclose(prior, first, atol=1e-2)
+    [after_short] = scorer.logprobs("One-sentence summary:\n", [TOLD])
+    np.testing.assert_allclose(after_short, prior, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["llamacpp", "transformers"])
 def test_a_context_longer_than_the_window_keeps_its_beginning(kind: str, model_cache: Path) -> None:
     model = "packaged:SmolLM2-135M-Instruct"
