@@ -102,8 +102,8 @@ tune: $(STAMP) ## train and gate a LoRA adapter for the demo newsroom from self-
 	DATA_DIR=$(DATA_DIR) TUNE_PREFERENCE=$${TUNE_PREFERENCE:-false} TUNE_ARTICLES=$${TUNE_ARTICLES:-60} \
 		TUNE_CANDIDATES=$${TUNE_CANDIDATES:-2} $(BIN)/briefing tune run --demo
 
-bench-tuning: $(STAMP) ## LoRA on XSum + NorSumm train articles, base vs adapter on held-out ones (about 66 min on 2 cores)
-	@echo "fine-tuning benchmark: 66 minutes on 2 cores from nothing; about 30 (estimated from its stage times) once the snapshot and base outcomes are cached under $(DATA_DIR)/tuning-bench"
+bench-tuning: $(STAMP) ## LoRA on XSum + NorSumm train articles, base vs adapter on held-out ones (about 51 min on 2 cores)
+	@echo "fine-tuning benchmark: 51 minutes on 2 idle cores from nothing; less once the snapshot and base outcomes are cached under $(DATA_DIR)/tuning-bench"
 	DATA_DIR=$(DATA_DIR) $(BIN)/python bench/tuning.py --data ../shared/datasets --out bench/results/tuning.json
 
 clean: ## remove the embedded data directory (not the venv)
