@@ -99,8 +99,8 @@ def arguments(description: str | None = __doc__) -> argparse.ArgumentParser:
         "--sample-articles",
         type=int,
         default=20,
-        help="the first of those also sampled for self-training (2 x 20 samples: 2.7 min on 4 December, "
-        "when the reference checks took 20 more)",
+        help="the first of those also sampled for self-training (2 x 20 samples: 2.4 min of the fresh "
+        "run's 13.8-minute snapshot on 5 December)",
     )
     # 120: on 60 articles the 3 December run's cosine gain, +0.018, had a CI of [-0.014, +0.049]
     parser.add_argument("--eval-articles", type=int, default=120, help="XSum eval articles")

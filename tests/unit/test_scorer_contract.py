@@ -22,6 +22,8 @@ CONTEXT = (
 )
 TOLD = "The mayor of Oslo resigned on Tuesday."
 UNTOLD = "The mayor of Bergen won an award for her cooking."
+# Over LlamaCppScorer.SHORT_CONTEXT tokens: scored in its main context, not the short one.
+LONG_CONTEXT = CONTEXT.replace("budget.", "budget. " + "The city council met on Monday. " * 8)
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +63,34 @@ def test_scores_do_not_depend_on_the_other_continuations(scorer: LikelihoodScore
 def test_scores_do_not_depend_on_what_was_scored_before(scorer: LikelihoodScorer) -> None:
     # llama.cpp keeps the last context's cache for a context that begins the same way, and runs
     # short contexts (the check's prior) in a second one: neither may leak into an answer.
-    [first] = scorer.logprobs(CONTEXT, [TOLD])
-    other = CONTEXT.replace("resigned on Tuesday", "was re-elected on Sunday")  # same beginning
+    [first] = scorer.logprobs(LONG_CONTEXT, [TOLD])
+    other = LONG_CONTEXT.replace("resigned on Tuesday", "was re-elected on Sunday")  # same beginning
     scorer.logprobs(other, [UNTOLD])
     [prior] = scorer.logprobs("One-sentence summary:\n", [TOLD])
-    [again] = scorer.logprobs(CONTEXT, [TOLD])
+    [again] = scorer.logprobs(LONG_CONTEXT, [TOLD])
     [changed] = scorer.logprobs(other, [TOLD])
     np.testing.assert_allclose(again, first, atol=1e-4)
     assert not np.allclose(changed, first, atol=1e-2) and not np.allclose(prior, first, atol=1e-2)
     [after_short] = scorer.logprobs("One-sentence summary:\n", [TOLD])
     np.testing.assert_allclose(after_short, prior, atol=1e-4)
+
+
+def test_a_llamacpp_call_that_fails_midway_leaves_no_stale_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    scorer = LlamaCppScorer(packaged_gguf(), threads=2, context_tokens=512)
+    [fresh] = scorer.logprobs(LONG_CONTEXT, [TOLD])
+    other = LONG_CONTEXT.replace("resigned on Tuesday", "was re-elected on Sunday")
+    llama, real_eval = scorer._llama, scorer._llama.eval
+    calls = iter([real_eval, _fail])  # the context evaluates, the continuation fails
+
+    monkeypatch.setattr(llama, "eval", lambda tokens: next(calls, real_eval)(tokens))
+    with pytest.raises(RuntimeError, match="decode failed"):
+        scorer.logprobs(other, [UNTOLD])
+    [again] = scorer.logprobs(LONG_CONTEXT, [TOLD])
+    np.testing.assert_allclose(again, fresh, atol=1e-4)
+
+
+def _fail(tokens: Sequence[int]) -> None:
+    raise RuntimeError("decode failed")
 
 
 @pytest.mark.parametrize("kind", ["llamacpp", "transformers"])
